@@ -1,0 +1,121 @@
+"""The dataset config: which columns of the customer table are what.
+
+Written by the user once per table (YAML or JSON) and parsed into a strict model: unknown keys,
+duplicate columns or a target listed as a feature are errors that name the offending key.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from churnflow.errors import ChurnflowError
+
+CONFIG_KEYS = ("id", "target", "positive_label", "numeric", "categorical", "strict_categories")
+
+
+class DatasetConfig(BaseModel):
+    """Column roles of one customer table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str | None = None
+    """Customer id column: kept for joining ground truth later, never used as a feature."""
+    target: str
+    """Column holding the churn outcome."""
+    positive_label: str | int | bool = 1
+    """Value of `target` that means "churned" (1, Yes, true, ...); any other single value means stayed."""
+    numeric: list[str] = []
+    categorical: list[str] = []
+    strict_categories: bool = False
+    """When true, a category level unseen in training is rejected at predict time instead of read as
+    all-zero one-hot columns."""
+
+    @field_validator("target", "id")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty column name")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_are_consistent(self) -> DatasetConfig:
+        features = self.numeric + self.categorical
+        if not features:
+            raise ValueError("numeric and categorical are both empty: at least one feature is needed")
+        duplicates = sorted({c for c in features if features.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"columns listed twice among the features: {duplicates}")
+        for role, column in (("target", self.target), ("id", self.id)):
+            if column is not None and column in features:
+                raise ValueError(f"{role} column {column!r} is also listed as a feature")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric + self.categorical
+
+    @property
+    def required_columns(self) -> list[str]:
+        return ([self.id] if self.id else []) + [self.target] + self.features
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key {location!r} (expected one of: {', '.join(CONFIG_KEYS)})")
+        elif item["type"] == "missing":
+            parts.append(f"missing required key {location!r}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            parts.append(f"{location}: {message}" if item["loc"] else message)
+    return f"dataset config {source}: " + "; ".join(parts)
+
+
+def parse_config(data: Any, source: str = "(inline)") -> DatasetConfig:
+    """Validates an already-parsed mapping into a DatasetConfig."""
+    if not isinstance(data, dict):
+        raise ChurnflowError(f"dataset config {source}: expected a mapping of keys {CONFIG_KEYS}")
+    try:
+        return DatasetConfig.model_validate(data)
+    except ValidationError as error:
+        raise ChurnflowError(_one_line(error, source)) from None
+
+
+def parse_config_text(text: str, source: str = "(inline)") -> DatasetConfig:
+    """Parses YAML or JSON text (JSON is YAML) into a DatasetConfig."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "not valid YAML or JSON"
+        raise ChurnflowError(f"dataset config {source}: {problem}{where}") from None
+    return parse_config(data, source)
+
+
+def load_config(path: str | Path | None) -> DatasetConfig:
+    """Reads a dataset config file; None means the packaged default (the original design's table)."""
+    if path is None:
+        text = resources.files("churnflow").joinpath("configs/default.yaml").read_text()
+        return parse_config_text(text, "default.yaml")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ChurnflowError(f"dataset config {path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise ChurnflowError(f"dataset config {path}: not UTF-8 text") from None
+    return parse_config_text(text, str(path))
+
+
+def config_to_json(config: DatasetConfig) -> str:
+    """The compact JSON form passed to the pipeline as a parameter."""
+    return json.dumps(config.model_dump(), sort_keys=True)

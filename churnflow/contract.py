@@ -1,0 +1,162 @@
+"""The feature contract: the single description of what the model reads.
+
+Preprocessing builds it from the dataset config and the training split; it is saved as
+`contract.json` inside the model artifact, and the predictor reads it back from there. Nothing else
+in the project restates column names, types, category levels or the one-hot column order.
+
+Encoding follows pandas semantics (`pd.get_dummies` keeping every level, reindexed to the training
+columns), which is what `encode_frame` does literally; the predictor's fast path must match it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from churnflow.errors import ChurnflowError
+
+CONTRACT_FILE = "contract.json"
+ONE_HOT_SEPARATOR = "_"
+
+
+def normalize_level(value: Any) -> str | None:
+    """The string form a categorical value takes in training and serving alike.
+
+    Integral floats read from a CSV column with blanks (2.0) and JSON integers (2) both become "2";
+    None, NaN and blank strings are missing.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None
+        if float(value).is_integer():
+            return str(int(value))
+    if isinstance(value, np.integer):
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def label_matches(value: Any, positive_label: Any) -> bool:
+    """Whether a target value equals the configured positive label (1 == "1" == 1.0, "Yes" == "yes")."""
+    left, right = normalize_level(value), normalize_level(positive_label)
+    return left is not None and right is not None and left.lower() == right.lower()
+
+
+class FeatureContract(BaseModel):
+    """Columns, types, category levels and target of one trained model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = 1
+    id: str | None
+    target: str
+    positive_label: str
+    numeric: list[str]
+    numeric_dtypes: dict[str, str]
+    """pandas dtype of each numeric column in training ("int64" or "float64")."""
+    numeric_fill: dict[str, float]
+    """Training median of each numeric column: what a blank (null) value is read as."""
+    categorical: dict[str, list[str]]
+    """Each categorical column with its training levels, sorted as pandas sorts them."""
+    strict_categories: bool
+    feature_columns: list[str]
+    """Model input columns in training order: numerics, then one-hot columns `<column>_<level>`."""
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The columns a caller sends, in contract order (numerics first, then categoricals)."""
+        return self.numeric + list(self.categorical)
+
+    def one_hot_column(self, column: str, level: str) -> str:
+        return f"{column}{ONE_HOT_SEPARATOR}{level}"
+
+    # -- building ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_training_frame(
+        cls, frame: pd.DataFrame, config: Any, integral_columns: tuple[str, ...] = ()
+    ) -> FeatureContract:
+        """Derives the contract from the (already validated and typed) training split."""
+        numeric_dtypes = {c: "int64" if c in integral_columns else "float64" for c in config.numeric}
+        fill = {}
+        for column in config.numeric:
+            median = frame[column].median()
+            fill[column] = float(median) if not pd.isna(median) else 0.0
+        categorical = {}
+        for column in config.categorical:
+            levels = {normalize_level(v) for v in frame[column].unique()}
+            categorical[column] = sorted(level for level in levels if level is not None)
+        feature_columns = list(config.numeric) + [
+            f"{column}{ONE_HOT_SEPARATOR}{level}" for column, levels in categorical.items() for level in levels
+        ]
+        return cls(
+            id=config.id,
+            target=config.target,
+            positive_label=normalize_level(config.positive_label) or "1",
+            numeric=list(config.numeric),
+            numeric_dtypes=numeric_dtypes,
+            numeric_fill=fill,
+            categorical=categorical,
+            strict_categories=config.strict_categories,
+            feature_columns=feature_columns,
+        )
+
+    # -- encoding (the reference, pandas semantics) ---------------------------------------------------
+
+    def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Turns raw feature columns into the model matrix exactly as training did.
+
+        Numeric blanks take the training median; categorical values are one-hot encoded with
+        `pd.get_dummies` and reindexed to the training columns, so a level unseen in training becomes
+        all zeros (or an error when the contract is strict). Extra columns are ignored.
+        """
+        missing = [c for c in self.numeric if c not in frame.columns]
+        if missing:
+            raise ChurnflowError(f"missing required numeric column(s): {', '.join(missing)}")
+        numeric = frame[self.numeric].apply(pd.to_numeric, errors="raise").astype("float64")
+        numeric = numeric.fillna(self.numeric_fill)
+        categorical = pd.DataFrame(index=frame.index)
+        for column, levels in self.categorical.items():
+            values = frame[column] if column in frame.columns else pd.Series(None, index=frame.index)
+            normalized = values.map(normalize_level)
+            if self.strict_categories:
+                self._reject_unseen(column, normalized, levels)
+            categorical[column] = normalized
+        dummies = pd.get_dummies(categorical, prefix_sep=ONE_HOT_SEPARATOR, dtype="float64")
+        encoded = pd.concat([numeric, dummies], axis=1).reindex(columns=self.feature_columns, fill_value=0.0)
+        return encoded.to_numpy(dtype="float64")
+
+    def _reject_unseen(self, column: str, values: pd.Series, levels: list[str]) -> None:
+        known = set(levels)
+        unseen = sorted({v for v in values.dropna().unique() if v not in known})
+        if unseen:
+            raise ChurnflowError(
+                f"field {column!r}: unseen category {unseen[0]!r} (expected one of: {', '.join(levels)})"
+            )
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / CONTRACT_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FeatureContract:
+        path = Path(directory) / CONTRACT_FILE
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ChurnflowError(f"model directory {directory}: no {CONTRACT_FILE}") from None
+        except (ValueError, TypeError) as error:
+            raise ChurnflowError(f"{path}: not a valid feature contract ({error})") from None

@@ -1,0 +1,155 @@
+"""Reading and validating the customer table before anything is trained on it.
+
+Every check here ends in a one-line ChurnflowError naming the column (and a sample of the bad
+values), because these are the errors a user hits first when pointing churnflow at their own table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from churnflow.config import DatasetConfig
+from churnflow.contract import label_matches, normalize_level
+from churnflow.errors import ChurnflowError
+
+LOCAL_SCHEMES = ("", "file")
+PANDAS_SCHEMES = ("http", "https", "s3", "gs", "gcs", "abfs", "az")
+
+
+def read_table(source: str) -> pd.DataFrame:
+    """Reads a CSV from a local path, file:// URI or any URI pandas can open (http, s3, gs via fsspec)."""
+    scheme = urlparse(source).scheme.lower()
+    if scheme in LOCAL_SCHEMES or (len(scheme) == 1 and Path(source).exists()):
+        path = Path(urlparse(source).path if scheme == "file" else source)
+        if not path.is_file():
+            raise ChurnflowError(f"data {source}: no such file")
+        target: str | Path = path
+    elif scheme in PANDAS_SCHEMES:
+        target = source
+    else:
+        raise ChurnflowError(
+            f"data {source}: unsupported URI scheme {scheme!r} (expected a path, file://, "
+            f"{', '.join(s + '://' for s in PANDAS_SCHEMES)})"
+        )
+    try:
+        # Everything is read as text first so that type errors are ours to report, per column.
+        return pd.read_csv(target, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise ChurnflowError(f"data {source}: the file is empty (no header row)") from None
+    except pd.errors.ParserError as error:
+        raise ChurnflowError(f"data {source}: not a readable CSV ({str(error).strip()})") from None
+    except UnicodeDecodeError:
+        raise ChurnflowError(f"data {source}: not UTF-8 text") from None
+    except ImportError as error:
+        raise ChurnflowError(f"data {source}: reading this URI needs an extra package ({error})") from None
+    except OSError as error:
+        raise ChurnflowError(f"data {source}: cannot read it ({error})") from None
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of the table's content, recorded in the model metadata to tie a model to its data."""
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    digest = hashlib.sha256(hashed.tobytes())
+    digest.update("\x1f".join(map(str, frame.columns)).encode())
+    return digest.hexdigest()
+
+
+def _sample(values: pd.Series, limit: int = 3) -> str:
+    return ", ".join(repr(v) for v in values.unique()[:limit])
+
+
+@dataclass(frozen=True)
+class ValidatedTable:
+    """The typed table plus what typing learned: which numeric columns hold only whole numbers."""
+
+    frame: pd.DataFrame
+    integral_columns: tuple[str, ...]
+
+
+def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
+    """Checks the table against the config and returns a typed copy with just the configured columns.
+
+    Numeric columns become numbers (blank cells become NaN, to be filled with the training median),
+    categorical columns stay text, the target becomes 0/1. Raises ChurnflowError for a missing column,
+    a non-numeric cell in a numeric column, target values other than two labels, an empty table or a
+    table with a single class.
+    """
+    raw = raw.rename(columns=lambda c: str(c).strip())
+    missing = [c for c in config.required_columns if c not in raw.columns]
+    if missing:
+        raise ChurnflowError(
+            f"column(s) {', '.join(repr(c) for c in missing)} named in the dataset config are not in the data "
+            f"(it has: {', '.join(map(str, raw.columns[:20]))})"
+        )
+    if raw.empty:
+        raise ChurnflowError("data has a header but no rows")
+    typed = pd.DataFrame(index=raw.index)
+    integral: list[str] = []
+    if config.id:
+        typed[config.id] = raw[config.id]
+    for column in config.numeric:
+        text = raw[column].astype(str).str.strip()
+        blank = text.eq("") | text.str.lower().isin(["nan", "na", "null", "none"])
+        numbers = pd.to_numeric(text.where(~blank), errors="coerce")
+        bad = numbers.isna() & ~blank
+        if bad.any():
+            raise ChurnflowError(
+                f"numeric column {column!r}: {int(bad.sum())} non-numeric value(s), "
+                f"e.g. {_sample(raw.loc[bad, column])}"
+            )
+        infinite = numbers.abs().eq(float("inf"))
+        if infinite.any():
+            raise ChurnflowError(f"numeric column {column!r}: {int(infinite.sum())} infinite value(s)")
+        if blank.all():
+            raise ChurnflowError(f"numeric column {column!r}: every value is blank")
+        typed[column] = numbers.astype("float64")
+        if not text[~blank].str.contains(r"[.eE]").any():
+            integral.append(column)
+    for column in config.categorical:
+        typed[column] = raw[column].map(normalize_level)
+    typed[config.target] = _binary_target(raw[config.target], config)
+    return ValidatedTable(frame=typed, integral_columns=tuple(integral))
+
+
+def _binary_target(values: pd.Series, config: DatasetConfig) -> pd.Series:
+    labels = values.map(normalize_level)
+    if labels.isna().any():
+        raise ChurnflowError(f"target column {config.target!r}: {int(labels.isna().sum())} blank value(s)")
+    distinct = sorted(labels.unique(), key=str)
+    positive = [v for v in distinct if label_matches(v, config.positive_label)]
+    if len(distinct) > 2:
+        raise ChurnflowError(
+            f"target column {config.target!r}: expected two labels, found {len(distinct)}: "
+            f"{', '.join(map(repr, distinct[:6]))}"
+        )
+    if not positive and len(distinct) == 2:
+        raise ChurnflowError(
+            f"target column {config.target!r}: positive_label {config.positive_label!r} is not among its "
+            f"labels {', '.join(map(repr, distinct))}"
+        )
+    if len(distinct) < 2:
+        raise ChurnflowError(
+            f"target column {config.target!r}: every row has the label {distinct[0]!r}; "
+            "both churned and retained customers are needed to train"
+        )
+    return labels.map(lambda v: int(label_matches(v, config.positive_label))).astype("int64")
+
+
+def write_split(frame: pd.DataFrame, path: str | Path) -> None:
+    """Writes a typed split as CSV (portable between pipeline steps; blanks stay blank)."""
+    frame.to_csv(path, index=False)
+
+
+def read_split(path: str | Path, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """Reads a split written by write_split back with the types validate_table gave it."""
+    dtypes: dict[str, str] = {c: "float64" for c in numeric}
+    dtypes.update({c: "object" for c in categorical})
+    frame = pd.read_csv(path, dtype=dtypes)
+    for column in categorical:
+        frame[column] = frame[column].map(normalize_level)
+    return frame

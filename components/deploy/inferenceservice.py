@@ -1,0 +1,89 @@
+"""The KServe InferenceService that serves one released model: the only place its shape is written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+DEFAULT_SERVE_IMAGE = "ghcr.io/churnflow/churnflow-serve:0.1.0"
+APP_LABEL = "churn-predictor"
+MODEL_MOUNT = "/mnt/models"
+HTTP_PORT = 8080
+
+
+def kserve_storage_uri(uri: str) -> str:
+    """KFP's local MinIO artifact URIs (minio://bucket/key) are S3 to KServe's storage initializer."""
+    return "s3://" + uri.removeprefix("minio://") if uri.startswith("minio://") else uri
+
+
+def render_inferenceservice(
+    *,
+    name: str,
+    namespace: str,
+    storage_uri: str,
+    image: str = DEFAULT_SERVE_IMAGE,
+    model_version: str = "",
+    pipeline_run: str = "",
+    min_replicas: int = 1,
+    max_replicas: int = 3,
+    scale_target: int = 50,
+    cpu: str = "1",
+    memory: str = "1Gi",
+    service_account: str = "",
+) -> dict[str, Any]:
+    """The InferenceService manifest as a dict: custom predictor container, storageUri, scraping."""
+    labels = {"app": APP_LABEL, "app.kubernetes.io/part-of": "churnflow"}
+    if model_version:
+        labels["churnflow.io/model-version"] = model_version
+    if pipeline_run:
+        labels["churnflow.io/pipeline-run"] = pipeline_run[:63]
+    predictor: dict[str, Any] = {
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "scaleMetric": "concurrency",
+        "scaleTarget": scale_target,
+        "labels": dict(labels),
+        "annotations": {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(HTTP_PORT),
+            "prometheus.io/path": "/metrics",
+        },
+        "containers": [
+            {
+                "name": "kserve-container",
+                "image": image,
+                "args": [f"--model_name={name}", f"--model_dir={MODEL_MOUNT}", f"--http_port={HTTP_PORT}"],
+                "env": [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}],
+                "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+                "resources": {
+                    "requests": {"cpu": cpu, "memory": memory},
+                    "limits": {"cpu": cpu, "memory": memory},
+                },
+                "readinessProbe": {"httpGet": {"path": f"/v1/models/{name}", "port": HTTP_PORT}},
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
+    if service_account:
+        predictor["serviceAccountName"] = service_account
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    return yaml.safe_dump(manifest, sort_keys=False)

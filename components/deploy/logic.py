@@ -1,0 +1,70 @@
+"""Deploy: release the evaluated model. Runs only when evaluate said `deploy`.
+
+Here it renders the InferenceService for the new model and, in local mode, publishes the model
+directory atomically where the local model server loads it. Applying the resource to a cluster is
+the `apply_inferenceservice` seam (see churnflow deploy).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from churnflow.artifact import EVALUATION_FILE, publish_directory, verify_files
+from churnflow.components.deploy.inferenceservice import render_inferenceservice, to_yaml
+
+MANIFEST_FILE = "inferenceservice.yaml"
+
+
+def release_locally(model_dir: str | Path, evaluation: dict[str, Any], target: str | Path) -> Path:
+    """Publishes model + its evaluation to `target` (a symlink swapped atomically); returns the release.
+
+    The model is verified before it is copied, so a damaged artifact never replaces a good release.
+    """
+    verify_files(model_dir)
+    with tempfile.TemporaryDirectory() as staging:
+        staged = Path(staging) / "model"
+        shutil.copytree(model_dir, staged)
+        (staged / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2) + "\n")
+        return publish_directory(staged, target)
+
+
+def deploy(
+    model_dir: str | Path,
+    model_uri: str,
+    evaluation: dict[str, Any],
+    manifest_path: str | Path,
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    model_version: str,
+    pipeline_run: str = "",
+    local_release_dir: str = "",
+) -> dict[str, Any]:
+    """Writes the InferenceService manifest and, when `local_release_dir` is set, releases locally.
+
+    Locally the manifest is also written beside the release (`<parent>/inferenceservice.yaml`) with
+    storageUri pointing at it, which is what `churnflow run` leaves in its output directory.
+    """
+    storage_uri = model_uri
+    if local_release_dir:
+        release_locally(model_dir, evaluation, local_release_dir)
+        storage_uri = Path(local_release_dir).absolute().as_uri()
+    manifest = render_inferenceservice(
+        name=name,
+        namespace=namespace,
+        storage_uri=storage_uri,
+        image=image,
+        model_version=model_version,
+        pipeline_run=pipeline_run,
+    )
+    text = to_yaml(manifest)
+    Path(manifest_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(manifest_path).write_text(text)
+    if local_release_dir:
+        (Path(local_release_dir).parent / MANIFEST_FILE).write_text(text)
+    return manifest

@@ -1,0 +1,1 @@
+"""The evaluate step of the churn pipeline."""

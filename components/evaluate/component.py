@@ -1,0 +1,42 @@
+"""KFP wrapper of the evaluate step (logic in logic.py)."""
+
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from churnflow.components.image import churnflow_component
+
+
+@churnflow_component
+def evaluate_op(
+    model: Input[Model],
+    test_data: Input[Dataset],
+    min_roc_auc: float,
+    min_f1: float,
+    min_precision: float,
+    max_regression: float,
+    champion_metrics: str,
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+    report: Output[Artifact],
+) -> bool:
+    """Scores the candidate on the test split; returns whether it may be deployed.
+
+    The decision is the component's single output (`Output`): kfp.local resolves conditions only on
+    an `Output`-named parameter, so dsl.If reads `evaluate.outputs["Output"]`.
+    """
+    import json
+
+    from churnflow.components.evaluate.logic import Gate, evaluate
+
+    gate = Gate(min_roc_auc=min_roc_auc, min_f1=min_f1, min_precision=min_precision, max_regression=max_regression)
+    result = evaluate(model.path, test_data.path, gate, champion_metrics)
+    scores = result["metrics"]
+    for name in ("roc_auc", "accuracy", "precision", "recall", "f1", "brier"):
+        metrics.log_metric(name, round(scores[name], 6))
+    classification_metrics.log_confusion_matrix(["retained", "churned"], scores["confusion_matrix"])
+    curve = scores["roc_curve"]
+    classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
+    with open(report.path, "w") as handle:
+        json.dump(result, handle, indent=2)
+    verdict = "deploy" if result["deploy"] else "do not deploy: " + "; ".join(result["reasons"])
+    print(f"evaluate: roc_auc={scores['roc_auc']:.4f} f1={scores['f1']:.4f} -> {verdict}")
+    return result["deploy"]

@@ -1,0 +1,136 @@
+"""Evaluate: score the candidate on the held-out split and decide whether it may be deployed.
+
+The gate has two parts: absolute floors (minimum ROC-AUC, F1, ...) and, when the metrics of the model
+now in production are given, champion/challenger: the candidate may not be worse than the champion by
+more than `max_regression` on the gate metric.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from churnflow.artifact import MODEL_FILE, verify_files
+from churnflow.components.preprocess.logic import TEST_FILE
+from churnflow.contract import FeatureContract
+from churnflow.data import read_split
+from churnflow.errors import ChurnflowError
+
+REPORT_FILE = "evaluation.json"
+GATE_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")
+ROC_POINTS = 50
+
+
+class Gate(BaseModel):
+    """What a candidate must reach to be deployed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_roc_auc: float = Field(0.70, ge=0, le=1)
+    min_f1: float = Field(0.0, ge=0, le=1)
+    min_precision: float = Field(0.0, ge=0, le=1)
+    max_brier: float = Field(1.0, ge=0, le=1)
+    compare_metric: str = "roc_auc"
+    max_regression: float = Field(0.0, ge=0, le=1)
+    """How far below the champion's `compare_metric` the candidate may fall and still deploy."""
+
+
+def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """All evaluation metrics for churn probabilities against 0/1 outcomes."""
+    predicted = (probability >= threshold).astype("int64")
+    fpr, tpr, thresholds = roc_curve(target, probability)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
+    return {
+        "roc_auc": float(roc_auc_score(target, probability)),
+        "accuracy": float(accuracy_score(target, predicted)),
+        "precision": float(precision_score(target, predicted, zero_division=0)),
+        "recall": float(recall_score(target, predicted, zero_division=0)),
+        "f1": float(f1_score(target, predicted, zero_division=0)),
+        "brier": float(brier_score_loss(target, probability)),
+        "threshold": threshold,
+        "rows": len(target),
+        "positive_rate": float(np.mean(target)),
+        "confusion_matrix": confusion_matrix(target, predicted, labels=[0, 1]).tolist(),
+        "roc_curve": {
+            "fpr": fpr[keep].tolist(),
+            "tpr": tpr[keep].tolist(),
+            "thresholds": np.minimum(thresholds[keep], 1.0).tolist(),
+        },
+        "classification_report": classification_report(
+            target,
+            predicted,
+            labels=[0, 1],
+            target_names=["retained", "churned"],
+            output_dict=True,
+            zero_division=0,
+        ),
+    }
+
+
+def decide(metrics: dict[str, Any], gate: Gate, champion: dict[str, Any] | None) -> tuple[bool, list[str]]:
+    """Applies the floors and the champion comparison; returns (deploy, reasons it was refused)."""
+    reasons = []
+    floors = (("roc_auc", gate.min_roc_auc), ("f1", gate.min_f1), ("precision", gate.min_precision))
+    for name, floor in floors:
+        if metrics[name] < floor:
+            reasons.append(f"{name} {metrics[name]:.4f} is below the floor {floor:.4f}")
+    if metrics["brier"] > gate.max_brier:
+        reasons.append(f"brier {metrics['brier']:.4f} is above the ceiling {gate.max_brier:.4f}")
+    if champion:
+        name = gate.compare_metric
+        if name not in champion:
+            raise ChurnflowError(f"champion metrics: no {name!r} to compare against (has {sorted(champion)})")
+        if metrics[name] < float(champion[name]) - gate.max_regression:
+            reasons.append(
+                f"{name} {metrics[name]:.4f} is worse than the production model's {float(champion[name]):.4f}"
+            )
+    return not reasons, reasons
+
+
+def parse_champion(text: str) -> dict[str, Any] | None:
+    """Champion metrics arrive as a JSON string parameter ("" when there is no production model)."""
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise ChurnflowError(f"champion_metrics: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ChurnflowError("champion_metrics: expected a JSON object of metric names to values")
+    return data.get("metrics", data)
+
+
+def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_metrics: str = "") -> dict[str, Any]:
+    """Scores the model on test.csv and returns the full report (also what evaluation.json holds)."""
+    verify_files(model_dir)
+    contract = FeatureContract.load(model_dir)
+    model = joblib.load(Path(model_dir) / MODEL_FILE)
+    frame = read_split(Path(test_dir) / TEST_FILE, contract.numeric, list(contract.categorical))
+    target = frame[contract.target].to_numpy(dtype="int64")
+    probability = model.predict_proba(contract.encode_frame(frame))[:, 1]
+    metrics = score(target, probability)
+    champion = parse_champion(champion_metrics)
+    deploy, reasons = decide(metrics, gate, champion)
+    return {
+        "metrics": metrics,
+        "gate": gate.model_dump(),
+        "champion": champion,
+        "deploy": deploy,
+        "reasons": reasons,
+    }

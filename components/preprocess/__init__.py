@@ -1,0 +1,1 @@
+"""The preprocess step of the churn pipeline."""

@@ -1,0 +1,1 @@
+"""The train step of the churn pipeline."""

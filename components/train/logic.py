@@ -1,0 +1,100 @@
+"""Train: fit the RandomForest on the training split and write the model artifact directory."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.ensemble import RandomForestClassifier
+
+import churnflow
+from churnflow.artifact import MODEL_FILE, ONNX_FILE, write_metadata
+from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
+from churnflow.components.train.compile_forest import TOLERANCE, compile_forest, compiled_max_difference
+from churnflow.contract import FeatureContract
+from churnflow.data import read_split
+from churnflow.hyperparameters import ForestParams
+
+COMPILE_CHECK_ROWS = 2000
+
+
+def fit_forest(features: np.ndarray, target: np.ndarray, params: ForestParams) -> RandomForestClassifier:
+    """Fits on all cores, then resets n_jobs: one request's predict_proba is fastest single-threaded."""
+    model = RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=-1)
+    model.fit(features, target)
+    model.n_jobs = None
+    return model
+
+
+def library_versions() -> dict[str, str]:
+    import onnxruntime
+    import pandas
+
+    return {
+        "python": platform.python_version(),
+        "churnflow": churnflow.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pandas": pandas.__version__,
+        "numpy": np.__version__,
+        "joblib": joblib.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def train(
+    train_dir: str | Path,
+    contract_dir: str | Path,
+    model_dir: str | Path,
+    params: ForestParams,
+    pipeline_run: str = "",
+) -> dict[str, Any]:
+    """Fits the forest, compiles it, and writes the artifact; returns the metadata written."""
+    contract = FeatureContract.load(contract_dir)
+    frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical))
+    features = contract.encode_frame(frame)
+    target = frame[contract.target].to_numpy(dtype="int64")
+
+    started = time.perf_counter()
+    model = fit_forest(features, target, params)
+    fit_seconds = time.perf_counter() - started
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, model_dir / MODEL_FILE)
+    contract.save(model_dir)
+
+    compiled = compile_forest(model, len(contract.feature_columns))
+    compiled_info: dict[str, Any] = {"format": None}
+    if compiled is not None:
+        sample = features[np.random.default_rng(0).permutation(len(features))[:COMPILE_CHECK_ROWS]]
+        difference = compiled_max_difference(compiled, model, sample)
+        compiled_info = {"format": "onnx", "max_abs_difference": difference, "checked_rows": len(sample)}
+        if difference <= TOLERANCE:
+            (model_dir / ONNX_FILE).write_bytes(compiled)
+        else:
+            compiled_info["format"] = None
+            compiled_info["rejected"] = f"differs from scikit-learn by {difference:.2e} > {TOLERANCE}"
+
+    data_summary = json.loads((Path(contract_dir) / DATA_SUMMARY_FILE).read_text())
+    trained_at = datetime.now(UTC).replace(microsecond=0)
+    metadata = {
+        "model_version": f"{trained_at:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}",
+        "trained_at": trained_at.isoformat(),
+        "pipeline_run": pipeline_run,
+        "algorithm": "RandomForestClassifier",
+        "hyperparameters": params.model_dump(),
+        "data": data_summary,
+        "fit_seconds": round(fit_seconds, 3),
+        "tree_nodes": int(sum(t.tree_.node_count for t in model.estimators_)),
+        "compiled": compiled_info,
+        "versions": library_versions(),
+    }
+    return write_metadata(model_dir, metadata)

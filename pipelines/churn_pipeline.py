@@ -1,0 +1,91 @@
+"""The pipeline's DAG: preprocess → train → evaluate → deploy, with evaluation gating deployment.
+
+This one function is what `churnflow compile` writes for Kubeflow and what `churnflow run` executes
+locally through kfp.local; there is no second code path.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Model
+
+from churnflow.components.deploy.component import deploy_op
+from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE
+from churnflow.components.evaluate.component import evaluate_op
+from churnflow.components.preprocess.component import preprocess_op
+from churnflow.components.train.component import train_op
+from churnflow.config import config_to_json, load_config
+
+PIPELINE_NAME = "churnflow-training"
+DEFAULT_DATASET_CONFIG = config_to_json(load_config(None))
+
+
+class PipelineOutputs(NamedTuple):
+    """What a run hands back: the trained model and its evaluation report (deployed or not)."""
+
+    model: Model
+    evaluation: Artifact
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and (if good enough) deploy the churn model.")
+def churn_training_pipeline(
+    data_uri: str = "",
+    dataset_config: str = DEFAULT_DATASET_CONFIG,
+    synthetic_rows: int = 1000,
+    seed: int = 42,
+    test_size: float = 0.2,
+    n_estimators: int = 100,
+    max_depth: int = 0,
+    min_samples_leaf: int = 1,
+    max_features: str = "sqrt",
+    class_weight: str = "",
+    min_roc_auc: float = 0.70,
+    min_f1: float = 0.0,
+    min_precision: float = 0.0,
+    max_regression: float = 0.0,
+    champion_metrics: str = "",
+    model_name: str = "churn",
+    namespace: str = "kubeflow-user-example-com",
+    serve_image: str = DEFAULT_SERVE_IMAGE,
+    local_release_dir: str = "",
+) -> PipelineOutputs:
+    preprocess = preprocess_op(
+        data_uri=data_uri,
+        dataset_config=dataset_config,
+        synthetic_rows=synthetic_rows,
+        seed=seed,
+        test_size=test_size,
+    )
+    train = train_op(
+        train_data=preprocess.outputs["train_data"],
+        contract=preprocess.outputs["contract"],
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
+        class_weight=class_weight,
+        random_state=seed,
+        pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    evaluate = evaluate_op(
+        model=train.outputs["model"],
+        test_data=preprocess.outputs["test_data"],
+        min_roc_auc=min_roc_auc,
+        min_f1=min_f1,
+        min_precision=min_precision,
+        max_regression=max_regression,
+        champion_metrics=champion_metrics,
+    )
+    with dsl.If(evaluate.outputs["Output"] == True, name="model-is-good-enough"):  # noqa: E712
+        deploy = deploy_op(
+            model=train.outputs["model"],
+            report=evaluate.outputs["report"],
+            model_name=model_name,
+            namespace=namespace,
+            serve_image=serve_image,
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            local_release_dir=local_release_dir,
+        )
+        # A re-run with the same inputs must roll out again, never be skipped as cached.
+        deploy.set_caching_options(False)
+    return PipelineOutputs(model=train.outputs["model"], evaluation=evaluate.outputs["report"])

@@ -1,0 +1,124 @@
+"""Running the pipeline on this machine through kfp.local (SubprocessRunner, no venv, no network).
+
+`churnflow run` lands here. It runs the very pipeline function that is compiled for Kubeflow and
+leaves in the output directory:
+
+    model/            the released model (a symlink swapped atomically; only the deploy step writes it)
+    candidate/        the model this run trained, released or not
+    metrics.json      the evaluation metrics, `deployed`, and why not when it was refused
+    inferenceservice.yaml   when deployed
+    pipeline.log      everything the tasks printed
+    .kfp/             kfp.local's pipeline root (every task's artifacts)
+
+The model currently in model/ is the champion the new candidate must not fall behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from churnflow.artifact import EVALUATION_FILE, read_metadata
+from churnflow.config import DatasetConfig, config_to_json
+from churnflow.errors import ChurnflowError
+
+METRICS_FILE = "metrics.json"
+LOG_FILE = "pipeline.log"
+MODEL_LINK = "model"
+CANDIDATE_DIR = "candidate"
+SUMMARY_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "brier")
+_USER_ERROR = re.compile(r"ChurnflowError: (.+)$")
+_FAILED_TASK = re.compile(r"Task '?([\w-]+)'? finished with status .*FAILURE")
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    output_dir: Path
+    metrics: dict[str, Any]
+
+    @property
+    def deployed(self) -> bool:
+        return bool(self.metrics["deployed"])
+
+
+def champion_metrics(model_link: Path) -> str:
+    """The evaluation metrics of the model now released in `model_link`, as the pipeline parameter."""
+    evaluation = model_link / EVALUATION_FILE
+    if not evaluation.is_file():
+        return ""
+    return json.dumps(json.loads(evaluation.read_text())["metrics"])
+
+
+def _failure_message(log_path: Path) -> str:
+    """The one line a user needs from a failed run: the ChurnflowError a task raised, or the task name."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
+    errors = [m.group(1).strip() for line in text.splitlines() if (m := _USER_ERROR.search(line))]
+    if errors:
+        return errors[-1]
+    failed = _FAILED_TASK.findall(text)
+    where = f"task {failed[-1]!r}" if failed else "the pipeline"
+    return f"{where} failed; see {log_path}"
+
+
+def run_local(
+    output_dir: str | Path,
+    *,
+    config: DatasetConfig,
+    data_uri: str = "",
+    rows: int = 1000,
+    arguments: dict[str, Any] | None = None,
+) -> LocalRun:
+    """Runs the whole pipeline locally and collects its results into `output_dir`."""
+    from kfp import local
+
+    from churnflow.pipelines.churn_pipeline import churn_training_pipeline
+
+    output_dir = Path(output_dir).absolute()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model_link = output_dir / MODEL_LINK
+    parameters: dict[str, Any] = {
+        "data_uri": data_uri,
+        "dataset_config": config_to_json(config),
+        "synthetic_rows": rows,
+        "champion_metrics": champion_metrics(model_link),
+        **(arguments or {}),
+        "local_release_dir": str(model_link),
+    }
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(output_dir / ".kfp"),
+        raise_on_error=True,
+    )
+    log_path = output_dir / LOG_FILE
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            task = churn_training_pipeline(**parameters)
+            failure = None
+        except Exception as error:  # kfp.local raises RuntimeError naming the failed task
+            failure = error
+    if failure is not None:
+        raise ChurnflowError(_failure_message(log_path)) from None
+
+    evaluation = json.loads(Path(task.outputs["evaluation"].path).read_text())
+    candidate = output_dir / CANDIDATE_DIR
+    shutil.rmtree(candidate, ignore_errors=True)
+    shutil.copytree(task.outputs["model"].path, candidate)
+    metadata = read_metadata(candidate)
+    metrics = {name: evaluation["metrics"][name] for name in SUMMARY_METRICS}
+    metrics.update(
+        deployed=bool(evaluation["deploy"]),
+        reasons=evaluation["reasons"],
+        model_version=metadata["model_version"],
+        compiled=metadata["compiled"]["format"],
+        rows=metadata["data"]["rows"],
+        data_source=metadata["data"]["source"],
+        confusion_matrix=evaluation["metrics"]["confusion_matrix"],
+        classification_report=evaluation["metrics"]["classification_report"],
+    )
+    (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    return LocalRun(output_dir=output_dir, metrics=metrics)

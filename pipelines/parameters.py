@@ -1,0 +1,48 @@
+"""Pipeline parameters from the command line (`--set name=value`), typed by the pipeline's signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from churnflow.errors import ChurnflowError
+
+_KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+
+
+def parameter_types(pipeline: Any) -> dict[str, type]:
+    """Name → Python type of every input parameter the compiled pipeline declares."""
+    inputs = pipeline.pipeline_spec.root.input_definitions.parameters
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    names = pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name
+    return {name: _KFP_TYPES.get(names(spec.parameter_type), str) for name, spec in inputs.items()}
+
+
+def _coerce(name: str, text: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ChurnflowError(f"--set {name}: expected true or false, got {text!r}")
+    try:
+        return kind(text)
+    except ValueError:
+        raise ChurnflowError(f"--set {name}: expected {kind.__name__}, got {text!r}") from None
+
+
+def parse_assignments(assignments: list[str], pipeline: Any) -> dict[str, Any]:
+    """Parses ["min_roc_auc=0.8", ...] into typed pipeline arguments, rejecting unknown names."""
+    types = parameter_types(pipeline)
+    values: dict[str, Any] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ChurnflowError(f"--set {assignment!r}: expected name=value")
+        if name not in types:
+            known = ", ".join(sorted(types))
+            raise ChurnflowError(f"--set {name}: not a pipeline parameter (expected one of: {known})")
+        values[name] = _coerce(name, text, types[name])
+    return values
