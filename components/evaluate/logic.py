@@ -53,7 +53,7 @@ class Gate(BaseModel):
 
 def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """All evaluation metrics for churn probabilities against 0/1 outcomes."""
-    predicted = (probability >= threshold).astype("int64")
+    predicted = (probability > threshold).astype("int64")  # as predict(): churn only above the threshold
     fpr, tpr, thresholds = roc_curve(target, probability)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
     return {

@@ -22,6 +22,7 @@ from churnflow.components.train.compile_forest import TOLERANCE, compile_forest,
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
 from churnflow.hyperparameters import ForestParams
+from churnflow.reference import build_reference, save_reference
 
 COMPILE_CHECK_ROWS = 2000
 
@@ -70,6 +71,7 @@ def train(
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, model_dir / MODEL_FILE)
     contract.save(model_dir)
+    save_reference(build_reference(frame, contract), model_dir)
 
     compiled = compile_forest(model, len(contract.feature_columns))
     compiled_info: dict[str, Any] = {"format": None}

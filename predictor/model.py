@@ -1,0 +1,298 @@
+"""ChurnModel: the KServe model class, and the predictor's whole request path in one place.
+
+    KServe decodes the HTTP body
+      → preprocess: v1 instances / bare object / v2 tensors → Aligner → model matrix   (400 on bad input)
+      → predict:    Scorer (ONNX Runtime, or scikit-learn) → probability, churn; metrics
+      → postprocess: v1 {"predictions": [{"churn", "probability"}]} or a v2 InferResponse
+
+KServe times each of the three steps into its request_*_seconds histograms.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from churnflow.artifact import MODEL_FILE, verify_files
+from churnflow.contract import FeatureContract
+from churnflow.errors import ChurnflowError
+from churnflow.predictor.alignment import Aligned, Aligner, RequestError
+from churnflow.predictor.metrics import ModelMetrics
+from churnflow.predictor.scoring import Scorer
+from churnflow.reference import load_reference
+
+log = logging.getLogger("churnflow.predictor")
+
+DEFAULT_MAX_BATCH = 10_000
+RETRY_LOAD_SECONDS = 10.0
+V2_NUMERIC_TYPES = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Everything one model version needs to answer; swapped in whole, never half-built."""
+
+    directory: Path
+    contract: FeatureContract
+    aligner: Aligner
+    scorer: Scorer
+    metadata: dict[str, Any]
+    reference: dict[str, Any] | None
+    threshold: float
+
+
+@dataclass
+class Batch:
+    """One request on its way through the steps."""
+
+    protocol: str
+    aligned: Aligned
+    request_id: str | None = None
+    probability: np.ndarray | None = None
+    churn: np.ndarray | None = None
+
+
+def resolve_model_dir(uri: str) -> Path:
+    """A local path as is; a storage URI (pvc://, s3://, gs://, ...) downloaded by KServe's storage helper."""
+    if "://" not in uri or uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    try:
+        from kserve_storage import Storage
+    except ImportError:
+        raise ChurnflowError(
+            f"model URI {uri}: downloading needs KServe's storage helper (pip install 'churnflow[storage]')"
+        ) from None
+    return Path(Storage.download(uri, out_dir=tempfile.mkdtemp(prefix="churnflow-model-")))
+
+
+def load_model_dir(directory: Path, prefer_compiled: bool = True) -> LoadedModel:
+    """Verifies every file's SHA-256 first, then reads contract, reference and model."""
+    metadata = verify_files(directory)
+    contract = FeatureContract.load(directory)
+    return LoadedModel(
+        directory=directory,
+        contract=contract,
+        aligner=Aligner(contract),
+        scorer=Scorer(directory, prefer_compiled=prefer_compiled),
+        metadata=metadata,
+        reference=load_reference(directory),
+        threshold=float(metadata.get("threshold", 0.5)),
+    )
+
+
+class ChurnModel(Model):
+    """Serves one churn model directory over KServe's v1 and v2 protocols."""
+
+    def __init__(
+        self, name: str, model_dir: str, max_batch: int = DEFAULT_MAX_BATCH, prefer_compiled: bool = True
+    ) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.max_batch = max_batch
+        self.prefer_compiled = prefer_compiled
+        self.loaded: LoadedModel | None = None
+        self.metrics: ModelMetrics | None = None
+        self.load_error: str | None = None
+        self._next_load_attempt = 0.0
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Loads (or re-loads) the model; on any failure keeps what was serving and logs one line."""
+        if not self.ready and time.monotonic() < self._next_load_attempt:
+            return False
+        try:
+            loaded = load_model_dir(resolve_model_dir(self.model_dir), self.prefer_compiled)
+        except (ChurnflowError, OSError, ValueError, EOFError, ImportError) as error:
+            self.load_error = str(error)
+            self._next_load_attempt = time.monotonic() + RETRY_LOAD_SECONDS
+            state = "keeps serving the previous model" if self.loaded else "is not ready"
+            log.error("model %r not loaded from %s: %s; the server %s", self.name, self.model_dir, error, state)
+            return self.ready
+        self._install(loaded)
+        return True
+
+    def _install(self, loaded: LoadedModel) -> None:
+        metrics = ModelMetrics(self.name, loaded.contract.numeric, loaded.reference)
+        metrics.set_model_info(
+            version=loaded.metadata.get("model_version", ""),
+            sha256=loaded.metadata["files"][MODEL_FILE],
+            trained_at=loaded.metadata.get("trained_at", ""),
+            backend=loaded.scorer.backend,
+            loaded_at=time.time(),
+        )
+        self.loaded, self.metrics, self.load_error = loaded, metrics, None
+        self.ready = True
+        log.info(
+            "model %r version %s ready (%s, %d features)",
+            self.name,
+            loaded.metadata.get("model_version"),
+            loaded.scorer.backend,
+            len(loaded.contract.feature_columns),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Prometheus metric children hold locks: rebuilt in each worker process after unpickling.
+        state = self.__dict__.copy()
+        state["metrics"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.loaded is not None:
+            self._install(self.loaded)
+        from churnflow.predictor.server import install_http_hooks
+
+        install_http_hooks()
+
+    # -- v2 metadata --------------------------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        if self.loaded is None:
+            return []
+        contract = self.loaded.contract
+        numeric = [
+            {"name": c, "datatype": "INT64" if contract.numeric_dtypes.get(c) == "int64" else "FP64", "shape": [-1]}
+            for c in contract.numeric
+        ]
+        return numeric + [{"name": c, "datatype": "BYTES", "shape": [-1]} for c in contract.categorical]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "churn", "datatype": "INT64", "shape": [-1]},
+            {"name": "probability", "datatype": "FP64", "shape": [-1]},
+        ]
+
+    # -- the request path ---------------------------------------------------------------------------
+
+    def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Batch:
+        loaded = self.loaded
+        if loaded is None:
+            raise InvalidInput("model is not loaded")
+        try:
+            if isinstance(payload, InferRequest):
+                return Batch("v2", self._decode_v2(payload, loaded.aligner), request_id=payload.id)
+            return Batch("v1", self._decode_v1(payload, loaded.aligner))
+        except RequestError as error:
+            raise InvalidInput(str(error)) from None
+
+    def _check_rows(self, rows: int, label: str) -> None:
+        if rows == 0:
+            raise RequestError(f"{label}: expected at least one row, got none")
+        if rows > self.max_batch:
+            raise RequestError(f"{label}: {rows} rows exceed the batch limit of {self.max_batch}")
+
+    def _decode_v1(self, payload: Any, aligner: Aligner) -> Aligned:
+        if isinstance(payload, bytes | bytearray):
+            try:
+                payload = orjson.loads(payload)
+            except orjson.JSONDecodeError as error:
+                raise RequestError(f"body: not valid JSON ({error})") from None
+        if not isinstance(payload, dict):
+            raise RequestError(f'body: expected a JSON object with "instances", got {type(payload).__name__}')
+        for key in ("instances", "inputs"):
+            if key in payload:
+                records = payload[key]
+                if not isinstance(records, list):
+                    raise RequestError(f"{key}: expected a list of instances, got {type(records).__name__}")
+                self._check_rows(len(records), key)
+                return aligner.encode_records(records, key)
+        # The original design's body: one customer as a bare object.
+        return aligner.encode_records([payload], "body")
+
+    def _decode_v2(self, request: InferRequest, aligner: Aligner) -> Aligned:
+        inputs = request.inputs or []
+        if not inputs:
+            raise RequestError("inputs: expected at least one input tensor")
+        columns: dict[str, list[Any]] = {}
+        for tensor in inputs:
+            try:
+                values = tensor.as_numpy()
+            except Exception as error:  # shape/data disagreement, unknown datatype
+                raise RequestError(f"inputs[{tensor.name!r}]: {error}") from None
+            if tensor.datatype == "BYTES":
+                values = np.vectorize(_text, otypes=[object])(values) if values.size else values
+            elif tensor.datatype not in V2_NUMERIC_TYPES:
+                raise RequestError(f"inputs[{tensor.name!r}]: unsupported datatype {tensor.datatype}")
+            columns[tensor.name] = values
+        if len(inputs) == 1 and inputs[0].name not in aligner.known:
+            matrix = columns[inputs[0].name]
+            expected = len(aligner.input_columns)
+            if matrix.ndim != 2 or matrix.shape[1] != expected:
+                raise RequestError(
+                    f"inputs[{inputs[0].name!r}]: a single input must have shape [rows, {expected}] "
+                    f"(columns {', '.join(aligner.input_columns)}), got {list(matrix.shape)}"
+                )
+            self._check_rows(matrix.shape[0], "inputs")
+            return aligner.encode_records(matrix.tolist(), "inputs", numeric_strings=inputs[0].datatype == "BYTES")
+        rows = {name: int(np.prod(values.shape[:1])) if values.ndim else 1 for name, values in columns.items()}
+        for name, values in columns.items():
+            if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1):
+                raise RequestError(f"inputs[{name!r}]: expected shape [rows] or [rows, 1], got {list(values.shape)}")
+        counts = {rows[name] for name in columns if name in aligner.known}
+        if len(counts) > 1:
+            raise RequestError(f"inputs: every input must have the same number of rows, got {sorted(counts)}")
+        n = counts.pop() if counts else 0
+        self._check_rows(n, "inputs")
+        for name, values in columns.items():
+            if name in aligner.numeric and values.dtype == object:
+                raise RequestError(f"inputs[{name!r}]: expected a numeric datatype (INT64 or FP64), got BYTES")
+        flat = {name: values.reshape(-1).tolist() for name, values in columns.items()}
+        return aligner.encode_columns(flat, n)
+
+    def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
+        loaded = self.loaded
+        assert loaded is not None  # preprocess refused the request otherwise
+        batch.probability = loaded.scorer.probability(batch.aligned.features)
+        batch.churn = (batch.probability > loaded.threshold).astype("int64")
+        if self.metrics is not None:
+            self.metrics.observe(batch.probability, batch.churn, batch.aligned)
+        return batch
+
+    def postprocess(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        probability, churn = batch.probability.tolist(), batch.churn.tolist()
+        if batch.protocol == "v2":
+            rows = len(churn)
+            return InferResponse(
+                response_id=batch.request_id or str(uuid.uuid4()),
+                model_name=self.name,
+                model_version=self.loaded.metadata.get("model_version") if self.loaded else None,
+                infer_outputs=[
+                    InferOutput(name="churn", shape=[rows], datatype="INT64", data=churn),
+                    InferOutput(name="probability", shape=[rows], datatype="FP64", data=probability),
+                ],
+            )
+        return {"predictions": [{"churn": c, "probability": p} for c, p in zip(churn, probability, strict=True)]}
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestError("inputs: BYTES data is not valid UTF-8") from None
+    return value

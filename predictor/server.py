@@ -1,0 +1,223 @@
+"""Starting KServe's ModelServer for a churn model, with the HTTP behaviour KServe lacks.
+
+Hooks added to KServe's FastAPI app (in every worker process):
+- a request guard (pure ASGI): body-size limit (413), request/status counters and latency by protocol;
+- HTTP 400 with the offending field for bodies FastAPI rejects (KServe answers those with 422);
+- `POST /predict`, the original design's route and answer shape, for existing clients;
+- `/metrics` aggregated across workers when several run (PROMETHEUS_MULTIPROC_DIR).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse, Response
+
+from churnflow.predictor.metrics import ERRORS, REQUEST_DURATION, REQUESTS
+
+log = logging.getLogger("churnflow.predictor")
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_BODY_BYTES = int(os.environ.get("CHURNFLOW_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+_PROTOCOLS = (("/v1/", "v1"), ("/v2/", "v2"), ("/predict", "compat"))
+
+
+def protocol_of(path: str) -> str:
+    for prefix, name in _PROTOCOLS:
+        if path.startswith(prefix):
+            return name
+    return "other"
+
+
+class RequestGuard:
+    """ASGI middleware: limits body size and counts every response by protocol and status."""
+
+    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._durations = {name: REQUEST_DURATION.labels(name) for name in ("v1", "v2", "compat", "other")}
+
+    def _count(self, protocol: str, status: int) -> None:
+        key = (protocol, status)
+        children = self._children.get(key)
+        if children is None:
+            error = ERRORS.labels(protocol, str(status)) if status >= 400 else None
+            children = self._children[key] = (REQUESTS.labels(protocol, str(status)), error)
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        protocol = protocol_of(scope["path"])
+        status = 500
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                await self._reject(send, 413, f"body: {int(value)} bytes exceed the limit of {self.max_body_bytes}")
+                self._count(protocol, 413)
+                return
+        received = 0
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        async def counting_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, counting_send)
+        except _BodyTooLarge:
+            status = 413
+            await self._reject(send, 413, f"body: more than {self.max_body_bytes} bytes")
+        finally:
+            self._count(protocol, status)
+            self._durations[protocol].observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _reject(send: Any, status: int, message: str) -> None:
+        import orjson
+
+        body = orjson.dumps({"error": message})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _validation_message(error: Any) -> str:
+    """One line naming the field FastAPI rejected (KServe's v2 body model is InferenceRequest | bytes)."""
+    parts = []
+    for item in error.errors():
+        location = [str(p) for p in item.get("loc", ()) if p not in ("body", "InferenceRequest")]
+        if location[:1] == ["bytes"]:
+            continue  # the raw-bytes alternative of the union: never what a JSON client meant
+        if item.get("type") == "json_invalid":
+            where = f" at position {location[0]}" if location else ""
+            parts.append(f"body: not valid JSON{where} ({item.get('ctx', {}).get('error', 'parse error')})")
+        else:
+            parts.append(f"{'.'.join(location) or 'body'}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts[:3]) or "body: not a valid request"
+
+
+_installed: set[int] = set()
+
+
+def install_http_hooks(app: Any = None) -> None:
+    """Adds churnflow's middleware, handlers and routes to KServe's app (once per process)."""
+    if app is None:
+        from kserve.model_server import app
+    if id(app) in _installed:
+        return
+    _installed.add(id(app))
+
+    async def bad_request(_: Request, error: RequestValidationError) -> ORJSONResponse:
+        return ORJSONResponse(status_code=400, content={"error": _validation_message(error)})
+
+    async def original_predict(request: Request) -> ORJSONResponse:
+        """The original Flask app's POST /predict: one customer in, {"churn", "probability"} out."""
+        from kserve.errors import InvalidInput, ModelNotReady
+
+        model = _served_model(app)
+        if model is None or not model.ready:
+            raise ModelNotReady(getattr(model, "name", "churn"))
+        try:
+            import orjson
+
+            body = orjson.loads(await request.body())
+        except Exception as error:
+            raise InvalidInput(f"body: not valid JSON ({error})") from None
+        response, _ = await model(body, dict(request.headers))
+        predictions = response["predictions"]
+        return ORJSONResponse(predictions[0] if isinstance(body, dict) and "instances" not in body else response)
+
+    async def metrics(request: Request) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_exception_handler(RequestValidationError, bad_request)
+    app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_middleware(RequestGuard)
+
+
+def _served_model(app: Any) -> Any:
+    from churnflow.predictor.model import ChurnModel
+
+    for model in _SERVED:
+        if isinstance(model, ChurnModel):
+            return model
+    return None
+
+
+_SERVED: list[Any] = []
+
+
+def serve(
+    model_dir: str,
+    model_name: str = "churn",
+    http_port: int = 8080,
+    grpc_port: int = 0,
+    workers: int = 1,
+    max_batch: int | None = None,
+) -> None:
+    """Loads the model and runs KServe's ModelServer until interrupted.
+
+    A model that fails to load leaves the server up but not ready (503 on ready and infer), with one
+    log line saying why; it retries loading on later requests.
+    """
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be in the environment before the workers are spawned (they import prometheus_client).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    from kserve import ModelServer
+
+    from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel
+
+    model = ChurnModel(
+        model_name, model_dir, max_batch=max_batch or int(os.environ.get("CHURNFLOW_MAX_BATCH", DEFAULT_MAX_BATCH))
+    )
+    model.load()
+    _SERVED.append(model)
+    install_http_hooks()
+    server = ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port or 8081,
+        enable_grpc=grpc_port > 0,
+        workers=workers,
+        enable_latency_logging=False,
+        enable_docs_url=False,
+    )
+    server.register_model(model)
+    server.start([])

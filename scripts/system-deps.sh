@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests start for real (Prometheus + promtool, PostgreSQL, wrk),
+# when they are missing and we may (root). Without them the tests that need them are skipped with
+# the reason; CI runs as root, so there they always run.
+set -euo pipefail
+packages=()
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+if ((${#packages[@]})); then
+  if [[ "$(id -u)" == 0 ]]; then
+    echo "system-deps: apt-get install ${packages[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    # The Debian package starts its own Prometheus on :9090; the tests start theirs on free ports.
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
+    pkill -x prometheus 2>/dev/null || true
+  else
+    echo "system-deps: not root; missing ${packages[*]} (the tests that need them will be skipped)" >&2
+  fi
+fi
