@@ -1,0 +1,86 @@
+"""Benchmark: the local pipeline end to end, and training alone, at several table sizes.
+
+Run on purpose (not a test):  .venv/bin/python bench/pipeline_bench.py [--sizes 1000,100000,1000000]
+
+Each measurement is a fresh process. "pipeline" is `churnflow run` (kfp.local: preprocess → train →
+evaluate → deploy, including compiling the forest to ONNX); its baseline is the original design's
+training script on the same rows (bench/baseline_train.py). "fit" is the forest fit alone: ours
+(n_jobs=-1) against the seed's RandomForestClassifier(n_estimators=100, random_state=42). Ratios are
+ours / baseline, measured in the same run. Peak RSS is the largest single process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+CHURNFLOW = str(Path(PYTHON).with_name("churnflow"))
+
+
+def measure(command: list[str]) -> dict:
+    output = subprocess.run(
+        [PYTHON, str(HERE / "_measure.py"), *command], capture_output=True, text=True, check=True
+    ).stdout
+    result = json.loads(output)
+    if result["returncode"] != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{result['stderr']}")
+    return result
+
+
+def fit_only(rows: int, which: str) -> dict:
+    output = subprocess.run(
+        [PYTHON, str(HERE / "_fit_only.py"), str(rows), which], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(output)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,100000,1000000")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    results = []
+    print(
+        f"{'rows':>9} {'what':<9} {'ours s':>8} {'base s':>8} {'ratio':>6} {'ours MiB':>9} {'base MiB':>9} {'ratio':>6}"
+    )
+    for rows in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = measure([CHURNFLOW, "run", "--rows", str(rows), "--output", f"{tmp}/run"])
+            metrics = json.loads(Path(f"{tmp}/run/metrics.json").read_text())
+            base = measure([PYTHON, str(HERE / "baseline_train.py"), str(rows), f"{tmp}/churn_model.pkl"])
+        fit_ours, fit_base = fit_only(rows, "ours"), fit_only(rows, "seed")
+        for what, a, b in (("pipeline", ours, base), ("fit", fit_ours, fit_base)):
+            print(
+                f"{rows:>9} {what:<9} {a['seconds']:>8.2f} {b['seconds']:>8.2f} {a['seconds'] / b['seconds']:>6.2f} "
+                f"{a['peak_rss_mib']:>9.0f} {b['peak_rss_mib']:>9.0f} {a['peak_rss_mib'] / b['peak_rss_mib']:>6.2f}"
+            )
+        results.append(
+            {
+                "rows": rows,
+                "pipeline": ours,
+                "baseline_script": base,
+                "fit_ours": fit_ours,
+                "fit_seed": fit_base,
+                "roc_auc": metrics["roc_auc"],
+                "compiled": metrics["compiled"],
+            }
+        )
+        print(
+            f"{'':>9} roc_auc={metrics['roc_auc']:.4f} compiled={metrics['compiled']} "
+            f"tree_nodes={fit_ours['tree_nodes']}"
+        )
+    if args.json:
+        for r in results:
+            for key in ("pipeline", "baseline_script"):
+                r[key].pop("stderr", None)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
