@@ -71,6 +71,8 @@ class FeatureContract(BaseModel):
     strict_categories: bool
     feature_columns: list[str]
     """Model input columns in training order: numerics, then one-hot columns `<column>_<level>`."""
+    threshold: float = 0.5
+    """Churn is predicted when the (calibrated) probability is above this; chosen by the train step."""
 
     @property
     def input_columns(self) -> list[str]:

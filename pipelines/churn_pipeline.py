@@ -14,6 +14,7 @@ from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
+from churnflow.components.tune.component import candidates_op, cv_score_op, select_params_op
 from churnflow.config import config_to_json, load_config
 
 PIPELINE_NAME = "churnflow-training"
@@ -39,6 +40,12 @@ def churn_training_pipeline(
     min_samples_leaf: int = 1,
     max_features: str = "sqrt",
     class_weight: str = "",
+    tune: bool = True,
+    tuning_grid: str = "",
+    tuning_metric: str = "roc_auc",
+    cv_folds: int = 5,
+    calibration: str = "auto",
+    threshold_goal: str = "f1",
     min_roc_auc: float = 0.70,
     min_f1: float = 0.0,
     min_precision: float = 0.0,
@@ -56,15 +63,36 @@ def churn_training_pipeline(
         seed=seed,
         test_size=test_size,
     )
-    train = train_op(
-        train_data=preprocess.outputs["train_data"],
-        contract=preprocess.outputs["contract"],
+    # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
+    # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
+    candidates = candidates_op(
+        tune=tune,
+        tuning_grid=tuning_grid,
         n_estimators=n_estimators,
         max_depth=max_depth,
         min_samples_leaf=min_samples_leaf,
         max_features=max_features,
         class_weight=class_weight,
         random_state=seed,
+    )
+    with dsl.ParallelFor(candidates.output, name="cross-validate-candidates") as candidate:
+        scored = cv_score_op(
+            train_data=preprocess.outputs["train_data"],
+            contract=preprocess.outputs["contract"],
+            candidate=candidate,
+            folds=cv_folds,
+            metric=tuning_metric,
+            seed=seed,
+        )
+    selection = select_params_op(results=dsl.Collected(scored.output))
+    train = train_op(
+        train_data=preprocess.outputs["train_data"],
+        contract=preprocess.outputs["contract"],
+        selection=selection.outputs["Output"],
+        calibration=calibration,
+        threshold_goal=threshold_goal,
+        tune=tune,
+        seed=seed,
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
     evaluate = evaluate_op(

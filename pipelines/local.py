@@ -15,6 +15,7 @@ The model currently in model/ is the champion the new candidate must not fall be
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import re
@@ -95,12 +96,15 @@ def run_local(
         raise_on_error=True,
     )
     log_path = output_dir / LOG_FILE
+    original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
             task = churn_training_pipeline(**parameters)
             failure = None
         except Exception as error:  # kfp.local raises RuntimeError naming the failed task
             failure = error
+        finally:
+            builtins.print = original_print
     if failure is not None:
         raise ChurnflowError(_failure_message(log_path)) from None
 

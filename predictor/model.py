@@ -26,8 +26,10 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from churnflow.artifact import MODEL_FILE, verify_files
 from churnflow.contract import FeatureContract
+from churnflow.decision import Calibrator, load_calibrator
 from churnflow.errors import ChurnflowError
 from churnflow.predictor.alignment import Aligned, Aligner, RequestError
+from churnflow.predictor.explain import explain_rows
 from churnflow.predictor.metrics import ModelMetrics
 from churnflow.predictor.scoring import Scorer
 from churnflow.reference import load_reference
@@ -62,7 +64,7 @@ class LoadedModel:
     scorer: Scorer
     metadata: dict[str, Any]
     reference: dict[str, Any] | None
-    threshold: float
+    calibrator: Calibrator
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Batch:
     request_id: str | None = None
     probability: np.ndarray | None = None
     churn: np.ndarray | None = None
+    explanation: list[dict[str, Any]] | None = None
 
 
 def resolve_model_dir(uri: str) -> Path:
@@ -100,7 +103,7 @@ def load_model_dir(directory: Path, prefer_compiled: bool = True) -> LoadedModel
         scorer=Scorer(directory, prefer_compiled=prefer_compiled),
         metadata=metadata,
         reference=load_reference(directory),
-        threshold=float(metadata.get("threshold", 0.5)),
+        calibrator=load_calibrator(directory),
     )
 
 
@@ -267,13 +270,24 @@ class ChurnModel(Model):
     def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         loaded = self.loaded
         assert loaded is not None  # preprocess refused the request otherwise
-        batch.probability = loaded.scorer.probability(batch.aligned.features)
-        batch.churn = (batch.probability > loaded.threshold).astype("int64")
+        batch.probability = loaded.calibrator.apply(loaded.scorer.probability(batch.aligned.features))
+        batch.churn = (batch.probability > loaded.contract.threshold).astype("int64")
         if self.metrics is not None:
             self.metrics.observe(batch.probability, batch.churn, batch.aligned)
         return batch
 
+    def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
+        """KServe's :explain route: the prediction plus each column's push up or down (predictor/explain.py)."""
+        loaded = self.loaded
+        assert loaded is not None
+        raw = loaded.scorer.sklearn.predict_proba(batch.aligned.features)[:, 1]
+        served = loaded.calibrator.apply(raw)
+        batch.explanation = explain_rows(loaded.scorer.sklearn, loaded.contract, batch.aligned.features, served)
+        return batch
+
     def postprocess(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
+        if batch.explanation is not None:
+            return {"explanations": batch.explanation}
         probability, churn = batch.probability.tolist(), batch.churn.tolist()
         if batch.protocol == "v2":
             rows = len(churn)

@@ -47,17 +47,29 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class ServerProcess:
     """`churnflow serve` in a subprocess on a free loopback port."""
 
-    def __init__(self, model_dir: Path | str, *extra: str, env: dict[str, str] | None = None,
-                 model_name: str = "churn") -> None:
+    def __init__(
+        self, model_dir: Path | str, *extra: str, env: dict[str, str] | None = None, model_name: str = "churn"
+    ) -> None:
         self.port = free_port()
         self.model_name = model_name
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"churnflow-serve-{self.port}.log"
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [CHURNFLOW, "serve", "--model-dir", str(model_dir), "--port", str(self.port),
-             "--model-name", model_name, *extra],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            [
+                CHURNFLOW,
+                "serve",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(self.port),
+                "--model-name",
+                model_name,
+                *extra,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
 

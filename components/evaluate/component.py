@@ -17,6 +17,7 @@ def evaluate_op(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Artifact],
+    reliability_curve: Output[Artifact],
 ) -> bool:
     """Scores the candidate on the test split; returns whether it may be deployed.
 
@@ -25,7 +26,7 @@ def evaluate_op(
     """
     import json
 
-    from churnflow.components.evaluate.logic import Gate, evaluate
+    from churnflow.components.evaluate.logic import Gate, evaluate, reliability_png
 
     gate = Gate(min_roc_auc=min_roc_auc, min_f1=min_f1, min_precision=min_precision, max_regression=max_regression)
     result = evaluate(model.path, test_data.path, gate, champion_metrics)
@@ -35,6 +36,8 @@ def evaluate_op(
     classification_metrics.log_confusion_matrix(["retained", "churned"], scores["confusion_matrix"])
     curve = scores["roc_curve"]
     classification_metrics.log_roc_curve(curve["fpr"], curve["tpr"], curve["thresholds"])
+    reliability_png(scores["calibration_curve"], scores["brier"], reliability_curve.path)
+    reliability_curve.metadata["mime_type"] = "image/png"
     with open(report.path, "w") as handle:
         json.dump(result, handle, indent=2)
     verdict = "deploy" if result["deploy"] else "do not deploy: " + "; ".join(result["reasons"])

@@ -14,6 +14,7 @@ from typing import Any
 import joblib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
     brier_score_loss,
@@ -30,6 +31,7 @@ from churnflow.artifact import MODEL_FILE, verify_files
 from churnflow.components.preprocess.logic import TEST_FILE
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
+from churnflow.decision import load_calibrator
 from churnflow.errors import ChurnflowError
 
 REPORT_FILE = "evaluation.json"
@@ -65,6 +67,7 @@ def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -
         "brier": float(brier_score_loss(target, probability)),
         "threshold": threshold,
         "rows": len(target),
+        "calibration_curve": reliability(target, probability),
         "positive_rate": float(np.mean(target)),
         "confusion_matrix": confusion_matrix(target, predicted, labels=[0, 1]).tolist(),
         "roc_curve": {
@@ -81,6 +84,35 @@ def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -
             zero_division=0,
         ),
     }
+
+
+def reliability(target: np.ndarray, probability: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
+    """Observed churn rate against mean predicted probability per probability bin (quantile bins)."""
+    observed, predicted = calibration_curve(target, probability, n_bins=bins, strategy="quantile")
+    return {"mean_predicted": predicted.tolist(), "observed_rate": observed.tolist()}
+
+
+def reliability_png(curve: dict[str, list[float]], brier: float, path: str | Path) -> None:
+    """Draws the reliability curve (the evaluate step's PNG artifact)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    axes.plot(curve["mean_predicted"], curve["observed_rate"], marker="o", label="model")
+    axes.set(
+        xlabel="predicted churn probability",
+        ylabel="observed churn rate",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=f"Reliability on the test split (Brier {brier:.3f})",
+    )
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    plt.close(figure)
 
 
 def decide(metrics: dict[str, Any], gate: Gate, champion: dict[str, Any] | None) -> tuple[bool, list[str]]:
@@ -123,8 +155,10 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
     model = joblib.load(Path(model_dir) / MODEL_FILE)
     frame = read_split(Path(test_dir) / TEST_FILE, contract.numeric, list(contract.categorical))
     target = frame[contract.target].to_numpy(dtype="int64")
-    probability = model.predict_proba(contract.encode_frame(frame))[:, 1]
-    metrics = score(target, probability)
+    raw = model.predict_proba(contract.encode_frame(frame))[:, 1]
+    probability = load_calibrator(model_dir).apply(raw)  # what the predictor serves
+    metrics = score(target, probability, threshold=contract.threshold)
+    metrics["brier_uncalibrated"] = float(brier_score_loss(target, raw))
     champion = parse_champion(champion_metrics)
     deploy, reasons = decide(metrics, gate, champion)
     return {

@@ -9,33 +9,42 @@ from churnflow.components.image import churnflow_component
 def train_op(
     train_data: Input[Dataset],
     contract: Input[Artifact],
-    n_estimators: int,
-    max_depth: int,
-    min_samples_leaf: int,
-    max_features: str,
-    class_weight: str,
-    random_state: int,
+    selection: str,
+    calibration: str,
+    threshold_goal: str,
+    tune: bool,
+    seed: int,
     pipeline_run: str,
     model: Output[Model],
 ):
-    """Fits the RandomForest and writes the model artifact directory (model, contract, metadata)."""
+    """Fits the chosen RandomForest, calibrates it, picks the threshold and writes the model artifact.
+
+    With tune=False (seed-exact mode) calibration is off and the threshold is 0.5, whatever was asked.
+    """
+    import json
+
     from churnflow.components.train.logic import train
     from churnflow.hyperparameters import forest_params
 
-    params = forest_params(
-        n_estimators=n_estimators,
-        max_depth=max_depth,
-        min_samples_leaf=min_samples_leaf,
-        max_features=max_features,
-        class_weight=class_weight,
-        random_state=random_state,
+    tuning = json.loads(selection)
+    metadata = train(
+        train_data.path,
+        contract.path,
+        model.path,
+        forest_params(**tuning["best"]),
+        pipeline_run=pipeline_run,
+        calibration=calibration if tune else "none",
+        threshold_goal=threshold_goal if tune else "0.5",
+        tuning=tuning,
+        seed=seed,
     )
-    metadata = train(train_data.path, contract.path, model.path, params, pipeline_run=pipeline_run)
     model.metadata.update(
         {
             "framework": "scikit-learn",
             "model_version": metadata["model_version"],
             "sha256": metadata["files"]["model.joblib"],
             "compiled": metadata["compiled"]["format"] or "none",
+            "calibration": metadata["calibration"]["method"],
+            "threshold": metadata["threshold"]["threshold"],
         }
     )

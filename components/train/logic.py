@@ -14,6 +14,7 @@ import joblib
 import numpy as np
 import sklearn
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import churnflow
 from churnflow.artifact import MODEL_FILE, ONNX_FILE, write_metadata
@@ -21,6 +22,7 @@ from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.train.compile_forest import TOLERANCE, compile_forest, compiled_max_difference
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
+from churnflow.decision import IDENTITY, choose_calibration, choose_threshold, save_calibrator
 from churnflow.hyperparameters import ForestParams
 from churnflow.reference import build_reference, save_reference
 
@@ -50,14 +52,29 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def out_of_fold_probability(features: np.ndarray, target: np.ndarray, params: ForestParams, seed: int) -> np.ndarray:
+    """Churn probabilities for every training row from models that did not see it (5-fold, stratified)."""
+    model = RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=-1)
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
+
+
 def train(
     train_dir: str | Path,
     contract_dir: str | Path,
     model_dir: str | Path,
     params: ForestParams,
     pipeline_run: str = "",
+    calibration: str = "none",
+    threshold_goal: str = "0.5",
+    tuning: dict[str, Any] | None = None,
+    seed: int = 42,
 ) -> dict[str, Any]:
-    """Fits the forest, compiles it, and writes the artifact; returns the metadata written."""
+    """Fits the forest, chooses calibration and threshold, compiles it, and writes the artifact.
+
+    With calibration "none" and a fixed threshold this is the original design's model exactly
+    (seed-exact mode); otherwise both are chosen on out-of-fold predictions of the training split.
+    """
     contract = FeatureContract.load(contract_dir)
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical))
     features = contract.encode_frame(frame)
@@ -67,10 +84,20 @@ def train(
     model = fit_forest(features, target, params)
     fit_seconds = time.perf_counter() - started
 
+    calibrator, calibration_report = IDENTITY, {"mode": calibration, "method": "none"}
+    if calibration == "none" and _is_fixed(threshold_goal):
+        threshold, threshold_report = choose_threshold(threshold_goal, np.empty(0), np.empty(0))
+    else:
+        oof = out_of_fold_probability(features, target, params, seed)
+        calibrator, calibration_report = choose_calibration(calibration, oof, target, seed)
+        threshold, threshold_report = choose_threshold(threshold_goal, calibrator.apply(oof), target)
+    contract = contract.model_copy(update={"threshold": threshold})
+
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, model_dir / MODEL_FILE)
     contract.save(model_dir)
+    save_calibrator(calibrator, model_dir)
     save_reference(build_reference(frame, contract), model_dir)
 
     compiled = compile_forest(model, len(contract.feature_columns))
@@ -93,6 +120,9 @@ def train(
         "pipeline_run": pipeline_run,
         "algorithm": "RandomForestClassifier",
         "hyperparameters": params.model_dump(),
+        "tuning": tuning,
+        "calibration": calibration_report,
+        "threshold": threshold_report,
         "data": data_summary,
         "fit_seconds": round(fit_seconds, 3),
         "tree_nodes": int(sum(t.tree_.node_count for t in model.estimators_)),
@@ -100,3 +130,11 @@ def train(
         "versions": library_versions(),
     }
     return write_metadata(model_dir, metadata)
+
+
+def _is_fixed(goal: str) -> bool:
+    try:
+        float(goal)
+    except ValueError:
+        return False
+    return True

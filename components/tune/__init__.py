@@ -1,0 +1,1 @@
+"""The tuning steps of the churn pipeline: candidates, cross-validated scores, the choice."""

@@ -1,0 +1,67 @@
+"""KFP wrappers of the tuning steps (logic in logic.py): candidates → ParallelFor(cv_score) → select."""
+
+from typing import List  # noqa: UP035 - KFP reads typing.List annotations
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from churnflow.components.image import churnflow_component
+
+
+@churnflow_component
+def candidates_op(
+    tune: bool,
+    tuning_grid: str,
+    n_estimators: int,
+    max_depth: int,
+    min_samples_leaf: int,
+    max_features: str,
+    class_weight: str,
+    random_state: int,
+) -> List[dict]:  # noqa: UP006
+    """The candidate settings to score: the grid over the base settings, or only the base when not tuning."""
+    from churnflow.components.tune.logic import candidates
+    from churnflow.hyperparameters import forest_params
+
+    base = forest_params(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
+        class_weight=class_weight,
+        random_state=random_state,
+    )
+    return candidates(base, tune, tuning_grid)
+
+
+@churnflow_component
+def cv_score_op(
+    train_data: Input[Dataset],
+    contract: Input[Artifact],
+    candidate: dict,
+    folds: int,
+    metric: str,
+    seed: int,
+) -> str:
+    """Stratified k-fold CV score of one candidate on the training split (JSON)."""
+    import json
+
+    from churnflow.components.tune.logic import cross_validate
+
+    result = cross_validate(train_data.path, contract.path, candidate, folds=folds, metric=metric, seed=seed)
+    print(f"cv_score: {result['metric']}={result['score']:.4f} ± {result['std']:.4f} for {result['params']}")
+    return json.dumps(result)
+
+
+@churnflow_component
+def select_params_op(results: List[str], tuning_metrics: Output[Metrics]) -> str:  # noqa: UP006
+    """Picks the best candidate; logs every candidate's CV score as KFP metrics."""
+    import json
+
+    from churnflow.components.tune.logic import select_best
+
+    selection = select_best([json.loads(r) for r in results])
+    for i, candidate in enumerate(selection["candidates"]):
+        tuning_metrics.log_metric(f"candidate_{i}_{candidate['metric']}", round(candidate["score"], 6))
+    tuning_metrics.log_metric(f"best_{selection['metric']}", round(selection["best_score"], 6))
+    print(f"select: best {selection['metric']}={selection['best_score']:.4f} with {selection['best']}")
+    return json.dumps(selection)

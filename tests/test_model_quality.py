@@ -1,0 +1,181 @@
+"""Issue 7: tuning candidates and CV, calibration, the decision threshold, and reasons per prediction."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.metrics import brier_score_loss
+
+from churnflow.components.preprocess.logic import preprocess
+from churnflow.components.train.logic import train
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, select_best
+from churnflow.config import load_config
+from churnflow.contract import FeatureContract
+from churnflow.data import read_split
+from churnflow.decision import Calibrator, choose_calibration, choose_threshold, load_calibrator
+from churnflow.errors import ChurnflowError
+from churnflow.hyperparameters import ForestParams
+from churnflow.predictor.explain import explain_rows
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quality")
+    preprocess("", load_config(None), root / "train", root / "test", root / "contract", synthetic_rows=1500, seed=3)
+    return root
+
+
+def test_candidates_cover_the_grid_over_the_base_settings():
+    base = ForestParams(n_estimators=50)
+    grid = candidates(base, True, "")
+    assert len(grid) == len(DEFAULT_GRID["min_samples_leaf"]) * len(DEFAULT_GRID["max_features"])
+    assert all(c["n_estimators"] == 50 and c["random_state"] == 42 for c in grid)
+    assert {c["min_samples_leaf"] for c in grid} == set(DEFAULT_GRID["min_samples_leaf"])
+
+
+def test_seed_exact_mode_has_one_candidate_the_seed_defaults():
+    assert candidates(ForestParams(), False, '{"min_samples_leaf": [1, 2]}') == [ForestParams().model_dump()]
+    assert ForestParams().sklearn_kwargs()["n_estimators"] == 100
+    assert ForestParams().sklearn_kwargs()["random_state"] == 42
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ("{not json", "tuning_grid: not valid JSON"),
+        ('{"min_samples_leaf": []}', "non-empty list"),
+        ('{"criterion": ["gini"]}', "unknown parameter(s) ['criterion']"),
+        ('{"min_samples_leaf": [0]}', "hyperparameter min_samples_leaf"),
+        ('{"min_samples_leaf": [1,2,3,4,5,6,7,8,9], "n_estimators": [1,2,3,4,5,6,7,8]}', "exceed the limit"),
+    ],
+)
+def test_bad_grids_are_one_line_errors(grid, message):
+    with pytest.raises(ChurnflowError, match=re.escape(message)):
+        candidates(ForestParams(), True, grid)
+
+
+def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best(splits):
+    results = [
+        cross_validate(
+            splits / "train",
+            splits / "contract",
+            ForestParams(n_estimators=20, min_samples_leaf=leaf).model_dump(),
+            folds=3,
+        )
+        for leaf in (1, 20)
+    ]
+    for result in results:
+        assert len(result["fold_scores"]) == 3 and 0.5 < result["score"] <= 1.0
+    selection = select_best(results)
+    best = max(results, key=lambda r: r["score"])
+    assert selection["best"] == best["params"] and selection["best_score"] == best["score"]
+    assert len(selection["candidates"]) == 2
+
+
+def test_calibration_auto_only_keeps_a_method_that_lowers_out_of_fold_brier():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 1, 4000)
+    target = (rng.uniform(0, 1, 4000) < truth).astype(int)
+    squashed = 0.5 + (truth - 0.5) * 0.3  # badly under-confident scores
+    calibrator, report = choose_calibration("auto", squashed, target, seed=0)
+    assert report["method"] in ("isotonic", "sigmoid")
+    assert brier_score_loss(target, calibrator.apply(squashed)) < brier_score_loss(target, squashed)
+    _, report = choose_calibration("auto", truth, target, seed=0)
+    kept = report["raw_brier_oof"] if report["method"] == "none" else report[f"{report['method']}_brier_oof"]
+    assert kept <= report["raw_brier_oof"]
+    with pytest.raises(ChurnflowError, match="calibration: expected one of"):
+        choose_calibration("platt", truth, target, seed=0)
+
+
+def test_calibrator_round_trips_through_json():
+    calibrator = Calibrator("isotonic", (0.1, 0.5, 0.9), (0.0, 0.4, 1.0))
+    again = Calibrator.from_json(json.loads(json.dumps(calibrator.to_json())))
+    values = np.linspace(0, 1, 11)
+    assert np.array_equal(again.apply(values), calibrator.apply(values))
+
+
+def test_threshold_goals():
+    rng = np.random.default_rng(1)
+    probability = rng.uniform(0, 1, 2000)
+    target = (rng.uniform(0, 1, 2000) < probability).astype(int)
+    f1_threshold, report = choose_threshold("f1", probability, target)
+    assert 0.0 < f1_threshold < 0.6 and report["goal"] == "f1"
+    strict, report = choose_threshold("precision>=0.8", probability, target)
+    predicted = probability > strict
+    assert (target[predicted] == 1).mean() >= 0.8 and strict > f1_threshold
+    assert choose_threshold("0.5", probability, target)[0] == 0.5
+    for bad in ("best", "1.5", "precision>=1.01"):
+        with pytest.raises(ChurnflowError, match="threshold_goal"):
+            choose_threshold(bad, probability, target)
+
+
+def test_train_records_calibration_and_threshold_and_serves_what_evaluate_scored(splits, tmp_path):
+    metadata = train(
+        splits / "train",
+        splits / "contract",
+        tmp_path / "model",
+        ForestParams(n_estimators=30),
+        calibration="auto",
+        threshold_goal="f1",
+    )
+    contract = FeatureContract.load(tmp_path / "model")
+    assert contract.threshold == metadata["threshold"]["threshold"] != 0.5
+    assert metadata["calibration"]["method"] == load_calibrator(tmp_path / "model").method
+    seed_exact = train(splits / "train", splits / "contract", tmp_path / "seed", ForestParams(n_estimators=30))
+    assert seed_exact["calibration"]["method"] == "none" and FeatureContract.load(tmp_path / "seed").threshold == 0.5
+
+
+def test_explanations_add_up_to_the_probability(splits, tmp_path):
+    train(
+        splits / "train",
+        splits / "contract",
+        tmp_path / "model",
+        ForestParams(n_estimators=25),
+        calibration="isotonic",
+        threshold_goal="f1",
+    )
+    contract = FeatureContract.load(tmp_path / "model")
+    model = joblib.load(tmp_path / "model" / "model.joblib")
+    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    features = contract.encode_frame(frame)
+    served = load_calibrator(tmp_path / "model").apply(model.predict_proba(features)[:, 1])
+    answers = explain_rows(model, contract, features, served)
+    assert len(answers) == len(frame)
+    for answer, probability in zip(answers, served, strict=True):
+        assert set(answer["contributions"]) == set(contract.input_columns)  # one-hot folded back
+        total = answer["base_value"] + sum(answer["contributions"].values()) + answer["calibration_adjustment"]
+        assert total == pytest.approx(probability, abs=1e-12)
+        assert answer["probability"] == probability
+        assert all(v > 0 for _, v in answer["top_increasing"]) and all(v < 0 for _, v in answer["top_decreasing"])
+
+
+def test_explain_route_answers_per_instance(server):
+    import httpx
+
+    row = {"tenure": 3, "usage": 20, "age": 40, "monthly_charges": 120, "contract_type": "Month-to-month"}
+    response = httpx.post(f"{server.url}/v1/models/churn:explain", json={"instances": [row, row]})
+    assert response.status_code == 200, response.text
+    explanations = response.json()["explanations"]
+    predicted = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [row]}).json()
+    assert len(explanations) == 2
+    assert explanations[0]["probability"] == pytest.approx(predicted["predictions"][0]["probability"], abs=1e-12)
+    assert explanations[0]["top_increasing"][0][0] in {"tenure", "contract_type", "monthly_charges"}
+    bad = httpx.post(f"{server.url}/v1/models/churn:explain", json={"instances": [{"tenure": "x"}]})
+    assert bad.status_code == 400 and "tenure" in bad.json()["error"]
+
+
+def test_compiled_pipeline_fans_tuning_out_and_collects_it(tmp_path):
+    import yaml
+
+    from churnflow.pipelines.kubeflow import compile_pipeline
+
+    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    loop = tasks["for-loop-2"] if "for-loop-2" in tasks else next(t for t in tasks.values() if "parameterIterator" in t)
+    assert loop["parameterIterator"]["items"]["inputParameter"]
+    assert "cv-score-op" in spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert tasks["train-op"]["dependentTasks"] == ["preprocess-op", "select-params-op"]
