@@ -54,7 +54,7 @@ class ServerProcess:
         self.model_name = model_name
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"churnflow-serve-{self.port}.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
                 CHURNFLOW,
