@@ -7,6 +7,7 @@ Names follow Prometheus conventions. The original design's `requests_total` and
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from churnflow.reference import MISSING_BIN, UNSEEN_BIN
 
+SMALL_BATCH = 16
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PROBABILITY_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + (1.0,)
 
@@ -108,13 +110,19 @@ class ModelMetrics:
             UNSEEN.labels(self.name, feature).inc(count)
         for feature, count in aligned.missing.items():
             MISSING.labels(self.name, feature).inc(count)
-        for column, edges, children in self.numeric_bins:
-            counts = np.bincount(
-                np.searchsorted(edges, aligned.features[:, column], side="right"), minlength=len(children)
-            )
-            for child, count in zip(children, counts.tolist(), strict=False):
-                if count:
-                    child.inc(count)
+        if rows <= SMALL_BATCH:  # a request's few rows: plain bisect beats numpy's per-call overhead
+            for column, edges, children in self.numeric_bins:
+                edge_list = edges.tolist()
+                for value in aligned.features[:, column].tolist():
+                    children[bisect_right(edge_list, value)].inc()
+        else:
+            for column, edges, children in self.numeric_bins:
+                counts = np.bincount(
+                    np.searchsorted(edges, aligned.features[:, column], side="right"), minlength=len(children)
+                )
+                for child, count in zip(children, counts.tolist(), strict=False):
+                    if count:
+                        child.inc(count)
         for feature, children in self.categorical_bins:
             unseen = children[UNSEEN_BIN]
             for level in aligned.levels.get(feature, ()):

@@ -231,41 +231,31 @@ class ChurnModel(Model):
         inputs = request.inputs or []
         if not inputs:
             raise RequestError("inputs: expected at least one input tensor")
-        columns: dict[str, list[Any]] = {}
-        for tensor in inputs:
-            try:
-                values = tensor.as_numpy()
-            except Exception as error:  # shape/data disagreement, unknown datatype
-                raise RequestError(f"inputs[{tensor.name!r}]: {error}") from None
-            if tensor.datatype == "BYTES":
-                values = np.vectorize(_text, otypes=[object])(values) if values.size else values
-            elif tensor.datatype not in V2_NUMERIC_TYPES:
-                raise RequestError(f"inputs[{tensor.name!r}]: unsupported datatype {tensor.datatype}")
-            columns[tensor.name] = values
+        tensors = {tensor.name: _tensor_values(tensor) for tensor in inputs}
         if len(inputs) == 1 and inputs[0].name not in aligner.known:
-            matrix = columns[inputs[0].name]
+            name = inputs[0].name
+            shape, values = tensors[name]
             expected = len(aligner.input_columns)
-            if matrix.ndim != 2 or matrix.shape[1] != expected:
+            if len(shape) != 2 or shape[1] != expected:
                 raise RequestError(
-                    f"inputs[{inputs[0].name!r}]: a single input must have shape [rows, {expected}] "
-                    f"(columns {', '.join(aligner.input_columns)}), got {list(matrix.shape)}"
+                    f"inputs[{name!r}]: a single input must have shape [rows, {expected}] "
+                    f"(columns {', '.join(aligner.input_columns)}), got {shape}"
                 )
-            self._check_rows(matrix.shape[0], "inputs")
-            return aligner.encode_records(matrix.tolist(), "inputs", numeric_strings=inputs[0].datatype == "BYTES")
-        rows = {name: int(np.prod(values.shape[:1])) if values.ndim else 1 for name, values in columns.items()}
-        for name, values in columns.items():
-            if values.ndim > 2 or (values.ndim == 2 and values.shape[1] != 1):
-                raise RequestError(f"inputs[{name!r}]: expected shape [rows] or [rows, 1], got {list(values.shape)}")
-        counts = {rows[name] for name in columns if name in aligner.known}
+            self._check_rows(shape[0], "inputs")
+            records = [values[i : i + expected] for i in range(0, len(values), expected)]
+            return aligner.encode_records(records, "inputs", numeric_strings=inputs[0].datatype == "BYTES")
+        for tensor in inputs:
+            shape = tensors[tensor.name][0]
+            if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+                raise RequestError(f"inputs[{tensor.name!r}]: expected shape [rows] or [rows, 1], got {shape}")
+            if tensor.name in aligner.numeric and tensor.datatype == "BYTES":
+                raise RequestError(f"inputs[{tensor.name!r}]: expected a numeric datatype (INT64 or FP64), got BYTES")
+        counts = {len(values) for name, (_, values) in tensors.items() if name in aligner.known}
         if len(counts) > 1:
             raise RequestError(f"inputs: every input must have the same number of rows, got {sorted(counts)}")
-        n = counts.pop() if counts else 0
-        self._check_rows(n, "inputs")
-        for name, values in columns.items():
-            if name in aligner.numeric and values.dtype == object:
-                raise RequestError(f"inputs[{name!r}]: expected a numeric datatype (INT64 or FP64), got BYTES")
-        flat = {name: values.reshape(-1).tolist() for name, values in columns.items()}
-        return aligner.encode_columns(flat, n)
+        rows = counts.pop() if counts else 0
+        self._check_rows(rows, "inputs")
+        return aligner.encode_columns({name: values for name, (_, values) in tensors.items()}, rows)
 
     def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         loaded = self.loaded
@@ -301,6 +291,55 @@ class ChurnModel(Model):
                 ],
             )
         return {"predictions": [{"churn": c, "probability": p} for c, p in zip(churn, probability, strict=True)]}
+
+
+def _tensor_values(tensor: Any) -> tuple[list[int], list[Any]]:
+    """A v2 input's shape and its values as one flat Python list (row-major), checked against each other.
+
+    JSON tensors are read from their lists directly (numpy costs ~30 µs a request for one row); binary
+    tensors go through KServe's as_numpy.
+    """
+    datatype = tensor.datatype
+    if datatype != "BYTES" and datatype not in V2_NUMERIC_TYPES:
+        raise RequestError(f"inputs[{tensor.name!r}]: unsupported datatype {datatype}")
+    shape = [int(d) for d in tensor.shape]
+    if any(d < 0 for d in shape):
+        raise RequestError(f"inputs[{tensor.name!r}]: shape {shape} has a negative dimension")
+    if getattr(tensor, "_raw_data", None) is not None:
+        try:
+            values = tensor.as_numpy().reshape(-1).tolist()
+        except Exception as error:  # raw bytes that do not fit the shape or datatype
+            raise RequestError(f"inputs[{tensor.name!r}]: {error}") from None
+    else:
+        values = _flatten(tensor.data)
+    size = 1
+    for dimension in shape:
+        size *= dimension
+    if len(values) != size:
+        raise RequestError(f"inputs[{tensor.name!r}]: shape {shape} needs {size} values, got {len(values)}")
+    if datatype == "BYTES":
+        values = [_text(v) for v in values]
+    return shape, values
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).tolist()
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(item, list) for item in data):
+        return data
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:  # iterative, so deeply nested input cannot exhaust the recursion limit
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
 
 
 def _text(value: Any) -> Any:

@@ -39,6 +39,12 @@ class RequestGuard:
     """ASGI middleware: limits body size and counts every response by protocol and status."""
 
     def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        # Built when the app starts, after KServe configured logging (in every worker): the place to
+        # silence the per-request timing and access logs, which together cost about half a request.
+        # CHURNFLOW_ACCESS_LOG=1 keeps them; errors are still logged, and requests are counted.
+        if not os.environ.get("CHURNFLOW_ACCESS_LOG"):
+            for name in ("kserve.trace", "uvicorn.access"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         self.app = app
         self.max_body_bytes = max_body_bytes
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -165,11 +171,31 @@ def install_http_hooks(app: Any = None) -> None:
         MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    _drop_timing_middleware(app)
     app.add_exception_handler(RequestValidationError, bad_request)
     app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestGuard)
+
+
+def _drop_timing_middleware(app: Any) -> None:
+    """Leaves out KServe's TimingMiddleware unless access logging is on.
+
+    Its only output is the per-request `kserve.trace` log line that RequestGuard silences, yet it
+    resolves the route name on every request (about 8% of a request); RequestGuard's histogram
+    measures the same latency. The middleware stack is built when the app starts, after KServe
+    added its middleware, so the filter runs then.
+    """
+    if os.environ.get("CHURNFLOW_ACCESS_LOG"):
+        return
+    build = app.build_middleware_stack
+
+    def build_without_timing() -> Any:
+        app.user_middleware = [m for m in app.user_middleware if getattr(m.cls, "__name__", "") != "TimingMiddleware"]
+        return build()
+
+    app.build_middleware_stack = build_without_timing
 
 
 def _served_model(app: Any) -> Any:
@@ -200,7 +226,6 @@ def serve(
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be in the environment before the workers are spawned (they import prometheus_client).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     from kserve import ModelServer
 
     from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel
