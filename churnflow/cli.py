@@ -72,6 +72,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         http_port=args.port,
         grpc_port=args.grpc_port,
         workers=args.workers,
+        max_batch=args.max_batch,
+        watch_seconds=args.watch,
     )
     return 0
 
@@ -114,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--grpc-port", type=int, default=0, help="gRPC port (default: none)")
     srv.add_argument("--model-name", default="churn")
     srv.add_argument("--workers", type=int, default=1)
+    srv.add_argument(
+        "--max-batch", type=int, help="most rows one request may carry (default 10000, or $CHURNFLOW_MAX_BATCH)"
+    )
+    srv.add_argument(
+        "--watch",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="re-load the model when its directory changes, checking every SECONDS (default: off)",
+    )
     srv.set_defaults(func=_cmd_serve)
     return parser
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -121,23 +122,52 @@ class ChurnModel(Model):
         self.metrics: ModelMetrics | None = None
         self.load_error: str | None = None
         self._next_load_attempt = 0.0
+        self._fingerprint: tuple = ()
 
     # -- loading ----------------------------------------------------------------------------------
 
     def load(self) -> bool:
-        """Loads (or re-loads) the model; on any failure keeps what was serving and logs one line."""
-        if not self.ready and time.monotonic() < self._next_load_attempt:
+        """Loads the model if none is serving yet (KServe calls this again while not ready; throttled)."""
+        if self.ready:
+            return True
+        if time.monotonic() < self._next_load_attempt:
             return False
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Reads the model directory again and swaps the new model in whole; True if it was installed.
+
+        Any failure (missing or damaged file, SHA-256 mismatch, unreadable pickle) keeps whatever was
+        serving, logs one line saying why, and leaves `load_error` for the repository API's answer.
+        """
         try:
             loaded = load_model_dir(resolve_model_dir(self.model_dir), self.prefer_compiled)
-        except (ChurnflowError, OSError, ValueError, EOFError, ImportError) as error:
-            self.load_error = str(error)
+        except Exception as error:  # nothing half-loaded is ever installed, whatever went wrong
+            self.load_error = f"{error}" if isinstance(error, ChurnflowError) else f"{type(error).__name__}: {error}"
             self._next_load_attempt = time.monotonic() + RETRY_LOAD_SECONDS
             state = "keeps serving the previous model" if self.loaded else "is not ready"
-            log.error("model %r not loaded from %s: %s; the server %s", self.name, self.model_dir, error, state)
-            return self.ready
+            log.error(
+                "model %r not loaded from %s: %s; the server %s", self.name, self.model_dir, self.load_error, state
+            )
+            return False
         self._install(loaded)
+        self._fingerprint = _fingerprint(self.model_dir)
         return True
+
+    def watch(self, interval: float) -> None:
+        """Re-loads in the background whenever the model directory changes (e.g. `churnflow run`
+        re-released it); a bad new model is refused and the serving one stays."""
+        if interval <= 0:
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(interval)
+                if _fingerprint(self.model_dir) != self._fingerprint:
+                    self.reload()
+                    self._fingerprint = _fingerprint(self.model_dir)
+
+        threading.Thread(target=loop, name="churnflow-model-watch", daemon=True).start()
 
     def _install(self, loaded: LoadedModel) -> None:
         metrics = ModelMetrics(self.name, loaded.contract.numeric, loaded.reference)
@@ -291,6 +321,18 @@ class ChurnModel(Model):
                 ],
             )
         return {"predictions": [{"churn": c, "probability": p} for c, p in zip(churn, probability, strict=True)]}
+
+
+def _fingerprint(model_dir: str) -> tuple:
+    """What changes when a model directory is re-released: its real path and metadata file's stat."""
+    if "://" in model_dir and not model_dir.startswith("file://"):
+        return ()
+    path = Path(model_dir.removeprefix("file://"))
+    try:
+        stat = (path / "metadata.json").stat()
+    except OSError:
+        return (str(path.resolve()),)
+    return (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def _tensor_values(tensor: Any) -> tuple[list[int], list[Any]]:

@@ -210,6 +210,25 @@ def _served_model(app: Any) -> Any:
 _SERVED: list[Any] = []
 
 
+def churn_repository() -> Any:
+    """KServe's model repository with a working `load`, so that
+    `POST /v2/repository/models/<name>/load` hot-reloads the model directory. KServe's own
+    repository `load` does nothing for a registered model; here a bad directory is refused with its
+    reason (HTTP 503 from KServe) and the model that was serving goes on serving."""
+    from kserve.model_repository import ModelRepository
+
+    class ChurnRepository(ModelRepository):
+        def load(self, name: str) -> bool:
+            model = self.get_model(name)
+            if model is None:
+                raise KeyError(f"model {name!r} is not registered")
+            if not model.reload():
+                raise RuntimeError(f"new model refused, the previous one keeps serving: {model.load_error}")
+            return True
+
+    return ChurnRepository()
+
+
 def serve(
     model_dir: str,
     model_name: str = "churn",
@@ -217,6 +236,7 @@ def serve(
     grpc_port: int = 0,
     workers: int = 1,
     max_batch: int | None = None,
+    watch_seconds: float = 0.0,
 ) -> None:
     """Loads the model and runs KServe's ModelServer until interrupted.
 
@@ -236,7 +256,9 @@ def serve(
     model.load()
     _SERVED.append(model)
     install_http_hooks()
+    model.watch(watch_seconds)
     server = ModelServer(
+        registered_models=churn_repository(),
         http_port=http_port,
         grpc_port=grpc_port or 8081,
         enable_grpc=grpc_port > 0,
