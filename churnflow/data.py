@@ -7,6 +7,8 @@ values), because these are the errors a user hits first when pointing churnflow 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -18,6 +20,9 @@ from churnflow.contract import label_matches, normalize_level
 from churnflow.errors import ChurnflowError
 
 LOCAL_SCHEMES = ("", "file")
+DEFAULT_MAX_DATA_BYTES = 5 * 1024**3
+# Text a spreadsheet would run as a formula if the table were exported and opened (CSV injection).
+FORMULA_LIKE = re.compile(r"^(?:[=@\t\r]|[+-][^\d.\s])")
 PANDAS_SCHEMES = ("http", "https", "s3", "gs", "gcs", "abfs", "az")
 
 
@@ -28,6 +33,12 @@ def read_table(source: str) -> pd.DataFrame:
         path = Path(urlparse(source).path if scheme == "file" else source)
         if not path.is_file():
             raise ChurnflowError(f"data {source}: no such file")
+        limit = int(os.environ.get("CHURNFLOW_MAX_DATA_BYTES", DEFAULT_MAX_DATA_BYTES))
+        if path.stat().st_size > limit:
+            raise ChurnflowError(
+                f"data {source}: {path.stat().st_size} bytes exceed the limit of {limit} "
+                "(set CHURNFLOW_MAX_DATA_BYTES to raise it)"
+            )
         target: str | Path = path
     elif scheme in PANDAS_SCHEMES:
         target = source
@@ -111,7 +122,14 @@ def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
         if not text[~blank].str.contains(r"[.eE]").any():
             integral.append(column)
     for column in config.categorical:
-        typed[column] = raw[column].map(normalize_level)
+        levels = raw[column].map(normalize_level)
+        formulas = levels.dropna().astype(str).str.contains(FORMULA_LIKE)
+        if formulas.any():
+            raise ChurnflowError(
+                f"categorical column {column!r}: {int(formulas.sum())} value(s) look like spreadsheet formulas, "
+                f"e.g. {_sample(levels.dropna()[formulas])}; clean them before training"
+            )
+        typed[column] = levels
     typed[config.target] = _binary_target(raw[config.target], config)
     return ValidatedTable(frame=typed, integral_columns=tuple(integral))
 

@@ -25,6 +25,9 @@ log = logging.getLogger("churnflow.predictor")
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_BODY_BYTES = int(os.environ.get("CHURNFLOW_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+DEFAULT_MAX_INFLIGHT = 64
+MAX_INFLIGHT = int(os.environ.get("CHURNFLOW_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT))
+INFERENCE_PROTOCOLS = ("v1", "v2", "compat")
 _PROTOCOLS = (("/v1/", "v1"), ("/v2/", "v2"), ("/predict", "compat"))
 
 
@@ -36,9 +39,14 @@ def protocol_of(path: str) -> str:
 
 
 class RequestGuard:
-    """ASGI middleware: limits body size and counts every response by protocol and status."""
+    """ASGI middleware: sheds load, limits body size, and counts every response by protocol and status.
 
-    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+    Load shedding: when `max_inflight` inference requests are already being served by this worker,
+    another one is answered at once with 503 and `Retry-After: 1` instead of queueing behind them, so
+    an overloaded server answers fast and stays healthy (health and metrics routes are never shed).
+    """
+
+    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES, max_inflight: int = MAX_INFLIGHT) -> None:
         # Built when the app starts, after KServe configured logging (in every worker): the place to
         # silence the per-request timing and access logs, which together cost about half a request.
         # CHURNFLOW_ACCESS_LOG=1 keeps them; errors are still logged, and requests are counted.
@@ -47,6 +55,8 @@ class RequestGuard:
                 logging.getLogger(name).setLevel(logging.WARNING)
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_inflight = max_inflight
+        self.inflight = 0
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._durations = {name: REQUEST_DURATION.labels(name) for name in ("v1", "v2", "compat", "other")}
 
@@ -67,6 +77,13 @@ class RequestGuard:
         started = time.perf_counter()
         protocol = protocol_of(scope["path"])
         status = 500
+        inference = protocol in INFERENCE_PROTOCOLS
+        if inference and self.inflight >= self.max_inflight:
+            await self._reject(
+                send, 503, f"overloaded: {self.inflight} requests in flight; retry shortly", retry_after=True
+            )
+            self._count(protocol, 503)
+            return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 await self._reject(send, 413, f"body: {int(value)} bytes exceed the limit of {self.max_body_bytes}")
@@ -89,27 +106,28 @@ class RequestGuard:
                 status = message["status"]
             await send(message)
 
+        if inference:
+            self.inflight += 1
         try:
             await self.app(scope, limited_receive, counting_send)
         except _BodyTooLarge:
             status = 413
             await self._reject(send, 413, f"body: more than {self.max_body_bytes} bytes")
         finally:
+            if inference:
+                self.inflight -= 1
             self._count(protocol, status)
             self._durations[protocol].observe(time.perf_counter() - started)
 
     @staticmethod
-    async def _reject(send: Any, status: int, message: str) -> None:
+    async def _reject(send: Any, status: int, message: str, retry_after: bool = False) -> None:
         import orjson
 
         body = orjson.dumps({"error": message})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if retry_after:
+            headers.append((b"retry-after", b"1"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
