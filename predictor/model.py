@@ -198,8 +198,9 @@ class ChurnModel(Model):
         self.__dict__.update(state)
         if self.loaded is not None:
             self._install(self.loaded)
-        from churnflow.predictor.server import install_http_hooks
+        from churnflow.predictor.server import install_http_hooks, register_served
 
+        register_served(self)
         install_http_hooks()
 
     # -- v2 metadata --------------------------------------------------------------------------------

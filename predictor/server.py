@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from churnflow.predictor.metrics import ERRORS, REQUEST_DURATION, REQUESTS
 
@@ -78,6 +79,11 @@ class RequestGuard:
         protocol = protocol_of(scope["path"])
         status = 500
         inference = protocol in INFERENCE_PROTOCOLS
+        if b"model_version=" in scope.get("query_string", b"") or "/versions/" in scope["path"]:
+            # KServe answers 501 for it; it is the caller's to fix: one model version is served here.
+            await self._reject(send, 400, "model_version: this server serves a single model version; omit it")
+            self._count(protocol, 400)
+            return
         if inference and self.inflight >= self.max_inflight:
             await self._reject(
                 send, 503, f"overloaded: {self.inflight} requests in flight; retry shortly", retry_after=True
@@ -190,8 +196,36 @@ def install_http_hooks(app: Any = None) -> None:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     _drop_timing_middleware(app)
+
+    async def http_error(_: Request, error: StarletteHTTPException) -> Response:
+        # FastAPI's own errors ({"detail": ...}) in the {"error": ...} shape every other answer has.
+        detail = str(error.detail)
+        if detail == "There was an error parsing the body":
+            detail = "body: not valid JSON (unparseable, not UTF-8, or nested too deeply)"
+        return ORJSONResponse(status_code=error.status_code, content={"error": detail}, headers=error.headers)
+
     app.add_exception_handler(RequestValidationError, bad_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+    async def reload_model(model_name: str) -> ORJSONResponse:
+        """KServe's repository `load` route, made real: re-read the model directory (hot reload).
+
+        404 for a model this server does not serve; 409 when the new directory is refused (the
+        previous model keeps serving, and the answer says why)."""
+        model = _served_model(app)
+        if model is None or model.name != model_name:
+            return ORJSONResponse(status_code=404, content={"error": f"model {model_name!r} is not served here"})
+        if not model.reload():
+            return ORJSONResponse(
+                status_code=409,
+                content={"error": f"new model refused, the previous one keeps serving: {model.load_error}"},
+            )
+        version = model.loaded.metadata.get("model_version") if model.loaded else None
+        return ORJSONResponse({"name": model_name, "load": True, "model_version": version})
+
     app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)
+    # Registered before KServe's own routes (hooks are installed first), so these take precedence.
+    app.add_api_route("/v2/repository/models/{model_name}/load", reload_model, methods=["POST"])
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestGuard)
@@ -228,23 +262,9 @@ def _served_model(app: Any) -> Any:
 _SERVED: list[Any] = []
 
 
-def churn_repository() -> Any:
-    """KServe's model repository with a working `load`, so that
-    `POST /v2/repository/models/<name>/load` hot-reloads the model directory. KServe's own
-    repository `load` does nothing for a registered model; here a bad directory is refused with its
-    reason (HTTP 503 from KServe) and the model that was serving goes on serving."""
-    from kserve.model_repository import ModelRepository
-
-    class ChurnRepository(ModelRepository):
-        def load(self, name: str) -> bool:
-            model = self.get_model(name)
-            if model is None:
-                raise KeyError(f"model {name!r} is not registered")
-            if not model.reload():
-                raise RuntimeError(f"new model refused, the previous one keeps serving: {model.load_error}")
-            return True
-
-    return ChurnRepository()
+def register_served(model: Any) -> None:
+    """Makes `model` the one the extra routes (/predict, repository load) answer for in this process."""
+    _SERVED[:] = [model]
 
 
 def serve(
@@ -272,11 +292,10 @@ def serve(
         model_name, model_dir, max_batch=max_batch or int(os.environ.get("CHURNFLOW_MAX_BATCH", DEFAULT_MAX_BATCH))
     )
     model.load()
-    _SERVED.append(model)
+    register_served(model)
     install_http_hooks()
     model.watch(watch_seconds)
     server = ModelServer(
-        registered_models=churn_repository(),
         http_port=http_port,
         grpc_port=grpc_port or 8081,
         enable_grpc=grpc_port > 0,

@@ -75,7 +75,7 @@ def test_hot_reload_swaps_good_models_and_refuses_bad_ones(start_server, model_d
     assert answer.status_code == 200
 
     refused = httpx.post(f"{server.url}/v2/repository/models/churn/load")
-    assert refused.status_code == 503 and "previous one keeps serving" in refused.json()["error"]
+    assert refused.status_code == 409 and "previous one keeps serving" in refused.json()["error"]
 
     good = build_model(tmp_path / "second", rows=600, trees=5)
     publish_directory(good, releases / "model")
