@@ -56,6 +56,12 @@ REFERENCE_FRACTION = Gauge(
     "Fraction of training rows in each feature bin (the drift baseline for churnflow_feature_bin_total).",
     ["model_name", "feature", "bin"],
 )
+EVENT_LOOP_LAG = Gauge(
+    "churnflow_event_loop_lag_seconds",
+    "How late the worker's event loop wakes a 20 ms timer (queueing delay).",
+    multiprocess_mode="max",
+)
+SHED = Counter("churnflow_shed_requests", "Inference requests answered 503 because the worker was overloaded.")
 MODEL_INFO = Gauge(
     "churnflow_model_info",
     "The loaded model (value 1): version, SHA-256, training time and backend.",

@@ -9,6 +9,7 @@ Hooks added to KServe's FastAPI app (in every worker process):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -20,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from churnflow.predictor.metrics import ERRORS, REQUEST_DURATION, REQUESTS
+from churnflow.predictor.metrics import ERRORS, EVENT_LOOP_LAG, REQUEST_DURATION, REQUESTS, SHED
 
 log = logging.getLogger("churnflow.predictor")
 
@@ -28,6 +29,9 @@ DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_BODY_BYTES = int(os.environ.get("CHURNFLOW_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
 DEFAULT_MAX_INFLIGHT = 64
 MAX_INFLIGHT = int(os.environ.get("CHURNFLOW_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT))
+DEFAULT_MAX_QUEUE_MS = 100.0
+MAX_QUEUE_SECONDS = float(os.environ.get("CHURNFLOW_MAX_QUEUE_MS", DEFAULT_MAX_QUEUE_MS)) / 1000
+LAG_PROBE_SECONDS = 0.02
 INFERENCE_PROTOCOLS = ("v1", "v2", "compat")
 _PROTOCOLS = (("/v1/", "v1"), ("/v2/", "v2"), ("/predict", "compat"))
 
@@ -42,12 +46,20 @@ def protocol_of(path: str) -> str:
 class RequestGuard:
     """ASGI middleware: sheds load, limits body size, and counts every response by protocol and status.
 
-    Load shedding: when `max_inflight` inference requests are already being served by this worker,
-    another one is answered at once with 503 and `Retry-After: 1` instead of queueing behind them, so
-    an overloaded server answers fast and stays healthy (health and metrics routes are never shed).
+    Load shedding: an inference request is answered at once with 503 and `Retry-After: 1` instead of
+    queueing when this worker already serves `max_inflight` of them, or when its event loop runs
+    more than `max_queue_seconds` late (measured by a probe that should wake every 20 ms: under
+    overload, requests wait that long before they are even read). Health and metrics routes are
+    never shed, so an overloaded server still reports itself and recovers as soon as load drops.
     """
 
-    def __init__(self, app: Any, max_body_bytes: int = MAX_BODY_BYTES, max_inflight: int = MAX_INFLIGHT) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_inflight: int = MAX_INFLIGHT,
+        max_queue_seconds: float = MAX_QUEUE_SECONDS,
+    ) -> None:
         # Built when the app starts, after KServe configured logging (in every worker): the place to
         # silence the per-request timing and access logs, which together cost about half a request.
         # CHURNFLOW_ACCESS_LOG=1 keeps them; errors are still logged, and requests are counted.
@@ -58,6 +70,9 @@ class RequestGuard:
         self.max_body_bytes = max_body_bytes
         self.max_inflight = max_inflight
         self.inflight = 0
+        self.max_queue_seconds = max_queue_seconds
+        self.lag = 0.0
+        self._probe: Any = None
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._durations = {name: REQUEST_DURATION.labels(name) for name in ("v1", "v2", "compat", "other")}
 
@@ -79,15 +94,19 @@ class RequestGuard:
         protocol = protocol_of(scope["path"])
         status = 500
         inference = protocol in INFERENCE_PROTOCOLS
+        if self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._measure_lag())
         if b"model_version=" in scope.get("query_string", b"") or "/versions/" in scope["path"]:
             # KServe answers 501 for it; it is the caller's to fix: one model version is served here.
             await self._reject(send, 400, "model_version: this server serves a single model version; omit it")
             self._count(protocol, 400)
             return
-        if inference and self.inflight >= self.max_inflight:
-            await self._reject(
-                send, 503, f"overloaded: {self.inflight} requests in flight; retry shortly", retry_after=True
+        if inference and (self.inflight >= self.max_inflight or self.lag > self.max_queue_seconds):
+            message = (
+                f"overloaded: {self.inflight} requests in flight, {self.lag * 1000:.0f} ms queueing; retry shortly"
             )
+            await self._reject(send, 503, message, retry_after=True)
+            SHED.inc()
             self._count(protocol, 503)
             return
         for name, value in scope.get("headers", ()):
@@ -124,6 +143,17 @@ class RequestGuard:
                 self.inflight -= 1
             self._count(protocol, status)
             self._durations[protocol].observe(time.perf_counter() - started)
+
+    async def _measure_lag(self) -> None:
+        """How late the event loop wakes a 20 ms sleep: the time a new request waits to be read."""
+        loop = asyncio.get_running_loop()
+        while True:
+            expected = loop.time() + LAG_PROBE_SECONDS
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            late = max(0.0, loop.time() - expected)
+            # rise at once, decay over a few probes: shedding starts fast and stops soon after load drops
+            self.lag = late if late > self.lag else 0.5 * self.lag + 0.5 * late
+            EVENT_LOOP_LAG.set(self.lag)
 
     @staticmethod
     async def _reject(send: Any, status: int, message: str, retry_after: bool = False) -> None:
