@@ -7,4 +7,5 @@ bash scripts/setup.sh
 bash scripts/system-deps.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+bash scripts/audit.sh
 exec .venv/bin/python -m pytest "$@"
