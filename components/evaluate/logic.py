@@ -32,6 +32,7 @@ from churnflow.components.preprocess.logic import TEST_FILE
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
 from churnflow.decision import load_calibrator
+from churnflow.drift import probability_reference
 from churnflow.errors import ChurnflowError
 
 REPORT_FILE = "evaluation.json"
@@ -167,4 +168,6 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
         "champion": champion,
         "deploy": deploy,
         "reasons": reasons,
+        # the served-probability distribution on the test split: the drift check's prediction baseline
+        "probability_reference": probability_reference(probability),
     }
