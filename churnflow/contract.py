@@ -46,10 +46,22 @@ def normalize_level(value: Any) -> str | None:
     return text or None
 
 
+def label_key(value: Any) -> str | None:
+    """A target label's comparable form: numbers by value ("1", "1.0", 1 → "1"), text case-insensitively."""
+    level = normalize_level(value)
+    if level is None:
+        return None
+    try:
+        number = float(level)
+    except ValueError:
+        return level.lower()
+    return str(int(number)) if number.is_integer() else str(number)
+
+
 def label_matches(value: Any, positive_label: Any) -> bool:
     """Whether a target value equals the configured positive label (1 == "1" == 1.0, "Yes" == "yes")."""
-    left, right = normalize_level(value), normalize_level(positive_label)
-    return left is not None and right is not None and left.lower() == right.lower()
+    left = label_key(value)
+    return left is not None and left == label_key(positive_label)
 
 
 class FeatureContract(BaseModel):

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from churnflow.config import DatasetConfig
-from churnflow.contract import label_matches, normalize_level
+from churnflow.contract import label_key, label_matches, normalize_level
 from churnflow.errors import ChurnflowError
 
 LOCAL_SCHEMES = ("", "file")
@@ -135,7 +135,7 @@ def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
 
 
 def _binary_target(values: pd.Series, config: DatasetConfig) -> pd.Series:
-    labels = values.map(normalize_level)
+    labels = values.map(label_key)
     if labels.isna().any():
         raise ChurnflowError(f"target column {config.target!r}: {int(labels.isna().sum())} blank value(s)")
     distinct = sorted(labels.unique(), key=str)
