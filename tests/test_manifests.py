@@ -1,0 +1,185 @@
+"""Issue 4: every Kubernetes YAML validated with real tools and schemas, no cluster needed.
+
+- standard kinds: kubernetes-validate --strict (offline schemas);
+- the kustomization: kubectl kustomize (no server needed);
+- every InferenceService (manifests/, what render_inferenceservice() produces, and what a local run
+  leaves): KServe's CRD openAPIV3Schema from ../shared/kserve/, unknown fields treated as errors —
+  kubernetes-validate passes unknown kinds silently, so this check is ours.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from churnflow.components.deploy.inferenceservice import render_inferenceservice
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD = ROOT.parent / "shared" / "kserve" / "inferenceservices-crd.yaml"
+VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
+STANDARD_KINDS = {
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Service",
+    "Deployment",
+    "ClusterRole",
+    "ClusterRoleBinding",
+}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in (ROOT / "manifests").rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def strict_schema(node: Any) -> Any:
+    """The CRD's OpenAPI v3 schema as JSON Schema in which unknown fields are errors."""
+    if isinstance(node, list):
+        return [strict_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: strict_schema(v) for k, v in node.items()}
+    if node.pop("x-kubernetes-int-or-string", False):
+        node.pop("type", None)
+        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    preserve = node.pop("x-kubernetes-preserve-unknown-fields", False)
+    for key in [k for k in node if k.startswith("x-kubernetes-")]:
+        node.pop(key)
+    node.pop("nullable", None)
+    if "properties" in node and "additionalProperties" not in node and not preserve:
+        node["additionalProperties"] = False
+    return node
+
+
+@pytest.fixture(scope="module")
+def isvc_validator() -> jsonschema.Draft7Validator:
+    if not CRD.is_file():
+        pytest.skip(f"KServe's CRD is not at {CRD} (the shared/ folder beside the checkout)")
+    crd = yaml.safe_load(CRD.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    schema = strict_schema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
+    schema["properties"]["metadata"] = {"type": "object"}  # validated by the API server, not the CRD
+    return jsonschema.Draft7Validator(schema)
+
+
+def assert_valid_isvc(validator: jsonschema.Draft7Validator, manifest: dict[str, Any]) -> None:
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:10])
+
+
+def test_standard_kinds_pass_kubernetes_validate_strict():
+    files = [p for p in manifest_files() if any(d["kind"] in STANDARD_KINDS for d in documents(p))]
+    assert files, "no standard-kind manifests found"
+    result = subprocess.run([VALIDATE, "--strict", *map(str, files)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout
+
+
+def test_every_kind_is_known():
+    for path in manifest_files():
+        for document in documents(path):
+            assert document["kind"] in STANDARD_KINDS | {
+                "InferenceService",
+                "PodMonitor",
+                "ServiceMonitor",
+                "PrometheusRule",
+            }, (path, document["kind"])
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
+def test_kustomization_builds():
+    result = subprocess.run(["kubectl", "kustomize", str(ROOT / "manifests")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    built = [d for d in yaml.safe_load_all(result.stdout) if d]
+    kinds = {d["kind"] for d in built}
+    assert {"ServiceAccount", "Role", "RoleBinding", "InferenceService"} <= kinds
+    assert all(d["metadata"].get("namespace") for d in built if d["kind"] != "ClusterRole")
+
+
+def test_rbac_grants_exactly_the_deploy_verbs():
+    (role,) = [d for d in documents(ROOT / "manifests" / "rbac.yaml") if d["kind"] == "Role"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["serving.kserve.io"],
+            "resources": ["inferenceservices"],
+            "verbs": ["get", "list", "watch", "create", "patch"],
+        }
+    ]
+
+
+def test_example_inferenceservice_is_what_deploy_renders(isvc_validator):
+    (example,) = documents(ROOT / "manifests" / "inferenceservice.yaml")
+    assert_valid_isvc(isvc_validator, example)
+    rendered = render_inferenceservice(
+        name="churn",
+        namespace="kubeflow-user-example-com",
+        storage_uri="s3://mlpipeline/churnflow/model",
+        model_version="example",
+    )
+    assert example == rendered
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://mlpipeline/v2/artifacts/run/model",
+        "minio://mlpipeline/x/model",
+        "pvc://models/churn",
+        "file:///srv/models/churn",
+    ],
+)
+def test_rendered_inferenceservices_validate_against_the_crd(isvc_validator, uri):
+    manifest = render_inferenceservice(
+        name="churn",
+        namespace="ns",
+        storage_uri=uri,
+        image="r.example/serve:2",
+        model_version="20260101-abc",
+        pipeline_run="run-1",
+        service_account="sa",
+    )
+    assert_valid_isvc(isvc_validator, manifest)
+    container = manifest["spec"]["predictor"]["containers"][0]
+    assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert not {e["value"] for e in container["env"]}.intersection({"minio://mlpipeline/x/model"})
+
+
+def test_the_crd_check_catches_unknown_fields(isvc_validator):
+    manifest = render_inferenceservice(name="churn", namespace="ns", storage_uri="s3://b/m")
+    manifest["spec"]["predictor"]["replicas"] = 3  # not a field of the predictor spec
+    manifest["spec"]["predictor"]["containers"][0]["imagePullPolice"] = "Always"  # typo
+    messages = " ".join(e.message for e in isvc_validator.iter_errors(manifest))
+    assert "replicas" in messages and "imagePullPolice" in messages
+
+
+def test_the_inferenceservice_a_local_run_leaves_is_valid(isvc_validator, tmp_path, model_dir):
+    from churnflow.components.deploy.logic import deploy
+
+    evaluation = {"deploy": True, "metrics": {"roc_auc": 0.8}}
+    deploy(
+        model_dir,
+        "s3://b/m",
+        evaluation,
+        tmp_path / "a.yaml",
+        name="churn",
+        namespace="ns",
+        image="serve:1",
+        model_version="v",
+        local_release_dir=str(tmp_path / "out" / "model"),
+    )
+    (left,) = documents(tmp_path / "out" / "inferenceservice.yaml")
+    assert_valid_isvc(isvc_validator, left)
