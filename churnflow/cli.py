@@ -74,8 +74,80 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_batch=args.max_batch,
         watch_seconds=args.watch,
+        store_url=args.store,
     )
     return 0
+
+
+def _store_url(args: argparse.Namespace) -> str:
+    url = args.store or os.environ.get("CHURNFLOW_STORE_URL")
+    if not url:
+        raise ChurnflowError("--store: no store given (a URL such as sqlite:///predictions.db or $CHURNFLOW_STORE_URL)")
+    return url
+
+
+def _cmd_outcomes(args: argparse.Namespace) -> int:
+    from churnflow.store.database import PredictionStore
+    from churnflow.store.outcomes import read_outcomes_csv, record_outcomes
+
+    if args.csv and (args.request_id or args.customer_id or args.churned is not None):
+        raise ChurnflowError("outcomes: give either --csv FILE or --request-id/--customer-id with --churned, not both")
+    if args.csv:
+        rows, source = read_outcomes_csv(args.csv), f"{args.csv} row"
+    elif args.churned is None or not (args.request_id or args.customer_id):
+        raise ChurnflowError("outcomes: give --csv FILE, or --request-id ID (or --customer-id ID) and --churned 1|0")
+    else:
+        row = {"request_id": args.request_id, "customer_id": args.customer_id, "churned": args.churned}
+        rows, source = [{**row, "row_index": args.row_index}], "outcome"
+    store = PredictionStore(_store_url(args))
+    try:
+        count = record_outcomes(store, rows, source=source)
+    finally:
+        store.close()
+    print(f"churnflow: recorded {count} outcome{'s' if count != 1 else ''} in {store.display_url}")
+    return 0
+
+
+DRIFT_EXIT = 3
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from churnflow.drift import Thresholds, run_check, summary
+    from churnflow.drift_report import write_report
+
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since)
+        except ValueError:
+            raise ChurnflowError(
+                f"--since: expected an ISO 8601 time such as 2026-05-01T00:00Z, got {args.since!r}"
+            ) from None
+    thresholds = Thresholds(
+        psi_watch=args.psi_watch,
+        psi_act=args.psi_act,
+        alpha=args.alpha,
+        precision_drop=args.precision_drop,
+        min_rows=args.min_rows,
+        min_labelled=args.min_labelled,
+    )
+    report = run_check(
+        _store_url(args),
+        args.model_dir,
+        model_name=args.model_name,
+        window=args.window if args.window is not None else (None if since else 10_000),
+        since=since,
+        any_version=args.any_version,
+        evaluation_path=args.evaluation,
+        thresholds=thresholds,
+    )
+    print(summary(report))
+    if args.report:
+        paths = write_report(report, args.report)
+        print(f"  report: {paths['html']} ({paths['json'].name}, {paths['prom'].name})")
+    return DRIFT_EXIT if report["drift"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,7 +198,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="re-load the model when its directory changes, checking every SECONDS (default: off)",
     )
+    srv.add_argument(
+        "--store",
+        metavar="URL",
+        help="log every prediction to this store: sqlite:///PATH or postgresql://... (default: $CHURNFLOW_STORE_URL)",
+    )
     srv.set_defaults(func=_cmd_serve)
+
+    out = sub.add_parser("outcomes", help="record ground truth (who really churned) in the prediction store")
+    out.add_argument("--store", metavar="URL", help="the prediction store (default: $CHURNFLOW_STORE_URL)")
+    out.add_argument("--csv", help="CSV with churned and request_id (optionally row_index) or customer_id columns")
+    out.add_argument("--request-id", help="the request the outcome settles")
+    out.add_argument("--row-index", type=int, help="the row within that request (default: every row)")
+    out.add_argument("--customer-id", help="the customer the outcome settles (their latest prediction)")
+    out.add_argument("--churned", help="1/0, true/false or yes/no")
+    out.set_defaults(func=_cmd_outcomes)
+
+    drift = sub.add_parser(
+        "drift",
+        help="check logged predictions for data, prediction and accuracy drift (exit 3 on drift)",
+        description="Exit status: 0 no drift, 3 drift, 2 an error in the input.",
+    )
+    drift.add_argument("--store", metavar="URL", help="the prediction store (default: $CHURNFLOW_STORE_URL)")
+    drift.add_argument("--model-dir", required=True, help="the deployed model's directory")
+    drift.add_argument("--model-name", default="churn")
+    window = drift.add_mutually_exclusive_group()
+    window.add_argument("--window", type=int, help="the newest N predictions (default 10000)")
+    window.add_argument("--since", metavar="ISO", help="every prediction since this time (e.g. 2026-05-01T00:00:00Z)")
+    drift.add_argument("--report", metavar="DIR", help="write drift.json, drift.html and drift.prom here")
+    drift.add_argument("--evaluation", help="evaluation.json to compare with (default: the model directory's)")
+    drift.add_argument(
+        "--any-version", action="store_true", help="include predictions of earlier model versions (default: this one)"
+    )
+    drift.add_argument("--psi-watch", type=float, default=0.1, help="PSI worth watching (default 0.1)")
+    drift.add_argument("--psi-act", type=float, default=0.25, help="PSI that is drift on its own (default 0.25)")
+    drift.add_argument("--alpha", type=float, default=0.05, help="test level before Bonferroni (default 0.05)")
+    drift.add_argument(
+        "--precision-drop", type=float, default=0.10, help="relative precision drop that is drift (default 0.10)"
+    )
+    drift.add_argument("--min-rows", type=int, default=100, help="fewest predictions to judge drift (default 100)")
+    drift.add_argument(
+        "--min-labelled", type=int, default=100, help="fewest predictions with ground truth for accuracy (default 100)"
+    )
+    drift.set_defaults(func=_cmd_drift)
     return parser
 
 

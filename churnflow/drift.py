@@ -56,13 +56,18 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if not 0 < self.psi_watch <= self.psi_act:
-            raise ChurnflowError(f"drift thresholds: need 0 < psi_watch <= psi_act, got {self.psi_watch}, {self.psi_act}")
+            raise ChurnflowError(
+                f"drift thresholds: need 0 < psi_watch <= psi_act, got {self.psi_watch} and {self.psi_act}"
+            )
         if not 0 < self.alpha < 1:
             raise ChurnflowError(f"drift thresholds: alpha must be between 0 and 1, got {self.alpha}")
         if not 0 < self.precision_drop < 1:
             raise ChurnflowError(f"drift thresholds: precision_drop must be between 0 and 1, got {self.precision_drop}")
         if self.min_rows < 1 or self.min_labelled < 1:
             raise ChurnflowError("drift thresholds: min_rows and min_labelled must be at least 1")
+
+
+DEFAULT_THRESHOLDS = Thresholds()
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -109,7 +114,9 @@ def numeric_drift(spec: dict[str, Any], values: np.ndarray, p_threshold: float, 
     }
 
 
-def categorical_drift(spec: dict[str, Any], levels: list[Any], p_threshold: float, thresholds: Thresholds) -> dict:
+def categorical_drift(
+    spec: dict[str, Any], levels: list[Any], reference_rows: int, p_threshold: float, thresholds: Thresholds
+) -> dict:
     bins = list(spec["bins"])
     known = set(bins) - {MISSING_BIN, UNSEEN_BIN}
     position = {b: i for i, b in enumerate(bins)}
@@ -120,14 +127,14 @@ def categorical_drift(spec: dict[str, Any], levels: list[Any], p_threshold: floa
     rows = max(1, len(levels))
     reference = np.asarray(spec["fractions"], dtype="float64")
     value = psi(reference, counts / rows)
-    # Chi-square over the bins either side uses; a bin the reference never saw gets a tiny expected
-    # share (so one live row there is a strong signal, not a division by zero).
+    # Chi-square test of homogeneity (training counts vs live counts over the bins either side uses):
+    # unlike a goodness-of-fit test against the training fractions, it allows for the training
+    # sample's own noise, which otherwise dominates once the live window outgrows the training split.
     used = (reference > 0) | (counts > 0)
     statistic = p_value = None
     if used.sum() >= 2:
-        expected = np.maximum(reference[used], PSI_FLOOR)
-        expected = expected / expected.sum() * counts[used].sum()
-        result = stats.chisquare(counts[used], expected)
+        table = np.vstack([reference[used] * reference_rows, counts[used]])
+        result = stats.chi2_contingency(table, correction=False)
         statistic, p_value = float(result.statistic), float(result.pvalue)
     return {
         "kind": "categorical",
@@ -164,7 +171,8 @@ def data_drift(reference: dict[str, Any], features: pd.DataFrame, thresholds: Th
             values = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype="float64")
             results[name] = numeric_drift(spec, values[~np.isnan(values)], p_threshold, thresholds)
         else:
-            results[name] = categorical_drift(spec, features[name].tolist(), p_threshold, thresholds)
+            rows = int(reference.get("rows") or 1000)
+            results[name] = categorical_drift(spec, features[name].tolist(), rows, p_threshold, thresholds)
     drifted = [name for name, r in results.items() if r["status"] == DRIFT]
     return {
         "status": DRIFT if drifted else (WATCH if any(r["status"] == WATCH for r in results.values()) else OK),
@@ -202,9 +210,7 @@ def prediction_drift(
     return result
 
 
-def accuracy_drift(
-    evaluation: dict[str, Any] | None, labelled: pd.DataFrame, thresholds: Thresholds
-) -> dict[str, Any]:
+def accuracy_drift(evaluation: dict[str, Any] | None, labelled: pd.DataFrame, thresholds: Thresholds) -> dict[str, Any]:
     """Live precision, recall and ROC-AUC on predictions with ground truth vs the evaluation's."""
     from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
@@ -254,7 +260,7 @@ def check(
     labelled: pd.DataFrame,
     reference: dict[str, Any],
     evaluation: dict[str, Any] | None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
     """All three drift checks on a window of predictions (and those of them with ground truth)."""
     rows = len(predictions)
@@ -326,7 +332,7 @@ def run_check(
     since: dt.datetime | None = None,
     any_version: bool = False,
     evaluation_path: str | Path | None = None,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
     """The drift check `churnflow drift` and the KFP component run: store window vs model directory."""
     from churnflow.store.database import PredictionStore

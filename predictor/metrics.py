@@ -70,6 +70,20 @@ MODEL_INFO = Gauge(
 MODEL_LOADED = Gauge(
     "churnflow_model_loaded_timestamp_seconds", "When the serving model was loaded (Unix time).", ["model_name"]
 )
+# Drift results. The drift check (`churnflow drift`, the drift-check pipeline) computes them offline and
+# writes them to drift.prom for a textfile collector or pushgateway (churnflow.drift_report); they are
+# declared here too so the serving scrape names every metric the alert rules and dashboard read.
+FEATURE_DRIFT_PSI = Gauge(
+    "churnflow_feature_drift_psi", "PSI of a feature's live distribution against training.", ["model_name", "feature"]
+)
+PREDICTION_DRIFT_PSI = Gauge(
+    "churnflow_prediction_drift_psi", "PSI of served probabilities against the evaluation's.", ["model_name"]
+)
+PRECISION_DROP = Gauge(
+    "churnflow_precision_drop_ratio",
+    "Relative drop of live precision below the deployed model's evaluation precision (0.1 = 10% lower).",
+    ["model_name"],
+)
 
 
 class ModelMetrics:

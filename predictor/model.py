@@ -34,6 +34,7 @@ from churnflow.predictor.explain import explain_rows
 from churnflow.predictor.metrics import ModelMetrics
 from churnflow.predictor.scoring import Scorer
 from churnflow.reference import load_reference
+from churnflow.store.logger import PredictionLogger
 
 log = logging.getLogger("churnflow.predictor")
 
@@ -78,6 +79,8 @@ class Batch:
     probability: np.ndarray | None = None
     churn: np.ndarray | None = None
     explanation: list[dict[str, Any]] | None = None
+    payload: Any = None
+    """the decoded request, kept for the prediction log (customer ids are read off it in the background)"""
 
 
 def resolve_model_dir(uri: str) -> Path:
@@ -110,6 +113,9 @@ def load_model_dir(directory: Path, prefer_compiled: bool = True) -> LoadedModel
 
 class ChurnModel(Model):
     """Serves one churn model directory over KServe's v1 and v2 protocols."""
+
+    prediction_log: PredictionLogger | None = None
+    """set by serve(store_url=...): every scored batch is handed to it (asynchronous, never blocks)"""
 
     def __init__(
         self, name: str, model_dir: str, max_batch: int = DEFAULT_MAX_BATCH, prefer_compiled: bool = True
@@ -229,8 +235,8 @@ class ChurnModel(Model):
             raise InvalidInput("model is not loaded")
         try:
             if isinstance(payload, InferRequest):
-                return Batch("v2", self._decode_v2(payload, loaded.aligner), request_id=payload.id)
-            return Batch("v1", self._decode_v1(payload, loaded.aligner))
+                return Batch("v2", self._decode_v2(payload, loaded.aligner), request_id=payload.id, payload=payload)
+            return Batch("v1", self._decode_v1(payload, loaded.aligner), payload=payload)
         except RequestError as error:
             raise InvalidInput(str(error)) from None
 
@@ -295,6 +301,16 @@ class ChurnModel(Model):
         batch.churn = (batch.probability > loaded.contract.threshold).astype("int64")
         if self.metrics is not None:
             self.metrics.observe(batch.probability, batch.churn, batch.aligned)
+        if self.prediction_log is not None:
+            # v2 answers with this id; v1 callers can send X-Request-Id to know theirs.
+            prediction_log = self.prediction_log
+            batch.request_id = (
+                batch.request_id or (headers or {}).get("x-request-id") or prediction_log.next_request_id()
+            )
+            version = loaded.metadata.get("model_version", "")
+            prediction_log.submit(
+                batch.request_id, version, loaded.contract, batch.aligned, batch.probability, batch.churn, batch.payload
+            )
         return batch
 
     def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:

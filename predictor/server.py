@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from typing import Any
 
 from fastapi import Request
@@ -43,6 +44,28 @@ def protocol_of(path: str) -> str:
     return "other"
 
 
+class ClientErrorFilter(logging.Filter):
+    """Drops KServe's stack-trace log for answers that are the client's doing (400, 404, 501) or a
+    not-yet-ready model (503): KServe logs each at ERROR with a full traceback, so a readiness probe or
+    a hostile client would fill the log. They are counted in churnflow_request_errors_total, and why a
+    model is not ready is logged once, when its load fails. Server errors (500) keep their traceback."""
+
+    HANDLERS = frozenset(
+        {
+            "invalid_input_handler",
+            "model_not_found_handler",
+            "model_not_ready_handler",
+            "not_implemented_error_handler",
+            "unsupported_protocol_error_handler",
+            "server_not_ready_handler",
+            "server_not_live_handler",
+        }
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.funcName in self.HANDLERS and record.pathname.endswith(os.path.join("kserve", "errors.py")))
+
+
 class RequestGuard:
     """ASGI middleware: sheds load, limits body size, and counts every response by protocol and status.
 
@@ -66,6 +89,9 @@ class RequestGuard:
         if not os.environ.get("CHURNFLOW_ACCESS_LOG"):
             for name in ("kserve.trace", "uvicorn.access"):
                 logging.getLogger(name).setLevel(logging.WARNING)
+        kserve_logger = logging.getLogger("kserve")
+        if not any(isinstance(f, ClientErrorFilter) for f in kserve_logger.filters):
+            kserve_logger.addFilter(ClientErrorFilter())
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_inflight = max_inflight
@@ -196,6 +222,8 @@ def install_http_hooks(app: Any = None) -> None:
     if id(app) in _installed:
         return
     _installed.add(id(app))
+    # KServe's app sets ORJSONResponse as the default response class, which FastAPI now warns about.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
 
     async def bad_request(_: Request, error: RequestValidationError) -> ORJSONResponse:
         return ORJSONResponse(status_code=400, content={"error": _validation_message(error)})
@@ -305,11 +333,14 @@ def serve(
     workers: int = 1,
     max_batch: int | None = None,
     watch_seconds: float = 0.0,
+    store_url: str | None = None,
 ) -> None:
     """Loads the model and runs KServe's ModelServer until interrupted.
 
     A model that fails to load leaves the server up but not ready (503 on ready and infer), with one
-    log line saying why; it retries loading on later requests.
+    log line saying why; it retries loading on later requests. With `store_url` (or
+    $CHURNFLOW_STORE_URL) every prediction is logged to that store in the background
+    (churnflow.store.logger; buffer size $CHURNFLOW_STORE_BUFFER_ROWS, default 100,000 rows).
     """
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be in the environment before the workers are spawned (they import prometheus_client).
@@ -321,6 +352,13 @@ def serve(
     model = ChurnModel(
         model_name, model_dir, max_batch=max_batch or int(os.environ.get("CHURNFLOW_MAX_BATCH", DEFAULT_MAX_BATCH))
     )
+    store_url = store_url or os.environ.get("CHURNFLOW_STORE_URL")
+    if store_url:
+        from churnflow.store.logger import DEFAULT_CAPACITY, PredictionLogger
+
+        capacity = int(os.environ.get("CHURNFLOW_STORE_BUFFER_ROWS", DEFAULT_CAPACITY))
+        model.prediction_log = PredictionLogger(store_url, model_name, capacity=capacity)
+        log.info("logging predictions to %s", model.prediction_log.display_url)
     model.load()
     register_served(model)
     install_http_hooks()

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if ((${#packages[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
     echo "system-deps: apt-get install ${packages[*]}" >&2
@@ -15,6 +16,12 @@ if ((${#packages[@]})); then
     # The Debian package starts its own Prometheus on :9090; the tests start theirs on free ports.
     if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
     pkill -x prometheus 2>/dev/null || true
+    # Likewise its PostgreSQL cluster on :5432: the tests run private clusters (initdb) on free ports.
+    if [[ " ${packages[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null 2>&1; then
+      pg_lsclusters --no-header 2>/dev/null | while read -r version name _; do
+        pg_ctlcluster "$version" "$name" stop 2>/dev/null || true
+      done
+    fi
   else
     echo "system-deps: not root; missing ${packages[*]} (the tests that need them will be skipped)" >&2
   fi

@@ -56,7 +56,7 @@ def _timestamp(value: Any, where: str) -> dt.datetime:
     try:
         return to_utc_naive(dt.datetime.fromisoformat(str(value).strip()))
     except ValueError:
-        raise ChurnflowError(f"{where}: ts must be an ISO 8601 time such as 2026-05-01T12:00:00Z, got {value!r}") from None
+        raise ChurnflowError(f"{where}: ts must be an ISO 8601 time such as 2026-05-01T12:00Z, got {value!r}") from None
 
 
 def validate_outcome(row: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -111,11 +111,11 @@ def read_outcomes_csv(path: str | Path) -> list[dict[str, Any]]:
             reader = csv.DictReader(handle)
             header = [name.strip() for name in reader.fieldnames or []]
             if not header:
-                raise ChurnflowError(f"{path}: empty file; expected a header with churned and request_id or customer_id")
+                raise ChurnflowError(f"{path}: empty; expected a header with churned and request_id or customer_id")
             if "churned" not in header:
                 raise ChurnflowError(f"{path}: no churned column (columns: {', '.join(header)})")
             if not any(key in header for key in KEYS):
-                raise ChurnflowError(f"{path}: needs a request_id or a customer_id column (columns: {', '.join(header)})")
+                raise ChurnflowError(f"{path}: needs a request_id or customer_id column (columns: {', '.join(header)})")
             reader.fieldnames = header
             return [{k: v for k, v in row.items() if k in COLUMNS} for row in reader]
     except FileNotFoundError:

@@ -33,8 +33,9 @@ def _forest_arrays(model: RandomForestClassifier) -> dict[str, np.ndarray]:
 
     Vectorised per tree: a million-node forest takes well under a second.
     """
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("feature", "split", "true_id", "true_leaf", "false_id",
-                                                          "false_leaf", "roots", "leaf_weight")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("feature", "split", "true_id", "true_leaf", "false_id", "false_leaf", "roots", "leaf_weight")
+    }
     node_offset = leaf_offset = 0
     for estimator in model.estimators_:
         tree = estimator.tree_
@@ -51,8 +52,10 @@ def _forest_arrays(model: RandomForestClassifier) -> dict[str, np.ndarray]:
         position = np.empty(len(is_leaf), dtype=np.int64)
         position[interior] = node_offset + np.arange(interior.size)
         position[leaves] = leaf_offset + np.arange(leaves.size)
-        for child, id_key, leaf_key in ((left[interior], "true_id", "true_leaf"),
-                                        (right[interior], "false_id", "false_leaf")):
+        for child, id_key, leaf_key in (
+            (left[interior], "true_id", "true_leaf"),
+            (right[interior], "false_id", "false_leaf"),
+        ):
             parts[id_key].append(position[child])
             parts[leaf_key].append(is_leaf[child].astype(np.int64))
         parts["feature"].append(features.astype(np.int64))

@@ -1,0 +1,91 @@
+"""KFP wrappers of the drift check (logic in logic.py): check, then retrain when it found drift."""
+
+from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
+
+from churnflow.components.image import churnflow_component
+
+
+@churnflow_component
+def drift_check_op(
+    store_url: str,
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    model_name: str,
+    window: int,
+    psi_watch: float,
+    psi_act: float,
+    alpha: float,
+    precision_drop: float,
+    min_rows: int,
+    min_labelled: int,
+    report: Output[HTML],
+    report_json: Output[Artifact],
+    prometheus: Output[Artifact],
+    metrics: Output[Metrics],
+) -> bool:
+    """Checks the store's newest `window` predictions for data, prediction and accuracy drift.
+
+    Returns whether there is drift (the pipeline's dsl.If reads it). An empty `store_url` reads
+    CHURNFLOW_STORE_URL, which the pipeline fills from the `churnflow-store` Secret when one exists.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from churnflow.components.drift_check.logic import check
+    from churnflow.drift import Thresholds, summary
+    from churnflow.drift_report import HTML_FILE, JSON_FILE, PROM_FILE
+
+    thresholds = Thresholds(
+        psi_watch=psi_watch,
+        psi_act=psi_act,
+        alpha=alpha,
+        precision_drop=precision_drop,
+        min_rows=min_rows,
+        min_labelled=min_labelled,
+    )
+    url = store_url or os.environ.get("CHURNFLOW_STORE_URL", "")
+    with tempfile.TemporaryDirectory() as directory:
+        result = check(
+            url,
+            model.path,
+            directory,
+            model_name=model_name,
+            window=window,
+            evaluation_path=evaluation.path,
+            thresholds=thresholds,
+        )
+        for source, target in ((HTML_FILE, report), (JSON_FILE, report_json), (PROM_FILE, prometheus)):
+            os.makedirs(os.path.dirname(target.path) or ".", exist_ok=True)
+            shutil.copyfile(os.path.join(directory, source), target.path)
+    metrics.log_metric("drift", 1.0 if result["drift"] else 0.0)
+    metrics.log_metric("window_predictions", float(result["window"]["rows"]))
+    for name, feature in result["data_drift"].get("features", {}).items():
+        metrics.log_metric(f"psi_{name}", round(feature["psi"], 6))
+    if result["accuracy"].get("precision_drop") is not None:
+        metrics.log_metric("precision_drop", round(result["accuracy"]["precision_drop"], 6))
+    print(summary(result))
+    return bool(result["drift"])
+
+
+@churnflow_component
+def retrain_op(
+    drift_report: Input[Artifact],
+    kfp_host: str,
+    namespace: str,
+    experiment: str,
+    data_uri: str,
+    training_arguments: str,
+) -> str:
+    """Starts the training pipeline through kfp.Client with the latest data; returns the run id."""
+    import json
+
+    from churnflow.components.drift_check.logic import run_name, start_retraining
+
+    with open(drift_report.path) as handle:
+        report = json.load(handle)
+    run_id, arguments = start_retraining(
+        kfp_host, data_uri, training_arguments, namespace=namespace, experiment=experiment, name=run_name(report)
+    )
+    print(f"retrain: drift ({'; '.join(report['reasons'])}) → training run {run_id} with {sorted(arguments)}")
+    return run_id

@@ -1,0 +1,88 @@
+"""The drift-check pipeline: check the logged predictions and, on drift, start the training pipeline.
+
+    import(model) ─┐
+    import(eval) ──┴─► drift-check ─► If(drift) ─► retrain (kfp.Client → churnflow-training)
+
+Meant to run on a schedule (a KFP recurring run, e.g. daily). The model and its evaluation report
+are imported by URI: the train step's `model` artifact (the InferenceService's storageUri) and the
+evaluate step's `report` artifact of the run that deployed it. The store URL comes from the
+`store_url` parameter or, better (it holds a password), from the `churnflow-store` Secret's `url`
+key, mounted as CHURNFLOW_STORE_URL when the Secret exists.
+"""
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Artifact, Model
+
+from churnflow.components.drift_check.component import drift_check_op, retrain_op
+
+PIPELINE_NAME = "churnflow-drift-check"
+STORE_SECRET = "churnflow-store"
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Check served predictions for drift; retrain the churn model on drift.")
+def drift_check_pipeline(
+    model_uri: str,
+    evaluation_uri: str,
+    store_url: str = "",
+    model_name: str = "churn",
+    window: int = 10000,
+    psi_watch: float = 0.1,
+    psi_act: float = 0.25,
+    alpha: float = 0.05,
+    precision_drop: float = 0.10,
+    min_rows: int = 100,
+    min_labelled: int = 100,
+    retrain: bool = True,
+    kfp_host: str = "",
+    namespace: str = "",
+    experiment: str = "churnflow",
+    data_uri: str = "",
+    training_arguments: str = "{}",
+) -> bool:
+    model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
+    evaluation = dsl.importer(artifact_uri=evaluation_uri, artifact_class=Artifact, reimport=False)
+    check = drift_check_op(
+        store_url=store_url,
+        model=model.output,
+        evaluation=evaluation.output,
+        model_name=model_name,
+        window=window,
+        psi_watch=psi_watch,
+        psi_act=psi_act,
+        alpha=alpha,
+        precision_drop=precision_drop,
+        min_rows=min_rows,
+        min_labelled=min_labelled,
+    )
+    check.set_caching_options(False)  # the store changes under the same inputs: every scheduled run checks anew
+    kubernetes.use_secret_as_env(check, STORE_SECRET, {"url": "CHURNFLOW_STORE_URL"}, optional=True)
+    drifted = dsl.If(check.outputs["Output"] == True, name="drift-detected")  # noqa: E712
+    with drifted, dsl.If(retrain == True, name="retraining-enabled"):  # noqa: E712
+        start = retrain_op(
+            drift_report=check.outputs["report_json"],
+            kfp_host=kfp_host,
+            namespace=namespace,
+            experiment=experiment,
+            data_uri=data_uri,
+            training_arguments=training_arguments,
+        )
+        start.set_caching_options(False)
+    return check.outputs["Output"]
+
+
+def compile_drift_pipeline(output: str, image: str | None = None) -> str:
+    """Writes the drift pipeline as KFP YAML (every component on `image` when given)."""
+    from pathlib import Path
+
+    import yaml
+    from kfp import compiler
+
+    compiler.Compiler().compile(drift_check_pipeline, output)
+    if image:
+        path = Path(output)
+        documents = list(yaml.safe_load_all(path.read_text()))
+        for executor in documents[0]["deploymentSpec"]["executors"].values():
+            if "container" in executor:
+                executor["container"]["image"] = image
+        path.write_text(yaml.safe_dump_all(documents, sort_keys=True))
+    return output
