@@ -150,6 +150,86 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     return DRIFT_EXIT if report["drift"] else 0
 
 
+def _pipeline_arguments(args: argparse.Namespace) -> dict:
+    """--data/--config/--set as training-pipeline arguments (the config travels as JSON)."""
+    from churnflow.config import config_to_json, load_config
+    from churnflow.pipelines.churn_pipeline import churn_training_pipeline
+    from churnflow.pipelines.parameters import parse_assignments
+
+    arguments = parse_assignments(args.set or [], churn_training_pipeline)
+    if args.data:
+        arguments["data_uri"] = args.data
+    if args.config:
+        arguments["dataset_config"] = config_to_json(load_config(args.config))
+    return arguments
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from churnflow.pipelines.kubeflow import submit_run
+
+    run_id = submit_run(
+        args.host,
+        _pipeline_arguments(args),
+        namespace=args.namespace,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+    )
+    print(f"churnflow: started run {run_id} in experiment {args.experiment!r} at {args.host}")
+    return 0
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from churnflow.pipelines.kubeflow import schedule_runs
+
+    job_id = schedule_runs(
+        args.host,
+        args.cron,
+        _pipeline_arguments(args),
+        namespace=args.namespace,
+        experiment=args.experiment,
+        job_name=args.name,
+        image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+    )
+    print(f"churnflow: recurring run {job_id} ({args.cron!r}) in experiment {args.experiment!r} at {args.host}")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, render_inferenceservice, to_yaml
+
+    manifest = render_inferenceservice(
+        name=args.name,
+        namespace=args.namespace,
+        storage_uri=args.model_uri,
+        image=args.image or DEFAULT_SERVE_IMAGE,
+        model_version=args.model_version,
+    )
+    if args.dry_run:
+        print(to_yaml(manifest), end="")
+        return 0
+    from churnflow.components.deploy.kubernetes import apply_inferenceservice, custom_objects_api
+
+    rollout = apply_inferenceservice(
+        custom_objects_api(args.kubeconfig, args.context),
+        manifest,
+        canary_percent=args.canary,
+        timeout_seconds=args.timeout,
+    )
+    print(f"churnflow: {rollout.action} inferenceservice {rollout.namespace}/{rollout.name}; ready at {rollout.url}")
+    return 0
+
+
+def _add_kubeflow_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
+    command.add_argument("--namespace", default="", help="Kubeflow profile namespace (multi-user clusters)")
+    command.add_argument("--experiment", default="churnflow")
+    command.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
+    command.add_argument("--data", help="data_uri for the runs")
+    command.add_argument("--config", help="dataset config file, sent as the dataset_config parameter")
+    command.add_argument("--set", action="append", metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="churnflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -241,6 +321,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-labelled", type=int, default=100, help="fewest predictions with ground truth for accuracy (default 100)"
     )
     drift.set_defaults(func=_cmd_drift)
+    submit = sub.add_parser("submit", help="compile the pipeline and start a run on a Kubeflow endpoint")
+    _add_kubeflow_options(submit)
+    submit.add_argument("--run-name", default="")
+    submit.set_defaults(func=_cmd_submit)
+
+    schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining) on a Kubeflow endpoint")
+    _add_kubeflow_options(schedule)
+    schedule.add_argument("--cron", required=True, help="six-field cron, seconds first: '0 0 3 * * *' = daily 03:00")
+    schedule.add_argument("--name", default="churnflow-retraining", help="name of the recurring run")
+    schedule.set_defaults(func=_cmd_schedule)
+
+    deploy = sub.add_parser("deploy", help="print or apply the InferenceService for a model directory URI")
+    deploy.add_argument("--model-uri", required=True, help="storageUri of the model directory (s3://, gs://, pvc://)")
+    deploy.add_argument("--namespace", default="kubeflow-user-example-com")
+    deploy.add_argument("--name", default="churn", help="InferenceService (and model) name")
+    deploy.add_argument("--image", help="serve image (default: the published churnflow-serve tag)")
+    deploy.add_argument("--model-version", default="", help="label churnflow.io/model-version")
+    deploy.add_argument(
+        "--canary",
+        type=int,
+        default=0,
+        metavar="PERCENT",
+        help="route PERCENT of traffic to the new model first (Serverless mode only)",
+    )
+    deploy.add_argument("--timeout", type=float, default=600, help="seconds to wait for Ready before rolling back")
+    deploy.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    deploy.add_argument("--context", help="kubeconfig context")
+    deploy.add_argument("--dry-run", action="store_true", help="print the InferenceService YAML, touch nothing")
+    deploy.set_defaults(func=_cmd_deploy)
     return parser
 
 

@@ -55,6 +55,9 @@ def churn_training_pipeline(
     namespace: str = "kubeflow-user-example-com",
     serve_image: str = DEFAULT_SERVE_IMAGE,
     local_release_dir: str = "",
+    deploy_mode: str = "render",
+    canary_percent: int = 0,
+    ready_timeout_seconds: float = 600.0,
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -113,6 +116,9 @@ def churn_training_pipeline(
             serve_image=serve_image,
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             local_release_dir=local_release_dir,
+            deploy_mode=deploy_mode,
+            canary_percent=canary_percent,
+            ready_timeout_seconds=ready_timeout_seconds,
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,86 @@ def load_compiled(path: str | Path) -> Any:
         return components.load_component_from_file(str(path))
     except Exception as error:
         raise ChurnflowError(f"{path}: not a compiled KFP pipeline ({error})") from None
+
+
+def _client(host: str, namespace: str = "") -> Any:
+    import warnings
+
+    from kfp import Client
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2 and later"
+            return Client(host=host or None, namespace=namespace or "kubeflow")
+    except Exception as error:  # connection refused, auth, a host that is not KFP
+        raise ChurnflowError(
+            f"kubeflow: cannot reach the Kubeflow Pipelines API at {host or '(in-cluster)'} "
+            f"({str(error).splitlines()[0][:200]})"
+        ) from None
+
+
+def submit_run(
+    host: str,
+    arguments: dict[str, Any],
+    *,
+    namespace: str = "",
+    experiment: str = "churnflow",
+    run_name: str = "",
+    image: str | None = None,
+) -> str:
+    """Compiles the pipeline and starts one run of it now; returns the run id."""
+    with tempfile.TemporaryDirectory() as directory:
+        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
+        client = _client(host, namespace)
+        try:
+            run = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=arguments,
+                run_name=run_name or None,
+                experiment_name=experiment,
+                namespace=namespace or None,
+            )
+        except Exception as error:
+            raise ChurnflowError(f"kubeflow: the run was not created ({str(error).splitlines()[0][:300]})") from None
+    return str(run.run_id)
+
+
+def schedule_runs(
+    host: str,
+    cron: str,
+    arguments: dict[str, Any],
+    *,
+    namespace: str = "",
+    experiment: str = "churnflow",
+    job_name: str = "churnflow-retraining",
+    image: str | None = None,
+    max_concurrency: int = 1,
+) -> str:
+    """Compiles the pipeline and creates a recurring run (retraining on a cron schedule); returns its id.
+
+    `cron` is KFP's six-field cron (seconds first): "0 0 3 * * *" is every day at 03:00. Caching is off,
+    so each scheduled run really retrains on the data of the day.
+    """
+    if len(cron.split()) != 6:
+        raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
+    with tempfile.TemporaryDirectory() as directory:
+        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
+        client = _client(host, namespace)
+        try:
+            experiment_id = client.create_experiment(experiment, namespace=namespace or None).experiment_id
+            job = client.create_recurring_run(
+                experiment_id=experiment_id,
+                job_name=job_name,
+                cron_expression=cron,
+                max_concurrency=max_concurrency,
+                pipeline_package_path=str(package),
+                params=arguments,
+                enable_caching=False,
+            )
+        except ChurnflowError:
+            raise
+        except Exception as error:
+            raise ChurnflowError(
+                f"kubeflow: the recurring run was not created ({str(error).splitlines()[0][:300]})"
+            ) from None
+    return str(job.recurring_run_id)

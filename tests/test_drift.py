@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,8 @@ from churnflow.predictor.model import ChurnModel
 from churnflow.store.logger import PredictionLogger
 from churnflow.store.outcomes import record_outcomes
 from churnflow.synthetic import CONTRACT_TYPES, synthetic_customers
+
+from .fake_kfp_api import FakeKfpApi
 
 ROWS = 2000
 
@@ -268,54 +268,6 @@ def test_the_drift_pipeline_compiles(tmp_path: Path) -> None:
     secret = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-drift-check-op"]
     assert secret["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "CHURNFLOW_STORE_URL", "secretKey": "url"}]
     assert secret["secretAsEnv"][0]["optional"] is True
-
-
-class FakeKfpApi(BaseHTTPRequestHandler):
-    """The few KFP v2beta1 REST routes kfp.Client uses to start a run; records what it was sent."""
-
-    calls: list[tuple[str, str, dict]] = []
-
-    def _answer(self, body: dict, status: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        FakeKfpApi.calls.append(("GET", self.path, {}))
-        if self.path.startswith("/apis/v2beta1/healthz"):
-            self._answer({"multi_user": False})
-        elif self.path.startswith("/apis/v2beta1/experiments"):
-            self._answer({})  # no experiment of that name yet
-        else:
-            self._answer({"error": "not found"}, 404)
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        FakeKfpApi.calls.append(("POST", self.path, body))
-        if self.path == "/apis/v2beta1/experiments":
-            self._answer({"experiment_id": "exp-1", "display_name": body["display_name"]})
-        elif self.path == "/apis/v2beta1/runs":
-            self._answer({"run_id": "run-42", "display_name": body["display_name"], "experiment_id": "exp-1"})
-        else:
-            self._answer({"error": "not found"}, 404)
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def kfp_api():
-    FakeKfpApi.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfpApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 def test_retraining_starts_the_training_pipeline_through_kfp_client(kfp_api: str) -> None:

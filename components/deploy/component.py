@@ -14,6 +14,9 @@ def deploy_op(
     serve_image: str,
     pipeline_run: str,
     local_release_dir: str,
+    deploy_mode: str,
+    canary_percent: int,
+    ready_timeout_seconds: float,
     inferenceservice: Output[Artifact],
 ):
     """Renders the InferenceService for the new model; locally, also releases the model directory."""
@@ -34,5 +37,8 @@ def deploy_op(
         model_version=model.metadata.get("model_version", ""),
         pipeline_run=pipeline_run,
         local_release_dir=local_release_dir,
+        mode=deploy_mode,
+        canary_percent=canary_percent,
+        ready_timeout_seconds=ready_timeout_seconds,
     )
     print(f"deploy: InferenceService {namespace}/{model_name} for {model.uri}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from churnflow.artifact import EVALUATION_FILE, publish_directory, verify_files
 from churnflow.components.deploy.inferenceservice import render_inferenceservice, to_yaml
+from churnflow.errors import ChurnflowError
 
 MANIFEST_FILE = "inferenceservice.yaml"
 
@@ -44,8 +45,12 @@ def deploy(
     model_version: str,
     pipeline_run: str = "",
     local_release_dir: str = "",
+    mode: str = "render",
+    canary_percent: int = 0,
+    ready_timeout_seconds: float = 600,
 ) -> dict[str, Any]:
-    """Writes the InferenceService manifest and, when `local_release_dir` is set, releases locally.
+    """Writes the InferenceService manifest; releases locally when `local_release_dir` is set, and in
+    "apply" mode creates or patches it on the cluster (components/deploy/kubernetes.py).
 
     Locally the manifest is also written beside the release (`<parent>/inferenceservice.yaml`) with
     storageUri pointing at it, which is what `churnflow run` leaves in its output directory.
@@ -67,4 +72,12 @@ def deploy(
     Path(manifest_path).write_text(text)
     if local_release_dir:
         (Path(local_release_dir).parent / MANIFEST_FILE).write_text(text)
+    if mode == "apply":
+        from churnflow.components.deploy.kubernetes import apply_inferenceservice, custom_objects_api
+
+        apply_inferenceservice(
+            custom_objects_api(), manifest, canary_percent=canary_percent, timeout_seconds=ready_timeout_seconds
+        )
+    elif mode != "render":
+        raise ChurnflowError(f"deploy_mode: expected render or apply, got {mode!r}")
     return manifest
