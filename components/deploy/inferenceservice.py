@@ -55,7 +55,7 @@ def render_inferenceservice(
                 "image": image,
                 "args": [f"--model_name={name}", f"--model_dir={MODEL_MOUNT}", f"--http_port={HTTP_PORT}"],
                 "env": [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}],
-                "ports": [{"containerPort": HTTP_PORT, "protocol": "TCP"}],
+                "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
                 "resources": {
                     "requests": {"cpu": cpu, "memory": memory},
                     "limits": {"cpu": cpu, "memory": memory},
