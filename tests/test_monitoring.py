@@ -225,6 +225,14 @@ def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_p
 
     try:
         deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # Prometheus answers 503 in plain text until its TSDB is up
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, "prometheus exited"
+            time.sleep(0.2)
         rows = [
             {
                 "tenure": t,
@@ -240,7 +248,7 @@ def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_p
             try:
                 if query('churnflow:feature_psi:1h{feature="tenure"}'):
                     break
-            except (httpx.HTTPError, AssertionError):
+            except (httpx.HTTPError, AssertionError, ValueError):
                 pass
             time.sleep(1)
         scraped = query('sum(churnflow_requests_total{protocol="v1",status="200"})')
