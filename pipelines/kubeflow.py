@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,20 @@ def _client(host: str, namespace: str = "") -> Any:
         ) from None
 
 
+@contextlib.contextmanager
+def _kubeflow_call(host: str, namespace: str, image: str | None, what: str) -> Iterator[tuple[Any, Path]]:
+    """A compiled package and a connected kfp.Client; any client failure becomes one line naming `what`."""
+    with tempfile.TemporaryDirectory() as directory:
+        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
+        client = _client(host, namespace)
+        try:
+            yield client, package
+        except ChurnflowError:
+            raise
+        except Exception as error:
+            raise ChurnflowError(f"kubeflow: {what} was not created ({str(error).splitlines()[0][:300]})") from None
+
+
 def submit_run(
     host: str,
     arguments: dict[str, Any],
@@ -68,19 +84,14 @@ def submit_run(
     image: str | None = None,
 ) -> str:
     """Compiles the pipeline and starts one run of it now; returns the run id."""
-    with tempfile.TemporaryDirectory() as directory:
-        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
-        client = _client(host, namespace)
-        try:
-            run = client.create_run_from_pipeline_package(
-                str(package),
-                arguments=arguments,
-                run_name=run_name or None,
-                experiment_name=experiment,
-                namespace=namespace or None,
-            )
-        except Exception as error:
-            raise ChurnflowError(f"kubeflow: the run was not created ({str(error).splitlines()[0][:300]})") from None
+    with _kubeflow_call(host, namespace, image, "the run") as (client, package):
+        run = client.create_run_from_pipeline_package(
+            str(package),
+            arguments=arguments,
+            run_name=run_name or None,
+            experiment_name=experiment,
+            namespace=namespace or None,
+        )
     return str(run.run_id)
 
 
@@ -102,24 +113,15 @@ def schedule_runs(
     """
     if len(cron.split()) != 6:
         raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
-    with tempfile.TemporaryDirectory() as directory:
-        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
-        client = _client(host, namespace)
-        try:
-            experiment_id = client.create_experiment(experiment, namespace=namespace or None).experiment_id
-            job = client.create_recurring_run(
-                experiment_id=experiment_id,
-                job_name=job_name,
-                cron_expression=cron,
-                max_concurrency=max_concurrency,
-                pipeline_package_path=str(package),
-                params=arguments,
-                enable_caching=False,
-            )
-        except ChurnflowError:
-            raise
-        except Exception as error:
-            raise ChurnflowError(
-                f"kubeflow: the recurring run was not created ({str(error).splitlines()[0][:300]})"
-            ) from None
+    with _kubeflow_call(host, namespace, image, "the recurring run") as (client, package):
+        experiment_id = client.create_experiment(experiment, namespace=namespace or None).experiment_id
+        job = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=job_name,
+            cron_expression=cron,
+            max_concurrency=max_concurrency,
+            pipeline_package_path=str(package),
+            params=arguments,
+            enable_caching=False,
+        )
     return str(job.recurring_run_id)
