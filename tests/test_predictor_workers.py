@@ -1,0 +1,45 @@
+"""Issue 3: two KServe workers serve the model (spawned by pickling it) and /metrics adds both up."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+ROW = {"tenure": 12, "usage": 50, "age": 30, "monthly_charges": 70, "contract_type": "Month-to-month"}
+
+
+def test_two_workers_answer_and_aggregate_metrics(start_server, model_dir):
+    server = start_server(model_dir, "--workers", "2")
+    sent = 40
+    for i in range(sent):  # a new connection each time, so both workers get requests
+        if i % 2:
+            answer = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [ROW]})
+        else:
+            inputs = [
+                {"name": n, "shape": [1], "datatype": t, "data": [ROW[n]]}
+                for n, t in (
+                    ("tenure", "INT64"),
+                    ("usage", "FP64"),
+                    ("age", "INT64"),
+                    ("monthly_charges", "FP64"),
+                    ("contract_type", "BYTES"),
+                )
+            ]
+            answer = httpx.post(f"{server.url}/v2/models/churn/infer", json={"inputs": inputs})
+        assert answer.status_code == 200, answer.text
+    assert httpx.post(f"{server.url}/predict", json=ROW).status_code == 200  # the extra routes in every worker
+    text = httpx.get(f"{server.url}/metrics").text
+    rows = [
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "churnflow_predicted_rows_total"
+    ]
+    assert sum(rows) == sent + 1, text[:3000]
+    pids = {
+        s.labels.get("pid")
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "churnflow_model_info"
+    }
+    assert len(pids) >= 2  # one model_info per worker process: both loaded the model
