@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 ROW = {"tenure": 12, "usage": 50, "age": 30, "monthly_charges": 70, "contract_type": "Month-to-month"}
 
 
+def model_info_pids(url: str) -> set[str]:
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        s.labels.get("pid")
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "churnflow_model_info"
+    }
+
+
 def test_two_workers_answer_and_aggregate_metrics(start_server, model_dir):
     server = start_server(model_dir, "--workers", "2")
+    deadline = time.monotonic() + 60
+    while len(model_info_pids(server.url)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # each worker process unpickles the model, loads it and reports itself
+    assert len(model_info_pids(server.url)) == 2
     sent = 40
     for i in range(sent):  # a new connection each time, so both workers get requests
         if i % 2:
