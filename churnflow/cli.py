@@ -179,6 +179,16 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upload(args: argparse.Namespace) -> int:
+    from churnflow.pipelines.kubeflow import upload_pipeline
+
+    pipeline_id = upload_pipeline(
+        args.host, args.name, namespace=args.namespace, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE")
+    )
+    print(f"churnflow: uploaded pipeline {args.name!r} as {pipeline_id} to {args.host}")
+    return 0
+
+
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import schedule_runs
 
@@ -325,6 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kubeflow_options(submit)
     submit.add_argument("--run-name", default="")
     submit.set_defaults(func=_cmd_submit)
+
+    upload = sub.add_parser("upload", help="compile the pipeline and upload it to a Kubeflow endpoint")
+    upload.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint")
+    upload.add_argument("--namespace", default="")
+    upload.add_argument("--name", default="churnflow-training", help="pipeline name in Kubeflow")
+    upload.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
+    upload.set_defaults(func=_cmd_upload)
 
     schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining) on a Kubeflow endpoint")
     _add_kubeflow_options(schedule)

@@ -125,3 +125,17 @@ def schedule_runs(
             enable_caching=False,
         )
     return str(job.recurring_run_id)
+
+
+def upload_pipeline(
+    host: str, name: str, *, namespace: str = "", image: str | None = None, description: str = ""
+) -> str:
+    """Compiles the pipeline and uploads it to the KFP API as a named pipeline; returns its id."""
+    with _kubeflow_call(host, namespace, image, "the pipeline") as (client, package):
+        pipeline = client.upload_pipeline(
+            str(package),
+            pipeline_name=name,
+            description=description or "churnflow: train, evaluate, deploy",
+            namespace=namespace or None,
+        )
+    return str(pipeline.pipeline_id)

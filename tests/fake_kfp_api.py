@@ -32,7 +32,12 @@ class FakeKfpApi(BaseHTTPRequestHandler):
             self._answer({"error": "not found"}, 404)
 
     def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.startswith("/apis/v2beta1/pipelines/upload"):  # multipart: the compiled YAML as a file
+            FakeKfpApi.calls.append(("POST", self.path.split("?")[0], {"multipart": raw.decode(errors="replace")}))
+            self._answer({"pipeline_id": "pipeline-5", "display_name": "churnflow-training"})
+            return
+        body = json.loads(raw or b"{}")
         FakeKfpApi.calls.append(("POST", self.path, body))
         if self.path == "/apis/v2beta1/experiments":
             self._answer({"experiment_id": "exp-1", "display_name": body["display_name"]})

@@ -72,6 +72,13 @@ def test_schedule_creates_a_recurring_run(kfp_api, capsys):
     assert job["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
 
 
+def test_upload_sends_the_compiled_pipeline(kfp_api, capsys):
+    assert main(["upload", "--host", kfp_api, "--name", "churnflow-training", "--image", "r.example/train:5"]) == 0
+    assert "as pipeline-5" in capsys.readouterr().out
+    (upload,) = posted("/apis/v2beta1/pipelines/upload")
+    assert "pipelineInfo" in upload["multipart"] and "r.example/train:5" in upload["multipart"]
+
+
 def test_kubeflow_errors_are_one_line(tmp_path):
     for args, message in (
         (["submit", "--host", "http://127.0.0.1:9"], "cannot reach the Kubeflow Pipelines API"),
