@@ -16,32 +16,23 @@ processes), with ratios against baseline-dev measured in the same run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
-import httpx
-import psutil
+from _server import Server, free_port
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 ROW = {"tenure": 12, "usage": 50.0, "age": 30, "monthly_charges": 70.0, "contract_type": "Month-to-month"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def v2_body(rows: int) -> dict:
@@ -57,44 +48,6 @@ def workloads(model_name: str) -> dict[str, tuple[str, dict]]:
         "v1 batch100": (f"/v1/models/{model_name}:predict", {"instances": [ROW] * 100}),
         "v2 batch100": (f"/v2/models/{model_name}/infer", v2_body(100)),
     }
-
-
-class Server:
-    def __init__(self, command: list[str], port: int, ready_path: str, env: dict | None = None) -> None:
-        self.port = port
-        self.process = subprocess.Popen(
-            command,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-            cwd=HERE,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code in (200, 405):
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"server did not start: {command}")
-
-    def rss_mib(self) -> float:
-        try:
-            parent = psutil.Process(self.process.pid)
-            procs = [parent, *parent.children(recursive=True)]
-            return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
-        except psutil.Error:
-            return 0.0
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def wrk(url: str, body: dict, seconds: int, connections: int, server: Server) -> dict:
@@ -156,6 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk, or bash scripts/system-deps.sh)")
+    if importlib.util.find_spec("flask") is None or not (BIN / "gunicorn").exists():
+        raise SystemExit("the Flask baseline needs the bench extra: pip install -c constraints.txt -e '.[bench]'")
     work = Path(tempfile.mkdtemp(prefix="churnflow-bench-"))
     subprocess.run(
         [str(BIN / "churnflow"), "run", "--output", str(work / "run")], check=True, stdout=subprocess.DEVNULL
@@ -168,9 +123,9 @@ def main() -> None:
     model_dir = str(work / "run" / "model")
     env = {"CHURN_MODEL": str(work / "churn_model.pkl")}
     setups = {
-        "baseline-dev": lambda p: Server([PYTHON, str(HERE / "baseline_app.py"), str(p)], p, "/metrics", env),
+        "baseline-dev": lambda p: Server([PYTHON, str(HERE / "baseline_app.py"), str(p)], p, "/metrics", env, cwd=HERE),
         "baseline-gunicorn": lambda p: Server(
-            [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{p}", "baseline_app:app"], p, "/metrics", env
+            [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{p}", "baseline_app:app"], p, "/metrics", env, cwd=HERE
         ),
         "ours-1w": lambda p: Server(
             [str(BIN / "churnflow"), "serve", "--model-dir", model_dir, "--port", str(p)], p, "/v2/models/churn/ready"

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
+from _server import Server, free_port
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -112,11 +110,6 @@ def wrk(port: int, seconds: int, connections: int, delay_ms: float) -> dict:
     }
 
 
-def rss_mib(pid: int) -> float:
-    parent = psutil.Process(pid)
-    return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]) / 2**20
-
-
 def recovery_seconds(port: int, limit: float = 30.0) -> float:
     started = time.monotonic()
     while time.monotonic() - started < limit:
@@ -146,15 +139,7 @@ def main() -> None:
     )
     results = {}
     for workers in (int(w) for w in args.workers.split(",")):
-        port = int(
-            subprocess.check_output(
-                [
-                    sys.executable,
-                    "-c",
-                    "import socket;s=socket.socket();s.bind(('127.0.0.1',0));print(s.getsockname()[1])",
-                ]
-            )
-        )
+        port = free_port()
         command = [
             str(BIN / "churnflow"),
             "serve",
@@ -167,18 +152,12 @@ def main() -> None:
         ]
         if args.store:
             command += ["--store", args.store]
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        server = Server(command, port, "/v2/models/churn/ready")
         try:
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v2/models/churn/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
             connections = 8
             peak = wrk(port, 15, connections, 0)
             target = 0.8 * peak["rps"]
-            rss_start = rss_mib(server.pid)
+            rss_start = server.rss_mib()
             # per-connection pacing: each connection waits so that all together send ~target req/s;
             # a short calibration run learns the latency at that rate, then the delay is corrected
             first = connections / target * 1000
@@ -186,7 +165,7 @@ def main() -> None:
             latency_ms = max(0.0, connections / trial["rps"] * 1000 - first)
             delay_ms = max(0.0, connections / target * 1000 - latency_ms)
             soak = wrk(port, int(args.minutes * 60), connections, delay_ms)
-            rss_end = rss_mib(server.pid)
+            rss_end = server.rss_mib()
             overload = wrk(port, 30, connections * 3 * 8, 0)
             recovered = recovery_seconds(port)
             results[f"{workers} worker(s)"] = {
@@ -209,8 +188,7 @@ def main() -> None:
                 f"{overload['statuses']}, p99 {overload['p99_ms']:.1f} ms; recovered in {recovered:.2f} s"
             )
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            server.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)

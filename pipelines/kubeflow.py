@@ -61,7 +61,7 @@ def _client(host: str, namespace: str = "") -> Any:
 
 
 @contextlib.contextmanager
-def _kubeflow_call(host: str, namespace: str, image: str | None, what: str) -> Iterator[tuple[Any, Path]]:
+def kubeflow_session(host: str, namespace: str, image: str | None, what: str) -> Iterator[tuple[Any, Path]]:
     """A compiled package and a connected kfp.Client; any client failure becomes one line naming `what`."""
     with tempfile.TemporaryDirectory() as directory:
         package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
@@ -84,7 +84,7 @@ def submit_run(
     image: str | None = None,
 ) -> str:
     """Compiles the pipeline and starts one run of it now; returns the run id."""
-    with _kubeflow_call(host, namespace, image, "the run") as (client, package):
+    with kubeflow_session(host, namespace, image, "the run") as (client, package):
         run = client.create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
@@ -113,7 +113,7 @@ def schedule_runs(
     """
     if len(cron.split()) != 6:
         raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
-    with _kubeflow_call(host, namespace, image, "the recurring run") as (client, package):
+    with kubeflow_session(host, namespace, image, "the recurring run") as (client, package):
         experiment_id = client.create_experiment(experiment, namespace=namespace or None).experiment_id
         job = client.create_recurring_run(
             experiment_id=experiment_id,
@@ -131,7 +131,7 @@ def upload_pipeline(
     host: str, name: str, *, namespace: str = "", image: str | None = None, description: str = ""
 ) -> str:
     """Compiles the pipeline and uploads it to the KFP API as a named pipeline; returns its id."""
-    with _kubeflow_call(host, namespace, image, "the pipeline") as (client, package):
+    with kubeflow_session(host, namespace, image, "the pipeline") as (client, package):
         pipeline = client.upload_pipeline(
             str(package),
             pipeline_name=name,

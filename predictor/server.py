@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -342,9 +343,11 @@ def serve(
     $CHURNFLOW_STORE_URL) every prediction is logged to that store in the background
     (churnflow.store.logger; buffer size $CHURNFLOW_STORE_BUFFER_ROWS, default 100,000 rows).
     """
+    metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Must be in the environment before the workers are spawned (they import prometheus_client).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
+        # Must be in the environment before the workers are spawned (they import prometheus_client);
+        # ours to remove when the server stops (a directory the operator set is theirs).
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
     from kserve import ModelServer
 
     from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel
@@ -372,4 +375,8 @@ def serve(
         enable_docs_url=False,
     )
     server.register_model(model)
-    server.start([])
+    try:
+        server.start([])
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

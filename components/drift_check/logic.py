@@ -12,8 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +94,6 @@ def start_retraining(
     namespace: str = "",
     experiment: str = DEFAULT_EXPERIMENT,
     name: str = "",
-    client_factory: Callable[..., Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Submits the training pipeline to the KFP API at `host` (empty: the in-cluster default) with the
     latest data; returns the run id and the arguments. Caching is off, so the run really retrains.
@@ -106,17 +103,10 @@ def start_retraining(
         options = {"host": host, "data_uri": data_uri, "training_arguments": training_arguments}
         options.update(namespace=namespace, experiment=experiment, name=name)
         return _start_in_child(options)
-    if client_factory is None:
-        from kfp import Client as client_factory
-    from churnflow.pipelines.kubeflow import compile_pipeline
+    from churnflow.pipelines.kubeflow import kubeflow_session
 
-    with tempfile.TemporaryDirectory() as directory:
-        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml")
+    with kubeflow_session(host, namespace, None, "the retraining run") as (client, package):
         arguments = retraining_arguments(data_uri, training_arguments, pipeline_parameters(package))
-        options: dict[str, Any] = {"host": host or None}
-        if namespace:
-            options["namespace"] = namespace
-        client = client_factory(**options)
         run = client.create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
