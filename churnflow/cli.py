@@ -75,6 +75,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         watch_seconds=args.watch,
         store_url=args.store,
+        event_loop=args.event_loop,
     )
     return 0
 
@@ -292,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         metavar="URL",
         help="log every prediction to this store: sqlite:///PATH or postgresql://... (default: $CHURNFLOW_STORE_URL)",
+    )
+    srv.add_argument(
+        "--event-loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="the server's event loop, as KServe's --event_loop (default auto: uvloop when installed)",
     )
     srv.set_defaults(func=_cmd_serve)
 

@@ -1,7 +1,7 @@
 """`python -m churnflow.predictor`: the serve image's entrypoint.
 
 Accepts the flags KServe's InferenceService passes to a custom predictor (`--model_name`, `--model_dir`,
-`--http_port`, `--grpc_port`, `--workers`) and churnflow's own spellings (`--model-dir`, `--port`, ...).
+`--http_port`, `--grpc_port`, `--workers`, `--event_loop`) and churnflow's own spellings (`--model-dir`, `--port`, ...).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max_batch", "--max-batch", dest="max_batch", type=int, default=None)
     parser.add_argument("--watch", type=float, default=0.0)
+    parser.add_argument(
+        "--event_loop", "--event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"], default="auto"
+    )
     args, _unknown = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_docs_url) pass through
     return args
 
@@ -36,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=args.workers,
         max_batch=args.max_batch,
         watch_seconds=args.watch,
+        event_loop=args.event_loop,
     )
 
 

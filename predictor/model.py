@@ -201,10 +201,12 @@ class ChurnModel(Model):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        from churnflow.predictor.server import configure_logging, install_http_hooks, register_served
+
+        configure_logging()  # a spawned worker process: KServe set up its own loggers only
         self.__dict__.update(state)
         if self.loaded is not None:
             self._install(self.loaded)
-        from churnflow.predictor.server import install_http_hooks, register_served
 
         register_served(self)
         install_http_hooks()

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -23,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from churnflow.errors import ChurnflowError
 from churnflow.predictor.metrics import ERRORS, EVENT_LOOP_LAG, REQUEST_DURATION, REQUESTS, SHED
 
 log = logging.getLogger("churnflow.predictor")
@@ -213,6 +215,25 @@ def _validation_message(error: Any) -> str:
     return "; ".join(parts[:3]) or "body: not a valid request"
 
 
+def configure_logging() -> None:
+    """churnflow's server log lines in KServe's format, at KServe's level, on stderr.
+
+    KServe configures only its own and uvicorn's loggers; without this, churnflow's lines (a model
+    loaded and which version, the event loop) would reach Python's last-resort handler, which
+    shows warnings and errors only. Called in the server process and in each spawned worker."""
+    from kserve.constants.constants import KSERVE_LOGLEVEL
+    from kserve.logging import KSERVE_LOGGER_DATE_FORMAT, KSERVE_LOGGER_FORMAT
+
+    logger = logging.getLogger("churnflow")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(KSERVE_LOGGER_FORMAT, KSERVE_LOGGER_DATE_FORMAT))
+    logger.addHandler(handler)
+    logger.setLevel(KSERVE_LOGLEVEL)
+    logger.propagate = False
+
+
 _installed: set[int] = set()
 
 
@@ -309,6 +330,32 @@ def _drop_timing_middleware(app: Any) -> None:
     app.build_middleware_stack = build_without_timing
 
 
+def _single_worker_event_loop(event_loop: str) -> None:
+    """Gives KServe's single-worker server the event loop its `event_loop` setting asks for.
+
+    With several workers uvicorn picks the loop ("auto": uvloop when installed), but with one KServe
+    runs uvicorn inside a plain `asyncio.run`, so the setting is ignored and the standard loop serves;
+    uvloop served 7-27% more single-row requests per second here (bench/serve_bench.py). The only
+    hook `asyncio.run` offers on Python 3.11 is the event loop policy.
+    """
+    if event_loop == "asyncio":
+        log.info("event loop: asyncio")
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if event_loop == "uvloop":
+            raise ChurnflowError("event loop: uvloop is not installed (pip install uvloop)") from None
+        log.info("event loop: asyncio (uvloop is not installed)")
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # policies are deprecated from Python 3.14 on
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    # KServe's start() asks for the current loop before asyncio.run makes its own; uvloop's policy has none.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    log.info("event loop: uvloop")
+
+
 def _served_model(app: Any) -> Any:
     from churnflow.predictor.model import ChurnModel
 
@@ -335,6 +382,7 @@ def serve(
     max_batch: int | None = None,
     watch_seconds: float = 0.0,
     store_url: str | None = None,
+    event_loop: str = "auto",
 ) -> None:
     """Loads the model and runs KServe's ModelServer until interrupted.
 
@@ -342,7 +390,9 @@ def serve(
     log line saying why; it retries loading on later requests. With `store_url` (or
     $CHURNFLOW_STORE_URL) every prediction is logged to that store in the background
     (churnflow.store.logger; buffer size $CHURNFLOW_STORE_BUFFER_ROWS, default 100,000 rows).
+    `event_loop` is KServe's choice: "auto" (uvloop when installed), "asyncio" or "uvloop".
     """
+    configure_logging()
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be in the environment before the workers are spawned (they import prometheus_client);
@@ -371,10 +421,13 @@ def serve(
         grpc_port=grpc_port or 8081,
         enable_grpc=grpc_port > 0,
         workers=workers,
+        event_loop=event_loop,
         enable_latency_logging=False,
         enable_docs_url=False,
     )
     server.register_model(model)
+    if workers == 1:
+        _single_worker_event_loop(event_loop)
     try:
         server.start([])
     finally:

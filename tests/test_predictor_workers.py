@@ -59,3 +59,17 @@ def test_two_workers_answer_and_aggregate_metrics(start_server, model_dir):
         if s.name == "churnflow_model_info"
     }
     assert len(pids) >= 2  # one model_info per worker process: both loaded the model
+
+
+def test_one_worker_runs_on_the_event_loop_asked_for(start_server, model_dir):
+    """KServe ignores its event-loop setting with one worker; churnflow applies it (uvloop by default)."""
+    default = start_server(model_dir)
+    plain = start_server(model_dir, "--event-loop", "asyncio")
+    answers = []
+    for server in (default, plain):
+        response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [ROW]})
+        assert response.status_code == 200
+        answers.append(response.json())
+    assert answers[0] == answers[1]
+    assert "event loop: uvloop" in default.log()
+    assert "event loop: asyncio" in plain.log()
