@@ -201,7 +201,12 @@ class ChurnModel(Model):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        from churnflow.predictor.server import configure_logging, install_http_hooks, register_served
+        from churnflow.predictor.server import (
+            configure_logging,
+            freeze_startup_objects,
+            install_http_hooks,
+            register_served,
+        )
 
         configure_logging()  # a spawned worker process: KServe set up its own loggers only
         self.__dict__.update(state)
@@ -210,6 +215,7 @@ class ChurnModel(Model):
 
         register_served(self)
         install_http_hooks()
+        freeze_startup_objects()  # this worker is about to serve: see there
 
     # -- v2 metadata --------------------------------------------------------------------------------
 

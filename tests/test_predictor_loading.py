@@ -63,3 +63,24 @@ def test_in_process_reload_recovers_once_the_directory_is_repaired(model_dir, tm
     shutil.copy(model_dir / "contract.json", broken / "contract.json")
     assert model.reload() is True and model.ready
     assert model.loaded.metadata["model_version"] == metadata["model_version"]
+
+
+def test_a_hot_reload_frees_the_replaced_model_even_when_frozen(model_dir, tmp_path):
+    """The server freezes its start-up objects against long GC pauses, the first model among them.
+    Frozen objects are never collected, so a reload must free the old model by reference counting
+    alone: nothing of a loaded model may sit in a reference cycle."""
+    import gc
+    import weakref
+
+    from churnflow.predictor.server import freeze_startup_objects
+
+    model = ChurnModel("churn", str(model_dir))
+    assert model.load()
+    old = [weakref.ref(model.loaded), weakref.ref(model.loaded.scorer), weakref.ref(model.metrics)]
+    try:
+        freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+        assert model.reload() is True
+        assert [ref() for ref in old] == [None, None, None]
+    finally:
+        gc.unfreeze()
