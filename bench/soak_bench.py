@@ -110,6 +110,20 @@ def wrk(port: int, seconds: int, connections: int, delay_ms: float) -> dict:
     }
 
 
+def prediction_log(port: int) -> dict[str, float]:
+    """The server's prediction-log counters (summed over workers): written, pending, dropped rows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals = {"written": 0.0, "pending": 0.0, "dropped": 0.0}
+    names = {f"churnflow_prediction_log_{k}{'' if k == 'pending' else '_total'}": k for k in totals}
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                totals[names[sample.name]] += sample.value
+    return totals
+
+
 def recovery_seconds(port: int, limit: float = 30.0) -> float:
     started = time.monotonic()
     while time.monotonic() - started < limit:
@@ -166,6 +180,7 @@ def main() -> None:
             delay_ms = max(0.0, connections / target * 1000 - latency_ms)
             soak = wrk(port, int(args.minutes * 60), connections, delay_ms)
             rss_end = server.rss_mib()
+            logged = prediction_log(port) if args.store else {}
             overload = wrk(port, 30, connections * 3 * 8, 0)
             recovered = recovery_seconds(port)
             results[f"{workers} worker(s)"] = {
@@ -176,6 +191,7 @@ def main() -> None:
                 "rss_end_mib": rss_end,
                 "overload": overload,
                 "recovery_seconds": recovered,
+                "prediction_log": logged,
             }
             print(f"--- {workers} worker(s): peak {peak['rps']:.0f} req/s")
             print(
@@ -183,6 +199,11 @@ def main() -> None:
                 f"p99 {soak['p99_ms']:.2f} p99.9 {soak['p999_ms']:.2f} ms; statuses {soak['statuses']}, socket "
                 f"errors {soak['socket_errors']}; RSS {rss_start:.0f} → {rss_end:.0f} MiB"
             )
+            if logged:
+                print(
+                    f"prediction log after the soak: {logged['written']:.0f} rows written, "
+                    f"{logged['pending']:.0f} pending, {logged['dropped']:.0f} dropped"
+                )
             print(
                 f"overload ({connections * 24} connections): {overload['rps']:.0f} req/s, statuses "
                 f"{overload['statuses']}, p99 {overload['p99_ms']:.1f} ms; recovered in {recovered:.2f} s"
