@@ -48,10 +48,6 @@ class Server:
         self.stop()
         raise SystemExit(f"server did not start: {command}")
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
     def rss_mib(self) -> float:
         """Resident memory of the server and all its worker processes."""
         try:
