@@ -5,6 +5,7 @@ scraping a real predictor."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -246,7 +247,10 @@ def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_p
         while time.monotonic() < deadline:
             httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": rows})
             try:
-                if query('churnflow:feature_psi:1h{feature="tenure"}'):
+                # every feature's PSI, each from a full window: an evaluation that raced the first
+                # scrapes can leave a feature's 0/0 share (NaN) until the next one
+                ready = query("churnflow:feature_psi:1h")
+                if len(ready) == 5 and all(math.isfinite(float(r["value"][1])) for r in ready):
                     break
             except (httpx.HTTPError, AssertionError, ValueError):
                 pass
