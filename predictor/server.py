@@ -37,8 +37,10 @@ MAX_INFLIGHT = int(os.environ.get("CHURNFLOW_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT
 DEFAULT_MAX_QUEUE_MS = 250.0
 MAX_QUEUE_SECONDS = float(os.environ.get("CHURNFLOW_MAX_QUEUE_MS", DEFAULT_MAX_QUEUE_MS)) / 1000
 LAG_PROBE_SECONDS = 0.02
-INFERENCE_PROTOCOLS = ("v1", "v2", "compat")
 _PROTOCOLS = (("/v1/", "v1"), ("/v2/", "v2"), ("/predict", "compat"))
+# The routes that run the model; everything else (health, readiness, metadata, metrics) is cheap and
+# must keep answering under overload, or Kubernetes would restart a pod that is merely busy.
+_INFERENCE_SUFFIXES = (":predict", ":explain", "/infer", "/explain")
 
 
 def protocol_of(path: str) -> str:
@@ -46,6 +48,11 @@ def protocol_of(path: str) -> str:
         if path.startswith(prefix):
             return name
     return "other"
+
+
+def is_inference(path: str) -> bool:
+    """Whether a request runs the model (and so may be shed), as opposed to a health or metadata probe."""
+    return path == "/predict" or (path.startswith(("/v1/", "/v2/")) and path.endswith(_INFERENCE_SUFFIXES))
 
 
 class ClientErrorFilter(logging.Filter):
@@ -123,7 +130,7 @@ class RequestGuard:
         started = time.perf_counter()
         protocol = protocol_of(scope["path"])
         status = 500
-        inference = protocol in INFERENCE_PROTOCOLS
+        inference = is_inference(scope["path"])
         if self._probe is None:
             self._probe = asyncio.get_running_loop().create_task(self._measure_lag())
         if b"model_version=" in scope.get("query_string", b"") or "/versions/" in scope["path"]:
