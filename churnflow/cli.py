@@ -297,8 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument(
         "--event-loop",
         choices=["auto", "asyncio", "uvloop"],
-        default="auto",
-        help="the server's event loop, as KServe's --event_loop (default auto: uvloop when installed)",
+        default="asyncio",
+        help="the server's event loop (default asyncio; auto or uvloop: more throughput under overload, but "
+        "new connections can wait seconds; see the README)",
     )
     srv.set_defaults(func=_cmd_serve)
 

@@ -21,7 +21,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--max_batch", "--max-batch", dest="max_batch", type=int, default=None)
     parser.add_argument("--watch", type=float, default=0.0)
     parser.add_argument(
-        "--event_loop", "--event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"], default="auto"
+        "--event_loop", "--event-loop", dest="event_loop", choices=["auto", "asyncio", "uvloop"], default="asyncio"
     )
     args, _unknown = parser.parse_known_args(argv)  # KServe's own flags (e.g. --enable_docs_url) pass through
     return args

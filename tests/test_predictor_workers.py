@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 
 import httpx
@@ -62,14 +64,45 @@ def test_two_workers_answer_and_aggregate_metrics(start_server, model_dir):
 
 
 def test_one_worker_runs_on_the_event_loop_asked_for(start_server, model_dir):
-    """KServe ignores its event-loop setting with one worker; churnflow applies it (uvloop by default)."""
+    """KServe ignores its event-loop setting with one worker; churnflow applies it (asyncio by default)."""
     default = start_server(model_dir)
-    plain = start_server(model_dir, "--event-loop", "asyncio")
+    fast = start_server(model_dir, "--event-loop", "uvloop")
     answers = []
-    for server in (default, plain):
+    for server in (default, fast):
         response = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [ROW]})
         assert response.status_code == 200
         answers.append(response.json())
     assert answers[0] == answers[1]
-    assert "event loop: uvloop" in default.log()
-    assert "event loop: asyncio" in plain.log()
+    assert "event loop: asyncio" in default.log()
+    assert "event loop: uvloop" in fast.log()
+
+
+def test_connections_accepted_by_several_workers_disable_nagle():
+    """The socket KServe binds for several workers must make asyncio set TCP_NODELAY on each connection;
+    without it every keep-alive response waits ~40 ms on the client's delayed ACK (kserve#6050)."""
+    from uvicorn.config import Config
+
+    from churnflow.predictor.server import listening_sockets_keep_tcp_nodelay
+
+    listening_sockets_keep_tcp_nodelay()
+    listening_sockets_keep_tcp_nodelay()  # idempotent: one wrapper, however often the server starts
+    listener = Config(app=None, host="127.0.0.1", port=0).bind_socket()
+    assert listener.proto == socket.IPPROTO_TCP
+
+    async def nodelay_of_accepted_connection() -> int:
+        accepted: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection(*listener.getsockname())
+            nodelay = await asyncio.wait_for(accepted, 5)
+            writer.close()
+        return nodelay
+
+    assert asyncio.run(nodelay_of_accepted_connection()) != 0
