@@ -8,8 +8,9 @@ For each worker count it
 2. soaks at ~80% of that rate for --minutes (wrk paced per connection with a Lua delay), reporting
    req/s, p50/p99/p99.9, errors (must be 0) and the server's RSS at start and end (must stay flat);
 3. overloads it: three times the connections, unpaced, for 30 s, counting 200s and 503s (the server
-   sheds with 503 + Retry-After rather than timing out), then measures how long until a plain request
-   is answered in under 50 ms again.
+   sheds with 503 + Retry-After rather than timing out) while probing the InferenceService's readiness
+   path twice a second with Kubernetes' default 1 s timeout (a busy pod must stay ready), then measures
+   how long until a plain request is answered in under 50 ms again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -124,6 +126,30 @@ def prediction_log(port: int) -> dict[str, float]:
     return totals
 
 
+class ReadinessProbe(threading.Thread):
+    """Polls the readiness path as the kubelet would (1 s timeout, every 0.5 s) until stopped."""
+
+    def __init__(self, port: int, path: str = "/v1/models/churn") -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://127.0.0.1:{port}{path}"
+        self.results: list[int | str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                self.results.append(httpx.get(self.url, timeout=1.0).status_code)
+            except httpx.TimeoutException:
+                self.results.append("timeout")
+            except httpx.HTTPError as error:
+                self.results.append(type(error).__name__)
+
+    def stop(self) -> str:
+        self.stopping.set()
+        self.join()
+        return f"{self.results.count(200)} of {len(self.results)} readiness probes answered 200"
+
+
 def recovery_seconds(port: int, limit: float = 30.0) -> float:
     started = time.monotonic()
     while time.monotonic() - started < limit:
@@ -181,7 +207,10 @@ def main() -> None:
             soak = wrk(port, int(args.minutes * 60), connections, delay_ms)
             rss_end = server.rss_mib()
             logged = prediction_log(port) if args.store else {}
+            probe = ReadinessProbe(port)
+            probe.start()
             overload = wrk(port, 30, connections * 3 * 8, 0)
+            readiness = probe.stop()
             recovered = recovery_seconds(port)
             results[f"{workers} worker(s)"] = {
                 "peak": peak,
@@ -191,6 +220,7 @@ def main() -> None:
                 "rss_end_mib": rss_end,
                 "overload": overload,
                 "recovery_seconds": recovered,
+                "readiness_during_overload": readiness,
                 "prediction_log": logged,
             }
             print(f"--- {workers} worker(s): peak {peak['rps']:.0f} req/s")
@@ -206,7 +236,7 @@ def main() -> None:
                 )
             print(
                 f"overload ({connections * 24} connections): {overload['rps']:.0f} req/s, statuses "
-                f"{overload['statuses']}, p99 {overload['p99_ms']:.1f} ms; recovered in {recovered:.2f} s"
+                f"{overload['statuses']}, p99 {overload['p99_ms']:.1f} ms; {readiness}; recovered in {recovered:.2f} s"
             )
         finally:
             server.stop()
