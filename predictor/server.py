@@ -439,7 +439,7 @@ def serve(
     $CHURNFLOW_STORE_URL) every prediction is logged to that store in the background
     (churnflow.store.logger; buffer size $CHURNFLOW_STORE_BUFFER_ROWS, default 100,000 rows).
     `event_loop` is KServe's choice: "asyncio" (our default), "auto" (uvloop when installed) or "uvloop".
-    Under 3x overload uvloop kept more requests (about 2,100 answered/s against 1,200 with two workers)
+    Under 3x overload uvloop kept more requests (about 2,100 answered/s against 1,200-1,500, two workers)
     but left about one new connection in 30 waiting ~5 s, readiness probes included; asyncio answered
     every probe within 0.5 s (bench/soak_bench.py). At ordinary load both serve alike here.
     """

@@ -92,7 +92,8 @@ def test_overload_is_shed_with_503_and_the_server_recovers(start_server, model_d
         shed = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [ROW]})
     assert shed.status_code == 503, shed.text
     assert shed.headers["retry-after"] == "1" and "overloaded: 2 requests in flight" in shed.json()["error"]
-    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # health is never shed
+    for probe in ("/v2/health/ready", "/v1/models/churn"):  # health and the InferenceService's readiness path
+        assert httpx.get(f"{server.url}{probe}").status_code == 200  # are never shed
     assert "churnflow_requests_total" in httpx.get(f"{server.url}/metrics").text  # nor are metrics
 
     assert [_finish_slow_request(client, body) for client in slow] == [200, 200]  # held requests complete
