@@ -9,7 +9,7 @@ import time
 
 from sklearn.ensemble import RandomForestClassifier
 
-from churnflow.components.train.logic import fit_forest
+from churnflow.components.train.logic import fit_model
 from churnflow.config import load_config
 from churnflow.contract import FeatureContract
 from churnflow.data import validate_table
@@ -25,7 +25,7 @@ def main(rows: int, which: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.perf_counter()
     if which == "ours":
-        model = fit_forest(features, target, ForestParams())
+        model = fit_model(features, target, ForestParams())
     else:
         model = RandomForestClassifier(n_estimators=100, random_state=42).fit(features, target)
     seconds = time.perf_counter() - started

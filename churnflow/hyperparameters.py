@@ -1,15 +1,24 @@
-"""RandomForest hyperparameters as pipeline parameters (plain strings and numbers) and back."""
+"""Model settings as pipeline parameters (plain strings and numbers) and back, for each model family.
+
+Two families are tuned side by side: the original design's random forest and scikit-learn's
+histogram gradient boosting. Which one serves a table is decided by cross-validation with a
+noise-aware rule (components/tune/logic.py), not fixed here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from churnflow.errors import ChurnflowError
 
+RANDOM_FOREST = "random_forest"
+HIST_GRADIENT_BOOSTING = "hist_gradient_boosting"
+FAMILIES = (RANDOM_FOREST, HIST_GRADIENT_BOOSTING)
 MAX_FEATURES_NAMES = ("sqrt", "log2", "none")
 CLASS_WEIGHTS = ("", "balanced", "balanced_subsample")
+EARLY_STOPPING = ("auto", "true", "false")
 
 
 class ForestParams(BaseModel):
@@ -21,6 +30,7 @@ class ForestParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    family: Literal["random_forest"] = RANDOM_FOREST
     n_estimators: int = Field(100, ge=1, le=5000)
     max_depth: int = Field(0, ge=0)
     min_samples_leaf: int = Field(1, ge=1)
@@ -68,14 +78,92 @@ class ForestParams(BaseModel):
         }
 
 
+class BoostingParams(BaseModel):
+    """scikit-learn's HistGradientBoostingClassifier with its own defaults, and the knobs worth tuning.
+
+    `early_stopping` is a string because pipeline parameters are: "auto" (scikit-learn's default: on
+    for more than 10,000 rows), "true" or "false"; it holds out `validation_fraction` of the rows it
+    is given, never the test split.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: Literal["hist_gradient_boosting"] = HIST_GRADIENT_BOOSTING
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    max_iter: int = Field(100, ge=1, le=5000)
+    max_leaf_nodes: int = Field(31, ge=2, le=4096)
+    min_samples_leaf: int = Field(20, ge=1)
+    l2_regularization: float = Field(0.0, ge=0)
+    early_stopping: str = "auto"
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    random_state: int = 42
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in EARLY_STOPPING:
+            raise ValueError(f"expected one of {EARLY_STOPPING}")
+        return text
+
+    def sklearn_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for sklearn.ensemble.HistGradientBoostingClassifier."""
+        early: Any = {"auto": "auto", "true": True, "false": False}[self.early_stopping]
+        return {
+            "learning_rate": self.learning_rate,
+            "max_iter": self.max_iter,
+            "max_leaf_nodes": self.max_leaf_nodes,
+            "min_samples_leaf": self.min_samples_leaf,
+            "l2_regularization": self.l2_regularization,
+            "early_stopping": early,
+            "validation_fraction": self.validation_fraction,
+            "random_state": self.random_state,
+        }
+
+
+ModelParams = ForestParams | BoostingParams
+PARAMS_BY_FAMILY: dict[str, type[ForestParams] | type[BoostingParams]] = {
+    RANDOM_FOREST: ForestParams,
+    HIST_GRADIENT_BOOSTING: BoostingParams,
+}
+
+
+def _one_line(error: Exception) -> ChurnflowError | None:
+    errors = getattr(error, "errors", lambda: [])()
+    if not errors:
+        return None
+    first = errors[0]
+    name = ".".join(map(str, first["loc"]))
+    return ChurnflowError(f"hyperparameter {name}: {first['msg'].removeprefix('Value error, ')}")
+
+
 def forest_params(**values: Any) -> ForestParams:
     """Builds ForestParams, turning a validation failure into one line that names the parameter."""
     try:
         return ForestParams(**values)
     except Exception as error:  # pydantic.ValidationError
-        errors = getattr(error, "errors", lambda: [])()
-        if not errors:
-            raise
-        first = errors[0]
-        name = ".".join(map(str, first["loc"]))
-        raise ChurnflowError(f"hyperparameter {name}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise (_one_line(error) or error) from None
+
+
+def model_params(**values: Any) -> ModelParams:
+    """Builds the settings of the family named by `family` (default: the random forest), one-line errors."""
+    family = values.get("family", RANDOM_FOREST)
+    kind = PARAMS_BY_FAMILY.get(family)
+    if kind is None:
+        raise ChurnflowError(f"hyperparameter family: expected one of {', '.join(FAMILIES)}, got {family!r}")
+    try:
+        return kind(**values)
+    except Exception as error:  # pydantic.ValidationError
+        raise (_one_line(error) or error) from None
+
+
+def build_estimator(params: ModelParams, n_jobs: int | None = -1) -> Any:
+    """An unfitted scikit-learn classifier for these settings (forests fit on `n_jobs` cores;
+    boosting uses every core through OpenMP)."""
+    if isinstance(params, BoostingParams):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(**params.sklearn_kwargs())
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=n_jobs)

@@ -1,34 +1,97 @@
-"""Compiles a fitted forest to ONNX at training time, so the predictor serves it in microseconds.
+"""Compiles a fitted tree model to ONNX at training time, so the predictor serves it in microseconds.
 
-The graph is one `ai.onnx.ml` TreeEnsemble node (opset 5), which keeps splits and leaf values in
-double precision and outputs float64. skl2onnx's converter emits TreeEnsembleClassifier, whose
-probabilities are float32 (a served 0.45 becomes 0.44999998807907104), so the forest is written
-directly with the `onnx` helper instead: a few dozen lines that map sklearn's tree arrays one to one.
+Both families become one `ai.onnx.ml` TreeEnsemble node (opset 5), which keeps splits and leaf values
+in double precision and outputs float64. skl2onnx's converters emit TreeEnsembleClassifier, whose
+probabilities are float32 (a served 0.45 becomes 0.44999998807907104), so the trees are written
+directly with the `onnx` helper instead: each tree's arrays map one to one.
 
-Exactness: scikit-learn compares float32(x) <= threshold, so the graph casts the input to float32
-and back before the trees; leaf values are summed then divided by the number of trees. Served
-probabilities equal predict_proba's to about 1e-16 (summation order); training checks that on
-sample rows and records the largest difference. A forest that is too large or disagrees by more
-than the tolerance is not compiled, and the predictor falls back to scikit-learn.
+Exactness, per family:
+- random forest: scikit-learn compares float32(x) <= threshold, so the graph casts the input to
+  float32 and back before the trees; the leaves' churn fractions are summed, then divided by the
+  number of trees.
+- histogram gradient boosting: scikit-learn compares the float64 input with each node's real-valued
+  threshold, sums the leaf values of every tree onto the baseline log-odds, and applies the logistic
+  function; the graph does the same (no cast, Add, Sigmoid).
+Served probabilities equal predict_proba's up to summation order; training checks that on sample
+rows and records the largest difference. A model that is too large or disagrees by more than the
+tolerance is not compiled, and the predictor falls back to scikit-learn.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
 
 log = logging.getLogger(__name__)
 
 MAX_COMPILED_NODES = 20_000_000
-TOLERANCE = 1e-9
+TOLERANCE = 1e-12
 INPUT_NAME = "features"
 OUTPUT_NAME = "probability"
 BRANCH_LEQ = 0
 
 
-def _forest_arrays(model: RandomForestClassifier) -> dict[str, np.ndarray]:
+class TreeArrays(NamedTuple):
+    """One fitted tree as parallel node arrays (node 0 is the root)."""
+
+    left: np.ndarray
+    right: np.ndarray
+    is_leaf: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    leaf_value: np.ndarray
+    """per node; read at leaves only"""
+
+
+def is_boosting(model: Any) -> bool:
+    return hasattr(model, "_predictors")
+
+
+def model_trees(model: Any) -> list[TreeArrays]:
+    """Every tree of a fitted forest (leaf value: its churn fraction) or of a binary gradient-boosted
+    model (leaf value: its raw log-odds increment)."""
+    trees = []
+    if is_boosting(model):
+        for (predictor,) in model._predictors:  # binary: one tree per iteration
+            nodes = predictor.nodes
+            trees.append(
+                TreeArrays(
+                    left=nodes["left"].astype(np.int64),
+                    right=nodes["right"].astype(np.int64),
+                    is_leaf=nodes["is_leaf"].astype(bool),
+                    feature=nodes["feature_idx"].astype(np.int64),
+                    threshold=nodes["num_threshold"].astype(np.float64),
+                    leaf_value=nodes["value"].astype(np.float64),
+                )
+            )
+        return trees
+    for estimator in model.estimators_:
+        tree = estimator.tree_
+        values = tree.value[:, 0, :]
+        trees.append(
+            TreeArrays(
+                left=tree.children_left.astype(np.int64),
+                right=tree.children_right.astype(np.int64),
+                is_leaf=tree.children_left == -1,
+                feature=tree.feature.astype(np.int64),
+                threshold=tree.threshold.astype(np.float64),
+                leaf_value=(values[:, 1] / values.sum(axis=1)).astype(np.float64),
+            )
+        )
+    return trees
+
+
+def tree_nodes(model: Any) -> int:
+    """Total nodes over every tree of the model."""
+    if is_boosting(model):
+        return int(sum(len(predictor.nodes) for (predictor,) in model._predictors))
+    return int(sum(estimator.tree_.node_count for estimator in model.estimators_))
+
+
+def _ensemble_arrays(trees: Iterable[TreeArrays]) -> dict[str, np.ndarray]:
     """Flattens every tree into TreeEnsemble's parallel arrays (interior nodes and leaves numbered apart).
 
     Vectorised per tree: a million-node forest takes well under a second.
@@ -37,12 +100,8 @@ def _forest_arrays(model: RandomForestClassifier) -> dict[str, np.ndarray]:
         k: [] for k in ("feature", "split", "true_id", "true_leaf", "false_id", "false_leaf", "roots", "leaf_weight")
     }
     node_offset = leaf_offset = 0
-    for estimator in model.estimators_:
-        tree = estimator.tree_
-        left, right = tree.children_left, tree.children_right
-        values = tree.value[:, 0, :]
-        churn_fraction = values[:, 1] / values.sum(axis=1)
-        is_leaf = left == -1
+    for tree in trees:
+        left, right, is_leaf = tree.left, tree.right, tree.is_leaf
         interior, leaves = np.flatnonzero(~is_leaf), np.flatnonzero(is_leaf)
         if interior.size == 0:  # a single-leaf tree: one dummy split whose branches share the leaf
             interior, left, right = np.array([0]), np.array([0]), np.array([0])
@@ -61,23 +120,21 @@ def _forest_arrays(model: RandomForestClassifier) -> dict[str, np.ndarray]:
         parts["feature"].append(features.astype(np.int64))
         parts["split"].append(splits.astype(np.float64))
         parts["roots"].append(np.array([node_offset]))
-        parts["leaf_weight"].append(churn_fraction[leaves].astype(np.float64))
+        parts["leaf_weight"].append(tree.leaf_value[leaves].astype(np.float64))
         node_offset += interior.size
         leaf_offset += leaves.size
     return {key: np.concatenate(chunks) for key, chunks in parts.items()}
 
 
-def compile_forest(model: RandomForestClassifier, n_features: int) -> bytes | None:
-    """Returns the serialized ONNX model, or None when the forest should stay in scikit-learn."""
-    nodes = sum(tree.tree_.node_count for tree in model.estimators_)
+def compile_model(model: Any, n_features: int) -> bytes | None:
+    """Returns the serialized ONNX model, or None when the model should stay in scikit-learn."""
+    nodes = tree_nodes(model)
     if nodes > MAX_COMPILED_NODES:
-        log.warning(
-            "forest has %d nodes (> %d): not compiled, serving will use scikit-learn", nodes, MAX_COMPILED_NODES
-        )
+        log.warning("model has %d nodes (> %d): not compiled, serving will use scikit-learn", nodes, MAX_COMPILED_NODES)
         return None
     from onnx import TensorProto, helper, numpy_helper
 
-    a = _forest_arrays(model)
+    a = _ensemble_arrays(model_trees(model))
     trees = helper.make_node(
         "TreeEnsemble",
         ["x64"],
@@ -97,21 +154,32 @@ def compile_forest(model: RandomForestClassifier, n_features: int) -> bytes | No
         leaf_targetids=np.zeros(len(a["leaf_weight"]), dtype=np.int64).tolist(),
         leaf_weights=numpy_helper.from_array(a["leaf_weight"]),
     )
-    graph = helper.make_graph(
-        [
+    axis = numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")
+    if is_boosting(model):
+        baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
+        nodes_list = [
+            helper.make_node("Identity", [INPUT_NAME], ["x64"]),
+            trees,
+            helper.make_node("Add", ["leaf_sum", "baseline"], ["log_odds"]),
+            helper.make_node("Sigmoid", ["log_odds"], ["churn"]),
+            helper.make_node("Squeeze", ["churn", "axis1"], [OUTPUT_NAME]),
+        ]
+        constants = [numpy_helper.from_array(np.array([baseline]), "baseline"), axis]
+    else:
+        nodes_list = [
             helper.make_node("Cast", [INPUT_NAME], ["x32"], to=TensorProto.FLOAT),
             helper.make_node("Cast", ["x32"], ["x64"], to=TensorProto.DOUBLE),
             trees,
             helper.make_node("Div", ["leaf_sum", "n_trees"], ["mean"]),
             helper.make_node("Squeeze", ["mean", "axis1"], [OUTPUT_NAME]),
-        ],
-        "churnflow_forest",
+        ]
+        constants = [numpy_helper.from_array(np.array([float(len(model.estimators_))]), "n_trees"), axis]
+    graph = helper.make_graph(
+        nodes_list,
+        "churnflow_trees",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.DOUBLE, [None, n_features])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.DOUBLE, [None])],
-        initializer=[
-            numpy_helper.from_array(np.array([float(len(model.estimators_))]), "n_trees"),
-            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-        ],
+        initializer=constants,
     )
     onnx_model = helper.make_model(
         graph,
@@ -121,7 +189,7 @@ def compile_forest(model: RandomForestClassifier, n_features: int) -> bytes | No
     return onnx_model.SerializeToString()
 
 
-def compiled_max_difference(onnx_bytes: bytes, model: RandomForestClassifier, sample: np.ndarray) -> float:
+def compiled_max_difference(onnx_bytes: bytes, model: Any, sample: np.ndarray) -> float:
     """Largest |p_onnx - p_sklearn| of the churn probability over `sample` rows."""
     import onnxruntime
 

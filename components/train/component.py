@@ -17,21 +17,21 @@ def train_op(
     pipeline_run: str,
     model: Output[Model],
 ):
-    """Fits the chosen RandomForest, calibrates it, picks the threshold and writes the model artifact.
+    """Fits the chosen model (forest or boosted trees), calibrates it, picks the threshold, writes the artifact.
 
     With tune=False (seed-exact mode) calibration is off and the threshold is 0.5, whatever was asked.
     """
     import json
 
     from churnflow.components.train.logic import train
-    from churnflow.hyperparameters import forest_params
+    from churnflow.hyperparameters import model_params
 
     tuning = json.loads(selection)
     metadata = train(
         train_data.path,
         contract.path,
         model.path,
-        forest_params(**tuning["best"]),
+        model_params(**tuning["best"]),
         pipeline_run=pipeline_run,
         calibration=calibration if tune else "none",
         threshold_goal=threshold_goal if tune else "0.5",
@@ -41,6 +41,7 @@ def train_op(
     model.metadata.update(
         {
             "framework": "scikit-learn",
+            "algorithm": metadata["algorithm"],
             "model_version": metadata["model_version"],
             "sha256": metadata["files"]["model.joblib"],
             "compiled": metadata["compiled"]["format"] or "none",

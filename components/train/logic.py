@@ -1,4 +1,5 @@
-"""Train: fit the RandomForest on the training split and write the model artifact directory."""
+"""Train: fit the chosen model (random forest or gradient-boosted trees) on the training split and write
+the model artifact directory."""
 
 from __future__ import annotations
 
@@ -13,27 +14,28 @@ from typing import Any
 import joblib
 import numpy as np
 import sklearn
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import churnflow
 from churnflow.artifact import MODEL_FILE, ONNX_FILE, write_metadata
 from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
-from churnflow.components.train.compile_forest import TOLERANCE, compile_forest, compiled_max_difference
+from churnflow.components.train.compile_forest import TOLERANCE, compile_model, compiled_max_difference, tree_nodes
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
 from churnflow.decision import IDENTITY, choose_calibration, choose_threshold, save_calibrator
-from churnflow.hyperparameters import ForestParams
+from churnflow.hyperparameters import ModelParams, build_estimator
 from churnflow.reference import build_reference, save_reference
 
 COMPILE_CHECK_ROWS = 2000
 
 
-def fit_forest(features: np.ndarray, target: np.ndarray, params: ForestParams) -> RandomForestClassifier:
-    """Fits on all cores, then resets n_jobs: one request's predict_proba is fastest single-threaded."""
-    model = RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=-1)
+def fit_model(features: np.ndarray, target: np.ndarray, params: ModelParams) -> Any:
+    """Fits on all cores; a forest then gets n_jobs reset, since one request's predict_proba is fastest
+    single-threaded."""
+    model = build_estimator(params)
     model.fit(features, target)
-    model.n_jobs = None
+    if hasattr(model, "n_jobs"):
+        model.n_jobs = None
     return model
 
 
@@ -52,9 +54,9 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def out_of_fold_probability(features: np.ndarray, target: np.ndarray, params: ForestParams, seed: int) -> np.ndarray:
+def out_of_fold_probability(features: np.ndarray, target: np.ndarray, params: ModelParams, seed: int) -> np.ndarray:
     """Churn probabilities for every training row from models that did not see it (5-fold, stratified)."""
-    model = RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=-1)
+    model = build_estimator(params)
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
 
@@ -63,14 +65,14 @@ def train(
     train_dir: str | Path,
     contract_dir: str | Path,
     model_dir: str | Path,
-    params: ForestParams,
+    params: ModelParams,
     pipeline_run: str = "",
     calibration: str = "none",
     threshold_goal: str = "0.5",
     tuning: dict[str, Any] | None = None,
     seed: int = 42,
 ) -> dict[str, Any]:
-    """Fits the forest, chooses calibration and threshold, compiles it, and writes the artifact.
+    """Fits the model, chooses calibration and threshold, compiles it, and writes the artifact.
 
     With calibration "none" and a fixed threshold this is the original design's model exactly
     (seed-exact mode); otherwise both are chosen on out-of-fold predictions of the training split.
@@ -81,7 +83,7 @@ def train(
     target = frame[contract.target].to_numpy(dtype="int64")
 
     started = time.perf_counter()
-    model = fit_forest(features, target, params)
+    model = fit_model(features, target, params)
     fit_seconds = time.perf_counter() - started
 
     calibrator, calibration_report = IDENTITY, {"mode": calibration, "method": "none"}
@@ -100,7 +102,7 @@ def train(
     save_calibrator(calibrator, model_dir)
     save_reference(build_reference(frame, contract), model_dir)
 
-    compiled = compile_forest(model, len(contract.feature_columns))
+    compiled = compile_model(model, len(contract.feature_columns))
     compiled_info: dict[str, Any] = {"format": None}
     if compiled is not None:
         sample = features[np.random.default_rng(0).permutation(len(features))[:COMPILE_CHECK_ROWS]]
@@ -118,14 +120,15 @@ def train(
         "model_version": f"{trained_at:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}",
         "trained_at": trained_at.isoformat(),
         "pipeline_run": pipeline_run,
-        "algorithm": "RandomForestClassifier",
+        "algorithm": type(model).__name__,
+        "family": params.family,
         "hyperparameters": params.model_dump(),
         "tuning": tuning,
         "calibration": calibration_report,
         "threshold": threshold_report,
         "data": data_summary,
         "fit_seconds": round(fit_seconds, 3),
-        "tree_nodes": int(sum(t.tree_.node_count for t in model.estimators_)),
+        "tree_nodes": tree_nodes(model),
         "compiled": compiled_info,
         "versions": library_versions(),
     }

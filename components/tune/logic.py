@@ -1,7 +1,13 @@
-"""Tuning: score RandomForest candidates by stratified k-fold CV on the training split, pick the best.
+"""Tuning: score candidates of both model families by stratified k-fold CV on the training split, and
+choose with a rule that respects fold-to-fold noise.
 
 The pipeline fans the candidates out (one KFP task each, dsl.ParallelFor), so on a cluster they run on
 as many pods at once; locally they run one after another. The test split is never read here.
+
+The choice is the one-standard-error rule: the candidates are listed simplest first (the random forest
+before boosting, each family's defaults before its variations), and the first whose mean fold score is
+within one standard error of the best mean wins. A difference smaller than the noise between folds is
+not trusted, so a tuned setting or the other family must earn its place by more than that.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
@@ -21,10 +26,33 @@ from churnflow.components.preprocess.logic import TRAIN_FILE
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
 from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import ForestParams, forest_params
+from churnflow.hyperparameters import (
+    FAMILIES,
+    HIST_GRADIENT_BOOSTING,
+    RANDOM_FOREST,
+    BoostingParams,
+    ForestParams,
+    build_estimator,
+    model_params,
+)
 
-DEFAULT_GRID = {"min_samples_leaf": [1, 5, 20], "max_features": ["sqrt", "0.5"]}
-TUNABLE = ("n_estimators", "max_depth", "min_samples_leaf", "max_features", "class_weight")
+# Each family's grid lists its defaults first: the one-standard-error rule prefers the earliest candidate.
+DEFAULT_GRID: dict[str, dict[str, list[Any]]] = {
+    RANDOM_FOREST: {"min_samples_leaf": [1, 5, 20], "max_features": ["sqrt", "0.5"]},
+    HIST_GRADIENT_BOOSTING: {"learning_rate": [0.1, 0.05], "max_leaf_nodes": [31, 15]},
+}
+TUNABLE = {
+    RANDOM_FOREST: ("n_estimators", "max_depth", "min_samples_leaf", "max_features", "class_weight"),
+    HIST_GRADIENT_BOOSTING: (
+        "learning_rate",
+        "max_iter",
+        "max_leaf_nodes",
+        "min_samples_leaf",
+        "l2_regularization",
+        "early_stopping",
+        "validation_fraction",
+    ),
+}
 MAX_CANDIDATES = 64
 # Scores where higher is better; brier is negated so that "best" is always the maximum.
 METRICS = {
@@ -35,36 +63,65 @@ METRICS = {
 }
 
 
-def parse_grid(text: str) -> dict[str, list[Any]]:
-    """The search grid: a JSON object of parameter → list of values ("" means the default grid)."""
+def _check_family_grid(family: str, grid: Any) -> dict[str, list[Any]]:
+    where = f"tuning_grid.{family}"
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ChurnflowError(f"{where}: expected a JSON object of parameter name → non-empty list of values")
+    unknown = sorted(set(grid) - set(TUNABLE[family]))
+    if unknown:
+        raise ChurnflowError(f"{where}: unknown parameter(s) {unknown} (tunable: {', '.join(TUNABLE[family])})")
+    return grid
+
+
+def parse_grid(text: str) -> dict[str, dict[str, list[Any]]]:
+    """The search grid per family ("" means the default grid of both families).
+
+    Either `{"random_forest": {...}, "hist_gradient_boosting": {...}}` (a family with `{}` is tried at
+    its defaults; a family left out is not tried), or a plain object of forest parameters, which tunes
+    the random forest alone as before.
+    """
     if not text.strip():
         return DEFAULT_GRID
     try:
         grid = json.loads(text)
     except ValueError as error:
         raise ChurnflowError(f"tuning_grid: not valid JSON ({error})") from None
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise ChurnflowError("tuning_grid: expected a JSON object of parameter name → non-empty list of values")
-    unknown = sorted(set(grid) - set(TUNABLE))
+    if not isinstance(grid, dict) or not grid:
+        raise ChurnflowError("tuning_grid: expected a JSON object (per family, or of forest parameters)")
+    if not set(grid) & set(FAMILIES) and not any(isinstance(v, dict) for v in grid.values()):
+        return {RANDOM_FOREST: _check_family_grid(RANDOM_FOREST, grid)}
+    unknown = sorted(set(grid) - set(FAMILIES))
     if unknown:
-        raise ChurnflowError(f"tuning_grid: unknown parameter(s) {unknown} (tunable: {', '.join(TUNABLE)})")
-    return grid
+        raise ChurnflowError(f"tuning_grid: unknown model family {unknown} (expected: {', '.join(FAMILIES)})")
+    return {family: _check_family_grid(family, grid[family]) for family in FAMILIES if family in grid}
+
+
+def _family_candidates(base: ForestParams | BoostingParams, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    names = list(grid)
+    result = []
+    for combo in itertools.product(*(grid[n] for n in names)):
+        values = {**base.model_dump(), **dict(zip(names, combo, strict=True))}
+        if "max_features" in values:
+            values["max_features"] = str(values["max_features"])
+        candidate = model_params(**values).model_dump()
+        if candidate not in result:
+            result.append(candidate)
+    return result
 
 
 def candidates(base: ForestParams, tune: bool, grid_text: str) -> list[dict[str, Any]]:
-    """Every combination of the grid over the base settings; just the base settings when not tuning."""
+    """Every grid point of each family, simplest first; just the base forest when not tuning.
+
+    The forest's grid is laid over the pipeline's base settings; boosting's over scikit-learn's
+    defaults with the same random_state.
+    """
     if not tune:
         return [base.model_dump()]
     grid = parse_grid(grid_text)
-    names = sorted(grid)
-    combos = list(itertools.product(*(grid[n] for n in names)))
-    if len(combos) > MAX_CANDIDATES:
-        raise ChurnflowError(f"tuning_grid: {len(combos)} candidates exceed the limit of {MAX_CANDIDATES}")
-    result = []
-    for combo in combos:
-        values = {**base.model_dump(), **dict(zip(names, combo, strict=True))}
-        values["max_features"] = str(values["max_features"])
-        result.append(forest_params(**values).model_dump())
+    bases = {RANDOM_FOREST: base, HIST_GRADIENT_BOOSTING: BoostingParams(random_state=base.random_state)}
+    result = [c for family, family_grid in grid.items() for c in _family_candidates(bases[family], family_grid)]
+    if len(result) > MAX_CANDIDATES:
+        raise ChurnflowError(f"tuning_grid: {len(result)} candidates exceed the limit of {MAX_CANDIDATES}")
     return result
 
 
@@ -79,7 +136,7 @@ def cross_validate(
     """Stratified k-fold score of one candidate on the training split."""
     if metric not in METRICS:
         raise ChurnflowError(f"tuning_metric: expected one of {', '.join(METRICS)}, got {metric!r}")
-    params = forest_params(**candidate)
+    params = model_params(**candidate)
     contract = FeatureContract.load(contract_dir)
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical))
     features = contract.encode_frame(frame)
@@ -88,26 +145,43 @@ def cross_validate(
     started = time.perf_counter()
     scores = []
     for fit_rows, held_rows in splitter.split(features, target):
-        model = RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=-1).fit(features[fit_rows], target[fit_rows])
+        model = build_estimator(params).fit(features[fit_rows], target[fit_rows])
         scores.append(float(METRICS[metric](target[held_rows], model.predict_proba(features[held_rows])[:, 1])))
     return {
         "params": params.model_dump(),
         "metric": metric,
         "score": float(np.mean(scores)),
-        "std": float(np.std(scores)),
+        "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
+        "standard_error": standard_error(scores),
         "fold_scores": scores,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
+def standard_error(scores: list[float]) -> float:
+    """The standard error of a mean fold score: the sample standard deviation over √folds."""
+    if len(scores) < 2:
+        return 0.0
+    return float(np.std(scores, ddof=1) / np.sqrt(len(scores)))
+
+
 def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The best candidate by mean CV score (ties: the first listed, i.e. the simplest grid point)."""
+    """The one-standard-error choice among the candidates, in the order they were listed.
+
+    `results` keep the candidates' order (simplest first), which the pipeline's fan-in preserves.
+    """
     if not results:
         raise ChurnflowError("tuning: no candidate was scored")
-    ranked = sorted(results, key=lambda r: -r["score"])
+    top = max(results, key=lambda r: r["score"])
+    tolerance = top.get("standard_error", standard_error(top.get("fold_scores", [])))
+    chosen = next(r for r in results if r["score"] >= top["score"] - tolerance)
     return {
-        "best": ranked[0]["params"],
-        "metric": ranked[0]["metric"],
-        "best_score": ranked[0]["score"],
+        "best": chosen["params"],
+        "metric": chosen["metric"],
+        "best_score": chosen["score"],
+        "rule": "first listed candidate within one standard error of the highest mean fold score",
+        "highest_score": top["score"],
+        "highest_params": top["params"],
+        "tolerance": tolerance,
         "candidates": results,
     }

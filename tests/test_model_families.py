@@ -1,0 +1,171 @@
+"""Issue 16: the model family is a tuning dimension, chosen by a noise-aware rule, and both families keep
+every guarantee the forest has: ONNX equal to scikit-learn, exact explanations, the same artifact."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import joblib
+import numpy as np
+import pytest
+
+from churnflow.components.preprocess.logic import preprocess
+from churnflow.components.train.logic import train
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, parse_grid, select_best
+from churnflow.config import load_config
+from churnflow.contract import FeatureContract
+from churnflow.data import read_split
+from churnflow.errors import ChurnflowError
+from churnflow.hyperparameters import BoostingParams, ForestParams, model_params
+from churnflow.predictor.explain import explain_rows, log_odds_contributions, path_contributions
+from churnflow.predictor.scoring import Scorer
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    preprocess("", load_config(None), root / "train", root / "test", root / "contract", synthetic_rows=3000, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def boosted(splits, tmp_path_factory):
+    """A calibrated gradient-boosted model artifact and its test matrix."""
+    model_dir = tmp_path_factory.mktemp("boosted") / "model"
+    metadata = train(
+        splits / "train",
+        splits / "contract",
+        model_dir,
+        BoostingParams(max_iter=60, max_leaf_nodes=15),
+        calibration="sigmoid",
+        threshold_goal="f1",
+    )
+    contract = FeatureContract.load(model_dir)
+    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    return model_dir, metadata, contract.encode_frame(frame)
+
+
+def test_the_default_grid_tries_both_families_simplest_first():
+    listed = candidates(ForestParams(), True, "")
+    families = [c["family"] for c in listed]
+    assert families == ["random_forest"] * 6 + ["hist_gradient_boosting"] * 4
+    # each family's own defaults come first: the one-standard-error rule prefers them
+    assert listed[0] == ForestParams().model_dump()
+    assert listed[6] == BoostingParams().model_dump()
+    assert set(DEFAULT_GRID) == {"random_forest", "hist_gradient_boosting"}
+
+
+def test_grids_per_family_and_the_plain_forest_grid():
+    assert set(parse_grid('{"min_samples_leaf": [1, 5]}')) == {"random_forest"}
+    only_boosting = candidates(ForestParams(), True, '{"hist_gradient_boosting": {"l2_regularization": [0, 1]}}')
+    assert [c["l2_regularization"] for c in only_boosting] == [0.0, 1.0]
+    assert {c["family"] for c in only_boosting} == {"hist_gradient_boosting"}
+    defaults_only = candidates(ForestParams(), True, '{"random_forest": {}, "hist_gradient_boosting": {}}')
+    assert defaults_only == [ForestParams().model_dump(), BoostingParams().model_dump()]
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ('{"xgboost": {}}', "tuning_grid: unknown model family ['xgboost']"),
+        ('{"hist_gradient_boosting": {"n_estimators": [10]}}', "tuning_grid.hist_gradient_boosting: unknown parameter"),
+        ('{"hist_gradient_boosting": {"learning_rate": [0]}}', "hyperparameter learning_rate"),
+        ('{"hist_gradient_boosting": {"early_stopping": ["maybe"]}}', "hyperparameter early_stopping"),
+    ],
+)
+def test_bad_family_grids_are_one_line_errors(grid, message):
+    with pytest.raises(ChurnflowError, match=re.escape(message)):
+        candidates(ForestParams(), True, grid)
+
+
+def test_model_params_names_an_unknown_family():
+    with pytest.raises(ChurnflowError, match="hyperparameter family: expected one of"):
+        model_params(family="svm")
+    assert isinstance(model_params(**BoostingParams().model_dump()), BoostingParams)
+    assert isinstance(model_params(n_estimators=5), ForestParams)
+
+
+def _result(params: dict, scores: list[float]) -> dict:
+    from churnflow.components.tune.logic import standard_error
+
+    return {
+        "params": params,
+        "metric": "roc_auc",
+        "score": float(np.mean(scores)),
+        "standard_error": standard_error(scores),
+        "fold_scores": scores,
+    }
+
+
+def test_selection_prefers_the_simpler_candidate_within_one_standard_error():
+    simple = _result({"n": 1}, [0.80, 0.84, 0.82, 0.86, 0.78])
+    tuned = _result({"n": 2}, [0.81, 0.845, 0.825, 0.862, 0.783])  # +0.0034: far inside the fold noise
+    chosen = select_best([simple, tuned])
+    assert chosen["best"] == {"n": 1} and chosen["highest_params"] == {"n": 2}
+    assert chosen["tolerance"] == pytest.approx(tuned["standard_error"])
+
+
+def test_selection_takes_a_candidate_better_by_more_than_the_noise():
+    simple = _result({"n": 1}, [0.80, 0.81, 0.80, 0.81, 0.80])
+    better = _result({"n": 2}, [0.85, 0.86, 0.85, 0.86, 0.85])
+    assert select_best([simple, better])["best"] == {"n": 2}
+
+
+def test_cross_validation_records_the_spread_of_each_family(splits):
+    for params in (ForestParams(n_estimators=20), BoostingParams(max_iter=30)):
+        result = cross_validate(splits / "train", splits / "contract", params.model_dump(), folds=3)
+        assert len(result["fold_scores"]) == 3
+        assert result["std"] == pytest.approx(np.std(result["fold_scores"], ddof=1))
+        assert result["standard_error"] == pytest.approx(result["std"] / np.sqrt(3))
+        assert result["params"]["family"] == params.family
+
+
+def test_boosted_model_is_compiled_and_served_equal_to_scikit_learn(boosted):
+    model_dir, metadata, features = boosted
+    assert metadata["family"] == "hist_gradient_boosting"
+    assert metadata["algorithm"] == "HistGradientBoostingClassifier"
+    assert metadata["compiled"]["format"] == "onnx" and metadata["compiled"]["max_abs_difference"] <= 1e-12
+    model = joblib.load(model_dir / "model.joblib")
+    scorer = Scorer(model_dir)
+    assert scorer.backend == "onnxruntime"
+    served = scorer.probability(features)
+    assert np.max(np.abs(served - model.predict_proba(features)[:, 1])) <= 1e-12
+
+
+def test_boosted_explanations_decompose_the_log_odds_exactly(boosted):
+    model_dir, _, features = boosted
+    model = joblib.load(model_dir / "model.joblib")
+    base, log_odds = log_odds_contributions(model, features)
+    assert np.max(np.abs(base + log_odds.sum(axis=1) - model._raw_predict(features).ravel())) <= 1e-12
+    # the probability-scale parts add up to the uncalibrated probability, keeping each row's signs
+    p_base, parts = path_contributions(model, features)
+    assert np.max(np.abs(p_base + parts.sum(axis=1) - model.predict_proba(features)[:, 1])) <= 1e-12
+    assert np.array_equal(np.sign(parts), np.sign(log_odds))
+    # a column the model never splits on gets nothing
+    used = {
+        int(f)
+        for (predictor,) in model._predictors
+        for f in predictor.nodes["feature_idx"][~predictor.nodes["is_leaf"].astype(bool)]
+    }
+    unused = [j for j in range(features.shape[1]) if j not in used]
+    assert all(np.all(parts[:, j] == 0.0) for j in unused)
+    assert np.abs(parts).sum() > 0
+
+
+def test_boosted_explain_adds_up_to_the_served_probability(boosted):
+    model_dir, _, features = boosted
+    contract = FeatureContract.load(model_dir)
+    scorer = Scorer(model_dir)
+    from churnflow.decision import load_calibrator
+
+    model = joblib.load(model_dir / "model.joblib")
+    served = load_calibrator(model_dir).apply(scorer.probability(features[:200]))
+    uncalibrated = model.predict_proba(features[:200])[:, 1]
+    answers = explain_rows(model, contract, features[:200], served)
+    for answer, probability, raw in zip(answers, served, uncalibrated, strict=True):
+        total = answer["base_value"] + sum(answer["contributions"].values()) + answer["calibration_adjustment"]
+        assert abs(total - probability) <= 1e-12 and answer["probability"] == float(probability)
+        # the calibration's own shift, not a remainder that could hide wrong contributions
+        assert abs(answer["calibration_adjustment"] - (probability - raw)) <= 1e-12
+    assert json.dumps(answers)  # plain JSON for the :explain route
