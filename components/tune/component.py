@@ -42,26 +42,34 @@ def cv_score_op(
     metric: str,
     seed: int,
 ) -> str:
-    """Stratified k-fold CV score of one candidate on the training split (JSON)."""
+    """Stratified k-fold CV score (mean and spread) of one candidate on the training split (JSON)."""
     import json
 
     from churnflow.components.tune.logic import cross_validate
 
     result = cross_validate(train_data.path, contract.path, candidate, folds=folds, metric=metric, seed=seed)
-    print(f"cv_score: {result['metric']}={result['score']:.4f} ± {result['std']:.4f} for {result['params']}")
+    print(f"cv_score: {result['metric']}={result['score']:.4f} ± {result['std']:.4f} (sd) for {result['params']}")
     return json.dumps(result)
 
 
 @churnflow_component
 def select_params_op(results: List[str], tuning_metrics: Output[Metrics]) -> str:  # noqa: UP006
-    """Picks the best candidate; logs every candidate's CV score as KFP metrics."""
+    """Chooses by the one-standard-error rule; logs every candidate's CV mean and spread as KFP metrics."""
     import json
 
     from churnflow.components.tune.logic import select_best
 
     selection = select_best([json.loads(r) for r in results])
     for i, candidate in enumerate(selection["candidates"]):
-        tuning_metrics.log_metric(f"candidate_{i}_{candidate['metric']}", round(candidate["score"], 6))
-    tuning_metrics.log_metric(f"best_{selection['metric']}", round(selection["best_score"], 6))
-    print(f"select: best {selection['metric']}={selection['best_score']:.4f} with {selection['best']}")
+        name = f"candidate_{i}_{candidate['params']['family']}_{candidate['metric']}"
+        tuning_metrics.log_metric(name, round(candidate["score"], 6))
+        tuning_metrics.log_metric(f"{name}_std", round(candidate.get("std", 0.0), 6))
+    tuning_metrics.log_metric(f"chosen_{selection['metric']}", round(selection["best_score"], 6))
+    tuning_metrics.log_metric(f"highest_{selection['metric']}", round(selection["highest_score"], 6))
+    tuning_metrics.log_metric("one_standard_error", round(selection["tolerance"], 6))
+    print(
+        f"select: {selection['best']['family']} {selection['metric']}={selection['best_score']:.4f} "
+        f"(highest {selection['highest_score']:.4f}, one standard error {selection['tolerance']:.4f}) "
+        f"with {selection['best']}"
+    )
     return json.dumps(selection)
