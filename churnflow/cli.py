@@ -2,6 +2,11 @@
 
 User errors (ChurnflowError) print one line, `churnflow: error: ...`, and exit 2; nothing else
 prints a traceback unless CHURNFLOW_DEBUG=1.
+
+Exit statuses mean one thing whichever command returns them, so scripts and schedulers can act on
+them: 0 done, 2 an error in the input (or a failed pipeline step), 3 drift found, 4 a model was
+trained but not released (the evaluation gate refused it), 5 drift not judged because the window
+holds too few predictions of the model's version and some of other versions (after a retrain).
 """
 
 from __future__ import annotations
@@ -16,6 +21,44 @@ from churnflow.errors import ChurnflowError
 
 Command = Callable[[argparse.Namespace], int]
 
+EXIT_INPUT_ERROR = 2
+DRIFT_EXIT = 3
+EXIT_NOT_RELEASED = 4
+EXIT_OTHER_VERSIONS = 5
+IMPLICIT_DATA = "customer_data.csv"  # what `churnflow generate` writes and `churnflow run` picks up
+RELIABILITY_CHART = "reliability.png"
+
+
+def _implicit_data(args: argparse.Namespace) -> str:
+    """`customer_data.csv` in the working directory when no --data/--config is given, announced every time.
+
+    `churnflow generate` writes that file by default, and a later run that trains on it instead of
+    fresh synthetic data (or instead of the table the user meant) must never do so silently.
+    """
+    if args.data or args.config is not None or not Path(IMPLICIT_DATA).is_file():
+        return ""
+    print(
+        f"churnflow: note: no --data given, so this run trains on ./{IMPLICIT_DATA} (the file `churnflow generate` "
+        "writes); pass --data to choose a table, or remove the file to train on fresh synthetic data",
+        file=sys.stderr,
+    )
+    return IMPLICIT_DATA
+
+
+def _copy_reliability_chart(output_dir: Path) -> Path | None:
+    """Copies this run's reliability-curve PNG from kfp.local's artifacts to `output_dir/reliability.png`.
+
+    kfp.local keeps it deep under `.kfp/<run>/evaluate-op/`; the newest run directory is this run's.
+    """
+    runs = sorted((output_dir / ".kfp").glob("*/evaluate-op/reliability_curve"))
+    if not runs or not runs[-1].is_file():
+        return None
+    import shutil
+
+    target = output_dir / RELIABILITY_CHART
+    shutil.copyfile(runs[-1], target)
+    return target
+
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from churnflow.config import load_config
@@ -27,9 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ChurnflowError(f"--rows: expected at least 10, got {args.rows}")
     config = load_config(args.config)
     arguments = parse_assignments(args.set or [], churn_training_pipeline)
-    data = args.data or ""
-    if not data and Path("customer_data.csv").is_file() and args.config is None:
-        data = "customer_data.csv"
+    data = args.data or _implicit_data(args)
     source = data or f"synthetic data ({args.rows} rows)"
     print(f"churnflow: running the pipeline locally on {source} → {args.output} (log: pipeline.log)")
     result = run_local(args.output, config=config, data_uri=data, rows=args.rows, arguments=arguments)
@@ -38,11 +79,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  roc_auc={m['roc_auc']:.4f} accuracy={m['accuracy']:.4f} precision={m['precision']:.4f} "
         f"recall={m['recall']:.4f} f1={m['f1']:.4f} brier={m['brier']:.4f}"
     )
+    chart = _copy_reliability_chart(result.output_dir)
     if result.deployed:
         print(f"  deployed model {m['model_version']} → {result.output_dir / 'model'}")
     else:
         print(f"  not deployed: {'; '.join(m['reasons'])}")
     print(f"  metrics: {result.output_dir / 'metrics.json'}")
+    if chart is not None:
+        print(f"  reliability chart: {chart}")
+    if not result.deployed:
+        kept = result.output_dir / "model"
+        still = f"{kept} still holds the model released before" if kept.exists() else "no model is released yet"
+        print(
+            f"churnflow: trained but not released (exit status {EXIT_NOT_RELEASED}); {still}; "
+            f"this run's model is in {result.output_dir / 'candidate'}",
+            file=sys.stderr,
+        )
+        return EXIT_NOT_RELEASED
     return 0
 
 
@@ -55,11 +108,23 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from churnflow.synthetic import synthetic_customers
+    from churnflow.synthetic import LAYOUTS
 
-    frame = synthetic_customers(args.rows, args.seed)
-    frame.to_csv(args.output, index=False)
-    print(f"churnflow: wrote {len(frame)} rows to {args.output} (churn rate {frame['churn'].mean():.3f})")
+    if args.rows < 1:
+        raise ChurnflowError(f"--rows: expected at least 1, got {args.rows}")
+    make, target, positive = LAYOUTS[args.layout]
+    frame = make(args.rows, args.seed)
+    try:
+        frame.to_csv(args.output, index=False)
+    except OSError as error:
+        raise ChurnflowError(f"--output {args.output}: cannot write it ({error.strerror or error})") from None
+    rate = (frame[target] == positive).mean()
+    print(f"churnflow: wrote {len(frame)} {args.layout} rows to {args.output} (churn rate {rate:.3f})")
+    if Path(args.output).resolve() == Path(IMPLICIT_DATA).resolve():
+        print(
+            f"  note: `churnflow run` without --data in this directory now trains on {IMPLICIT_DATA}, "
+            "not on fresh synthetic data (remove the file to go back)"
+        )
     return 0
 
 
@@ -109,7 +174,27 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
     return 0
 
 
-DRIFT_EXIT = 3
+def _other_versions(store_url: str, report: dict, *, model_name: str, window: int | None, since) -> dict[str, int]:
+    """Predictions in the same window (newest N, or since a time) made by other versions of the model.
+
+    After a retrain the window is mostly the previous version's predictions, which the default check
+    leaves out; a check that then says "0 predictions, no drift" must say why.
+    """
+    from churnflow.store.database import PredictionStore
+
+    store = PredictionStore(store_url)
+    try:
+        frame = store.call(
+            "reading predictions",
+            store.read_predictions,
+            model_name=model_name,
+            window=None if since is not None and window is None else window,
+            since=since,
+        )
+    finally:
+        store.close()
+    versions = frame.loc[frame["model_version"] != report.get("model_version"), "model_version"]
+    return {str(v): int(n) for v, n in versions.value_counts().items()}
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
@@ -134,21 +219,44 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         min_rows=args.min_rows,
         min_labelled=args.min_labelled,
     )
+    window_size = args.window if args.window is not None else (None if since else 10_000)
     report = run_check(
         _store_url(args),
         args.model_dir,
         model_name=args.model_name,
-        window=args.window if args.window is not None else (None if since else 10_000),
+        window=window_size,
         since=since,
         any_version=args.any_version,
         evaluation_path=args.evaluation,
         thresholds=thresholds,
     )
-    print(summary(report))
+    others = (
+        {}
+        if args.any_version
+        else _other_versions(_store_url(args), report, model_name=args.model_name, window=window_size, since=since)
+    )
+    report["other_versions"] = others  # also in drift.json
+    lines = summary(report).splitlines()  # the last line is the verdict
+    status = DRIFT_EXIT if report["drift"] else 0
+    if others:
+        version = report.get("model_version")
+        listed = ", ".join(f"{n} of {v}" for v, n in sorted(others.items(), key=lambda item: (-item[1], item[0])))
+        lines.insert(
+            -1,
+            f"  note: the window also holds {sum(others.values())} predictions of other model versions ({listed}), "
+            f"not counted: only {version}'s are; --any-version counts them all",
+        )
+        if not report["drift"] and report["window"]["rows"] < args.min_rows:
+            lines[-1] = (
+                f"  → not judged: {report['window']['rows']} predictions of {version}, the rest are other "
+                f"versions' (exit status {EXIT_OTHER_VERSIONS})"
+            )
+            status = EXIT_OTHER_VERSIONS
+    print("\n".join(lines))
     if args.report:
         paths = write_report(report, args.report)
         print(f"  report: {paths['html']} ({paths['json'].name}, {paths['prom'].name})")
-    return DRIFT_EXIT if report["drift"] else 0
+    return status
 
 
 def _pipeline_arguments(args: argparse.Namespace) -> dict:
@@ -245,7 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="churnflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the whole pipeline locally through kfp.local")
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline locally through kfp.local",
+        description=f"Exit status: 0 released, {EXIT_NOT_RELEASED} trained but not released (the evaluation gate "
+        f"refused the model; the reasons are printed and the model released before stays), {EXIT_INPUT_ERROR} an "
+        "error in the input or a failed step.",
+    )
     run.add_argument(
         "--data", help="customer table: CSV path or URI (default: customer_data.csv if present, else synthetic data)"
     )
@@ -270,7 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write a synthetic customer table as CSV")
     gen.add_argument("--rows", type=int, default=1000)
     gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--output", default="customer_data.csv")
+    gen.add_argument(
+        "--layout",
+        choices=["classic", "telco"],
+        default="classic",
+        help="classic: the default config's columns; telco: the 21 columns of IBM's Telco Customer Churn sample, "
+        "for examples/telco/config.yaml (default classic)",
+    )
+    gen.add_argument(
+        "--output",
+        default=IMPLICIT_DATA,
+        help=f"CSV to write (default {IMPLICIT_DATA}, which `churnflow run` without --data then trains on)",
+    )
     gen.set_defaults(func=_cmd_generate)
 
     srv = sub.add_parser("serve", help="serve a model directory with KServe's ModelServer")
@@ -315,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     drift = sub.add_parser(
         "drift",
         help="check logged predictions for data, prediction and accuracy drift (exit 3 on drift)",
-        description="Exit status: 0 no drift, 3 drift, 2 an error in the input.",
+        description=f"Exit status: 0 no drift (or too few predictions to judge), {DRIFT_EXIT} drift, "
+        f"{EXIT_OTHER_VERSIONS} not judged: too few predictions of this model version while the window holds other "
+        f"versions' (after a retrain: wait for more, or pass --any-version), {EXIT_INPUT_ERROR} an error in the input.",
     )
     drift.add_argument("--store", metavar="URL", help="the prediction store (default: $CHURNFLOW_STORE_URL)")
     drift.add_argument("--model-dir", required=True, help="the deployed model's directory")
@@ -326,7 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--report", metavar="DIR", help="write drift.json, drift.html and drift.prom here")
     drift.add_argument("--evaluation", help="evaluation.json to compare with (default: the model directory's)")
     drift.add_argument(
-        "--any-version", action="store_true", help="include predictions of earlier model versions (default: this one)"
+        "--any-version",
+        action="store_true",
+        help="count the predictions of every model version in the window (default: only the --model-dir's version; "
+        "the others are reported, and exit status 5 says when they left too few to judge)",
     )
     drift.add_argument("--psi-watch", type=float, default=0.1, help="PSI worth watching (default 0.1)")
     drift.add_argument("--psi-act", type=float, default=0.25, help="PSI that is drift on its own (default 0.25)")
@@ -384,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ChurnflowError as error:
         print(f"churnflow: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -3,21 +3,34 @@
 # released model with KServe's ModelServer and answer the original design's curl request (v1) and
 # the same customer over the Open Inference Protocol (v2). The server keeps running until Ctrl-C;
 # set CHURNFLOW_DEMO_EXIT=1 to stop after the sample requests.
+# It writes where every other command looks by default: runs/latest (runs/latest/model is what
+# `churnflow serve` and `churnflow drift` are shown with in the README).
+# Exit status: 0 served, 4 the model was trained but the evaluation gate refused it and no earlier
+# model was released to serve instead (as `churnflow run`), anything else a failure.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-out="${CHURNFLOW_DEMO_OUTPUT:-runs/demo}"
+out="${CHURNFLOW_DEMO_OUTPUT:-runs/latest}"
 port="${CHURNFLOW_PORT:-8080}"
-.venv/bin/churnflow run --output "$out" "$@"
-if [[ ! -e "$out/model" ]]; then
-  echo "demo: no model was released to $out/model; nothing to serve" >&2
-  exit 1
+status=0
+.venv/bin/churnflow run --output "$out" "$@" || status=$?
+if [[ $status == 4 ]]; then
+  # Trained but not released: the gate's reasons are printed above.
+  if [[ ! -e "$out/model" ]]; then
+    echo "demo: the model was trained but not released (the evaluation gate refused it; reasons above)," \
+      "and no earlier model is released in $out/model: nothing to serve" >&2
+    exit 4
+  fi
+  echo "demo: this run's model was not released (reasons above); serving the model released before," \
+    "still in $out/model" >&2
+elif [[ $status != 0 ]]; then
+  exit "$status"
 fi
 .venv/bin/churnflow serve --model-dir "$out/model" --port "$port" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' EXIT
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   curl -fs "http://127.0.0.1:$port/v2/models/churn/ready" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { echo "demo: the model server exited" >&2; exit 1; }
   sleep 0.2

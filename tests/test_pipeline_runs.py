@@ -21,10 +21,9 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from churnflow.synthetic import synthetic_customers
+from churnflow.synthetic import synthetic_customers, telco_customers
 
 from .conftest import CHURNFLOW
-from .telco_like import telco_like
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).parent / "golden" / "churn_pipeline.yaml"
@@ -93,20 +92,21 @@ def test_local_runs_deploy_refuse_and_keep_the_champion(tmp_path):
     released = os.readlink(out / "model")
 
     refused = churnflow("run", "--output", str(out), "--set", "tune=false", "--set", "min_roc_auc=0.99")
-    assert refused.returncode == 0 and "not deployed: roc_auc" in refused.stdout
+    assert refused.returncode == 4 and "not deployed: roc_auc" in refused.stdout  # trained, not released
+    assert "trained but not released (exit status 4)" in refused.stderr
     second = json.loads((out / "metrics.json").read_text())
     assert second["deployed"] is False and "below the floor 0.9900" in second["reasons"][0]
     assert os.readlink(out / "model") == released  # the released model is untouched
 
     worse = churnflow("run", "--output", str(out), "--set", "tune=false", "--set", "n_estimators=3")
-    assert worse.returncode == 0
+    assert worse.returncode == 4, worse.stderr
     third = json.loads((out / "metrics.json").read_text())
     assert third["deployed"] is False and "worse than the production model" in third["reasons"][0]
     assert os.readlink(out / "model") == released
 
 
 def test_a_telco_table_trains_by_config_alone(tmp_path):
-    frame = telco_like()
+    frame = telco_customers(2000, seed=11)
     frame.to_csv(tmp_path / "telco.csv", index=False)
     result = churnflow(
         "run",

@@ -1,0 +1,383 @@
+"""The README's commands, run as written: every ```bash block, top to bottom, in a fresh copy of the repo.
+
+The convention (also in the README, "The README is tested"):
+
+- Every ```bash block runs, in order, in one fresh copy of the repository (the files git tracks, as a
+  clone has them) with the project's `.venv` linked in and its `bin/` first on PATH. Blocks share the
+  working directory: later blocks use what earlier ones wrote (runs/latest/model, telco.csv, ...).
+  Each block runs under `bash -e -o pipefail`: a failing command fails the test. A command that is
+  meant to fail says so in the README (`churnflow run ... || echo "exit status $?"`).
+- The line right before a block's fence may be a marker (anything else there that looks like one fails):
+    <!-- not-run: REASON -->   the block is not run here (needs a cluster, Docker, minutes of
+                               benchmarks ...); the reason is required and printed by the test.
+    <!-- background -->        the block's command keeps serving (a model server, scripts/demo.sh): it
+                               is started in the background, the next blocks run once
+                               http://localhost:PORT/v2/health/ready answers 200, and it is stopped
+                               (its whole process group) when the next background block starts or at
+                               the end. It must still be running when it is stopped.
+- Expected answers: a comment line holding JSON right after a command (`# {"predictions":[...]}`,
+  possibly continued on the next `#` lines) is the expected output of the commands since the previous
+  expectation in that block; the last JSON value they printed must equal it, numbers to the precision
+  written (0.934 matches 0.93412..., 0.8244425564099428 must match to 16 places).
+- Port 8080 in a block becomes a free port, and CHURNFLOW_PORT is set to it (scripts/demo.sh), so the
+  test can run beside other servers. CHURNFLOW_* variables of the calling shell are not passed on.
+
+Cost: the README's pipeline runs (about five, 10-20 s each on a quiet machine) dominate; keep new blocks cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+README_PORT = "8080"
+MARKER = re.compile(r"^<!--\s*(not-run|background)\s*(?::\s*(.*?))?\s*-->$")
+EXPECTED_START = re.compile(r"^#\s*[\[{]")
+
+
+@dataclass
+class Segment:
+    """Commands followed (optionally) by the JSON they are expected to print last."""
+
+    script: str
+    expected: str | None = None
+
+
+@dataclass
+class Block:
+    line: int  # 1-based line of the opening fence in the README
+    text: str
+    kind: str = "run"  # run, not-run or background
+    reason: str = ""
+    segments: list[Segment] = field(default_factory=list)
+
+
+def parse_blocks(markdown: str) -> list[Block]:
+    """The ```bash blocks with their markers; a malformed marker is an error, not a silently run block."""
+    lines = markdown.splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        if lines[i].strip() != "```bash":
+            i += 1
+            continue
+        start = i
+        end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
+        if end is None:
+            raise ValueError(f"README line {start + 1}: a ```bash block is never closed")
+        block = Block(line=start + 1, text="\n".join(lines[start + 1 : end]) + "\n")
+        before = lines[start - 1].strip() if start else ""
+        if before.startswith("<!--"):
+            match = MARKER.match(before)
+            if not match:
+                raise ValueError(f"README line {start}: unknown marker {before!r} (not-run: REASON or background)")
+            block.kind, block.reason = match.group(1), (match.group(2) or "")
+            if block.kind == "not-run" and not block.reason:
+                raise ValueError(f"README line {start}: <!-- not-run: REASON --> needs its reason")
+        block.segments = split_expectations(block.text)
+        blocks.append(block)
+        i = end + 1
+    return blocks
+
+
+def split_expectations(text: str) -> list[Segment]:
+    """Splits a block at its expected-output comments (`# {...}` lines that parse as JSON together)."""
+    lines = text.splitlines()
+    segments: list[Segment] = []
+    script: list[str] = []
+    i = 0
+    while i < len(lines):
+        if EXPECTED_START.match(lines[i]):
+            for j in range(i, len(lines)):
+                if not lines[j].startswith("#"):
+                    break
+                candidate = " ".join(line[1:].strip() for line in lines[i : j + 1])
+                try:
+                    json.loads(candidate)
+                except ValueError:
+                    continue
+                segments.append(Segment("\n".join(script) + "\n", candidate))
+                script, i = [], j + 1
+                break
+            else:
+                script.append(lines[i])
+                i += 1
+            continue
+        script.append(lines[i])
+        i += 1
+    if any(line.strip() and not line.lstrip().startswith("#") for line in script):
+        segments.append(Segment("\n".join(script) + "\n"))
+    return segments
+
+
+class Written(float):
+    """A number as the README writes it, remembering how many decimals were written."""
+
+    decimals: int
+
+    def __new__(cls, text: str) -> Written:
+        number = super().__new__(cls, text)
+        mantissa = text.lower().split("e")[0]
+        number.decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        if "e" in text.lower():
+            number.decimals -= int(text.lower().split("e")[1])
+        return number
+
+
+def mismatches(expected, actual, where: str = "") -> list[str]:
+    """Differences between the README's expected JSON (numbers as written) and what the command printed."""
+    if isinstance(expected, Written):
+        ok = isinstance(actual, int | float) and not isinstance(actual, bool)
+        tolerance = 0.5 * 10.0**-expected.decimals + 1e-15
+        return [] if ok and abs(actual - expected) <= tolerance else [f"{where or '.'}: {actual!r} ≠ {expected}"]
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or set(actual) != set(expected):
+            return [
+                f"{where or '.'}: keys {sorted(actual) if isinstance(actual, dict) else actual!r} ≠ {sorted(expected)}"
+            ]
+        return [m for k in expected for m in mismatches(expected[k], actual[k], f"{where}.{k}")]
+    if isinstance(expected, list):
+        if not isinstance(actual, list) or len(actual) != len(expected):
+            return [f"{where or '.'}: {actual!r} ≠ {expected!r}"]
+        return [
+            m for n, (e, a) in enumerate(zip(expected, actual, strict=True)) for m in mismatches(e, a, f"{where}[{n}]")
+        ]
+    same = expected == actual and type(expected) is type(actual)
+    return [] if same else [f"{where or '.'}: {actual!r} ≠ {expected!r}"]
+
+
+def last_json(output: str):
+    """The last JSON value in a stream of them (curl -s prints answers without newlines between them)."""
+    decoder, values, position = json.JSONDecoder(), [], 0
+    while True:
+        start = min((p for p in (output.find("{", position), output.find("[", position)) if p >= 0), default=-1)
+        if start < 0:
+            break
+        try:
+            value, position = decoder.raw_decode(output, start)
+            values.append(value)
+        except ValueError:
+            position = start + 1
+    if not values:
+        raise AssertionError(f"no JSON in the output:\n{output}")
+    return values[-1]
+
+
+def fresh_copy(target: Path) -> None:
+    """The repository as a fresh clone has it: the files git tracks (and new files not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    (target / ".venv").symlink_to(VENV, target_is_directory=True)
+
+
+class Background:
+    """A background block: its process group, its log, and a wait for the server it starts."""
+
+    def __init__(self, block: Block, script: str, cwd: Path, env: dict[str, str], port: int) -> None:
+        self.block, self.port = block, port
+        self.log_path = cwd / f".readme-background-{block.line}.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            ["bash", "-e", "-o", "pipefail", "-c", script],
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"README line {self.block.line}: the background block exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/v2/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"README line {self.block.line}: not ready after {timeout:.0f} s:\n{self.log()}")
+
+    def stop(self) -> str:
+        """Stops the process group; returns why it failed, or "" when it was still running as it should."""
+        problem = ""
+        if self.process.poll() is not None:
+            problem = f"README line {self.block.line}: the background block had exited:\n{self.log()}"
+        else:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+        return problem
+
+
+def readme_env(port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNFLOW_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["CHURNFLOW_PORT"] = str(port)
+    return env
+
+
+def run_readme(readme: str, workdir: Path, port: int) -> list[tuple[int, str, float]]:
+    """Runs the README's blocks in `workdir`; returns (line, what, seconds) per block, failing on the first error."""
+    env = readme_env(port)
+    timings: list[tuple[int, str, float]] = []
+    background: Background | None = None
+    problem = ""
+    try:
+        for block in parse_blocks(readme):
+            if block.kind == "not-run":
+                timings.append((block.line, f"not run: {block.reason}", 0.0))
+                continue
+            started = time.monotonic()
+            if block.kind == "background":
+                if background is not None:
+                    assert not (problem := background.stop()), problem
+                background = Background(block, block.text.replace(README_PORT, str(port)), workdir, env, port)
+                background.wait_ready(timeout=900)
+                timings.append((block.line, "background, ready", time.monotonic() - started))
+                continue
+            for segment in block.segments:
+                script = segment.script.replace(README_PORT, str(port))
+                done = subprocess.run(
+                    ["bash", "-e", "-o", "pipefail", "-c", script],
+                    cwd=workdir,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
+                assert done.returncode == 0, (
+                    f"README line {block.line}: exit status {done.returncode} from\n{segment.script}\n"
+                    f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
+                    + (f"\nbackground server log:\n{background.log()}" if background else "")
+                )
+                if segment.expected is not None:
+                    expected = json.loads(segment.expected, parse_float=Written)
+                    differences = mismatches(expected, last_json(done.stdout))
+                    assert not differences, (
+                        f"README line {block.line}: the answer differs from the README's\n{segment.script}\n"
+                        + "\n".join(differences)
+                    )
+            timings.append((block.line, "ran", time.monotonic() - started))
+    finally:
+        if background is not None:
+            problem = background.stop()
+    assert not problem, problem
+    return timings
+
+
+# -- the convention itself -------------------------------------------------------------------------------
+
+
+def test_blocks_markers_and_expected_answers_are_parsed():
+    readme = """
+<!-- not-run: needs a Kubeflow cluster -->
+```bash
+kubectl apply -k manifests/
+```
+
+<!-- background -->
+```bash
+churnflow serve --model-dir runs/latest/model --port 8080
+```
+
+```bash
+# a comment, not an answer
+curl -s localhost:8080/a
+# {"predictions":[{"churn":1,
+#   "probability":0.934}]}
+curl -s localhost:8080/b
+curl -s localhost:8080/c   # {"not": "an answer: on the command's line"}
+```
+"""
+    cluster, server, calls = parse_blocks(readme)
+    assert (cluster.kind, cluster.reason, server.kind, calls.kind) == (
+        "not-run",
+        "needs a Kubeflow cluster",
+        "background",
+        "run",
+    )
+    first, second = calls.segments
+    assert first.script.endswith("curl -s localhost:8080/a\n") and json.loads(first.expected)["predictions"]
+    assert second.expected is None and "localhost:8080/c" in second.script
+    for bad in ("<!-- not-run -->", "<!-- not-run: -->", "<!-- skip: flaky -->"):
+        with pytest.raises(ValueError, match="README line 1"):
+            parse_blocks(f"{bad}\n```bash\ntrue\n```\n")
+
+
+def test_answers_are_compared_to_the_precision_written():
+    expected = json.loads(
+        '{"churn":1,"probability":0.934,"exact":0.8244425564099428,"top":[["age",-0.029]]}', parse_float=Written
+    )
+    good = {"churn": 1, "probability": 0.93412578, "exact": 0.8244425564099428, "top": [["age", -0.0292832]]}
+    assert mismatches(expected, good) == []
+    assert mismatches(expected, {**good, "probability": 0.9346}) == [".probability: 0.9346 ≠ 0.934"]
+    assert mismatches(expected, {**good, "exact": 0.82444255640994}) != []
+    assert mismatches(expected, {**good, "churn": 0}) == [".churn: 0 ≠ 1"]
+    assert mismatches(expected, {**good, "extra": 1}) != []
+    assert mismatches(expected, {**good, "top": [["age", -0.029], ["x", 1.0]]}) != []
+    assert last_json('{"a":1}{"predictions":[1]}\n') == {"predictions": [1]}
+
+
+def test_a_broken_command_or_a_changed_answer_fails(tmp_path):
+    port = free_port()
+    with pytest.raises(AssertionError, match=r"README line 1: exit status 2"):
+        run_readme(
+            "```bash\nchurnflow generate --rows 5 --output x.csv\nchurnflow generate --rows 0\n```\n", tmp_path, port
+        )
+    changed = '```bash\necho \'{"churn": 1, "probability": 0.5}\'\n# {"churn": 1, "probability": 0.6}\n```\n'
+    with pytest.raises(AssertionError, match=r"probability: 0.5 ≠ 0.6"):
+        run_readme(changed, tmp_path, port)
+
+
+# -- the README ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_readme_runs_as_written(tmp_path):
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.fail("this test copies the repository as git tracks it: it needs git and the project's checkout")
+    workdir = tmp_path / "churnflow"
+    workdir.mkdir()
+    fresh_copy(workdir)
+    readme = (workdir / "README.md").read_text()
+    started = time.monotonic()
+    timings = run_readme(readme, workdir, free_port())
+    for line, what, seconds in timings:
+        print(f"README line {line:4d}: {what} ({seconds:.1f} s)")
+    print(f"README: {time.monotonic() - started:.0f} s in all")
+    ran = [t for t in timings if not t[1].startswith("not run")]
+    assert len(ran) >= 8, timings  # the journey itself is never all marked away
