@@ -26,6 +26,7 @@ from churnflow.contract import FeatureContract, normalize_level
 from churnflow.errors import ChurnflowError
 
 _ABSENT = object()
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class RequestError(ChurnflowError):
@@ -90,6 +91,8 @@ class Aligner:
             raise RequestError(f"{where}field {column!r}: number out of range") from None
         if not math.isfinite(number):
             raise RequestError(f"{where}field {column!r}: expected a finite number, got {number}")
+        if abs(number) > _FLOAT32_MAX:  # the forest compares float32: it would read this as infinity
+            raise RequestError(f"{where}field {column!r}: number out of range, got {number:g} (limit ±3.4e38)")
         return number
 
     def _level(self, value: Any, where: str, column: str) -> str | None:

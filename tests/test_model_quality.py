@@ -153,6 +153,36 @@ def test_explanations_add_up_to_the_probability(splits, tmp_path):
         assert all(v > 0 for _, v in answer["top_increasing"]) and all(v < 0 for _, v in answer["top_decreasing"])
 
 
+def test_explanations_match_an_independent_decomposition(splits, tmp_path):
+    """Calibration off, the contributions are the forest's decision-path decomposition itself:
+    treeinterpreter (an independent implementation of the same method) must give the same numbers,
+    one-hot columns summed into the caller's column, to 1e-12, on every test-split row."""
+    from treeinterpreter import treeinterpreter
+
+    train(splits / "train", splits / "contract", tmp_path / "model", ForestParams(n_estimators=25, max_depth=8))
+    contract = FeatureContract.load(tmp_path / "model")
+    model = joblib.load(tmp_path / "model" / "model.joblib")
+    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    features = contract.encode_frame(frame)
+    assert len(features) >= 200
+    served = model.predict_proba(features)[:, 1]
+    answers = explain_rows(model, contract, features, served)
+
+    prediction, bias, contributions = treeinterpreter.predict(model, features)
+    owner = {column: column for column in contract.numeric}
+    for column, levels in contract.categorical.items():
+        owner.update({contract.one_hot_column(column, level): column for level in levels})
+    expected = {column: np.zeros(len(features)) for column in contract.input_columns}
+    for j, model_column in enumerate(contract.feature_columns):
+        expected[owner[model_column]] += contributions[:, j, 1]
+    assert np.abs(prediction[:, 1] - served).max() < 1e-12
+    for row, answer in enumerate(answers):
+        assert answer["base_value"] == pytest.approx(bias[row, 1], abs=1e-12)
+        for column in contract.input_columns:
+            assert answer["contributions"][column] == pytest.approx(expected[column][row], abs=1e-12), column
+        assert abs(answer["calibration_adjustment"]) < 1e-12  # nothing left over for calibration to hide
+
+
 def test_explain_route_answers_per_instance(server):
     import httpx
 

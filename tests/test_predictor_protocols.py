@@ -263,6 +263,38 @@ def test_bad_v2_requests_are_400_naming_the_field(server, body, message):
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
 
 
+HUGE = 1e39  # a finite JSON number no float32 can hold: the forest compares float32 values
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/churn:predict", {"instances": [{**ROW, "usage": HUGE}]}),
+        ("/v1/models/churn:predict", {"instances": [[12, -HUGE, 30, 70, "One year"]]}),
+        ("/v1/models/churn:explain", {"instances": [{**ROW, "usage": HUGE}]}),
+        ("/predict", {**ROW, "usage": HUGE}),
+        (
+            "/v2/models/churn/infer",
+            {
+                "inputs": [
+                    {"name": n, "shape": [1], "datatype": "FP64", "data": [HUGE if n == "usage" else ROW[n]]}
+                    for n in ("tenure", "usage", "age", "monthly_charges")
+                ]
+                + [{"name": "contract_type", "shape": [1], "datatype": "BYTES", "data": ["One year"]}]
+            },
+        ),
+        (
+            "/v2/models/churn/infer",
+            {"inputs": [{"name": "row", "shape": [1, 5], "datatype": "BYTES", "data": ["1", "1e39", "3", "4", "x"]}]},
+        ),
+    ],
+)
+def test_numbers_beyond_float32_are_400_naming_the_field_on_every_route(server, path, body):
+    answer = httpx.post(f"{server.url}{path}", json=body)
+    assert answer.status_code == 400, answer.text
+    assert "usage" in answer.json()["error"] and "out of range" in answer.json()["error"], answer.text
+
+
 def test_limits(start_server, model_dir):
     small = start_server(model_dir, "--max-batch", "5", env={"CHURNFLOW_MAX_BODY_BYTES": "2000"})
     too_many = httpx.post(f"{small.url}/v1/models/churn:predict", json={"instances": [ROW] * 6})
