@@ -58,7 +58,24 @@ def test_bad_grids_are_one_line_errors(grid, message):
         candidates(ForestParams(), True, grid)
 
 
-def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best(splits):
+def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best(splits, monkeypatch):
+    """Every row a CV fit learns from or is scored on is a training-split row, each fold scores rows
+    its fit never saw, the folds together use the whole training split, and no test row is touched."""
+    from churnflow.components.preprocess.logic import TEST_FILE, TRAIN_FILE
+    from churnflow.components.tune import logic as tune_logic
+
+    seen: list[tuple[str, np.ndarray]] = []
+
+    class Recording(tune_logic.RandomForestClassifier):
+        def fit(self, X, y, sample_weight=None):  # noqa: N803 - scikit-learn's names
+            seen.append(("fit", np.asarray(X).copy()))
+            return super().fit(X, y, sample_weight)
+
+        def predict_proba(self, X):  # noqa: N803
+            seen.append(("score", np.asarray(X).copy()))
+            return super().predict_proba(X)
+
+    monkeypatch.setattr(tune_logic, "RandomForestClassifier", Recording)
     results = [
         cross_validate(
             splits / "train",
@@ -68,6 +85,25 @@ def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best
         )
         for leaf in (1, 20)
     ]
+    contract = FeatureContract.load(splits / "contract")
+
+    def encoded(path) -> set[bytes]:
+        frame = read_split(path, contract.numeric, list(contract.categorical))
+        return {row.tobytes() for row in contract.encode_frame(frame)}
+
+    train_rows, test_rows = encoded(splits / "train" / TRAIN_FILE), encoded(splits / "test" / TEST_FILE)
+    assert not train_rows & test_rows  # so a test row reaching a fit could not hide as a training row
+    assert [kind for kind, _ in seen] == ["fit", "score"] * 6
+    for (_, fitted), (_, scored) in zip(seen[::2], seen[1::2], strict=True):
+        fitted_rows, scored_rows = {r.tobytes() for r in fitted}, {r.tobytes() for r in scored}
+        outside = len((fitted_rows | scored_rows) - train_rows)
+        assert not outside, f"{outside} rows outside the training split reached a CV fit"
+        leaked = len((fitted_rows | scored_rows) & test_rows)
+        assert not leaked, f"{leaked} test-split rows reached a CV fit"
+        overlap = len(fitted_rows & scored_rows)
+        assert not overlap, f"{overlap} rows were scored by a fit that learned them"
+        assert fitted_rows | scored_rows == train_rows, "a fold did not use the whole training split"
+    assert set().union(*({r.tobytes() for r in s} for _, s in seen[1:6:2])) == train_rows  # 3 folds cover it
     for result in results:
         assert len(result["fold_scores"]) == 3 and 0.5 < result["score"] <= 1.0
     selection = select_best(results)
