@@ -19,12 +19,12 @@ import logging
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
+from churnflow.artifact import ONNX_INPUT, ONNX_OUTPUT
+
 log = logging.getLogger(__name__)
 
 MAX_COMPILED_NODES = 20_000_000
 TOLERANCE = 1e-15  # a few float64 ulps: only summation order may differ
-INPUT_NAME = "features"
-OUTPUT_NAME = "probability"
 BRANCH_LEQ = 0
 
 
@@ -99,15 +99,15 @@ def compile_forest(model: RandomForestClassifier, n_features: int) -> bytes | No
     )
     graph = helper.make_graph(
         [
-            helper.make_node("Cast", [INPUT_NAME], ["x32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [ONNX_INPUT], ["x32"], to=TensorProto.FLOAT),
             helper.make_node("Cast", ["x32"], ["x64"], to=TensorProto.DOUBLE),
             trees,
             helper.make_node("Div", ["leaf_sum", "n_trees"], ["mean"]),
-            helper.make_node("Squeeze", ["mean", "axis1"], [OUTPUT_NAME]),
+            helper.make_node("Squeeze", ["mean", "axis1"], [ONNX_OUTPUT]),
         ],
         "churnflow_forest",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.DOUBLE, [None, n_features])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.DOUBLE, [None])],
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.DOUBLE, [None, n_features])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.DOUBLE, [None])],
         initializer=[
             numpy_helper.from_array(np.array([float(len(model.estimators_))]), "n_trees"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
@@ -126,6 +126,6 @@ def compiled_max_difference(onnx_bytes: bytes, model: RandomForestClassifier, sa
     import onnxruntime
 
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    compiled = session.run(None, {INPUT_NAME: np.ascontiguousarray(sample, dtype=np.float64)})[0]
+    compiled = session.run(None, {ONNX_INPUT: np.ascontiguousarray(sample, dtype=np.float64)})[0]
     reference = model.predict_proba(sample)[:, 1]
     return float(np.max(np.abs(compiled - reference))) if len(sample) else 0.0
