@@ -31,7 +31,7 @@ BRANCH_LEQ = 0
 def _forest_arrays(model: RandomForestClassifier) -> dict[str, np.ndarray]:
     """Flattens every tree into TreeEnsemble's parallel arrays (interior nodes and leaves numbered apart).
 
-    Vectorised per tree: a million-node forest takes well under a second.
+    Vectorised per tree, so large forests flatten quickly.
     """
     parts: dict[str, list[np.ndarray]] = {
         k: [] for k in ("feature", "split", "true_id", "true_leaf", "false_id", "false_leaf", "roots", "leaf_weight")
