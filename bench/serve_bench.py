@@ -1,6 +1,7 @@
 """Benchmark: serving throughput, latency and memory, ours against the original Flask app.
 
-Run on purpose (not a test):  .venv/bin/python bench/serve_bench.py [--seconds 10] [--connections 4]
+Run on purpose (not a test):
+    .venv/bin/python bench/serve_bench.py [--seconds 10] [--connections 4] [--event-loop asyncio|uvloop]
 Needs wrk (Debian package; scripts/system-deps.sh installs it) and the bench extra (flask, gunicorn).
 
 In one run, on loopback only, it trains one model on the default synthetic table (1,000 rows, the
@@ -10,7 +11,8 @@ seed's 100 trees), then starts in turn:
   ours-1w / ours-2w  `churnflow serve` (KServe ModelServer) with 1 and 2 workers
 and drives each with the same bounded wrk load: single rows and batches of 100, v1 and v2 (the baseline
 only has single-row /predict). It prints req/s, p50/p99 latency and the server's peak RSS (all its
-processes), with ratios against baseline-dev measured in the same run.
+processes), with ratios against baseline-dev measured in the same run, and writes them with the
+commit, date and machine to bench/results/serve_bench-<event loop>.json (or --json).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+from _results import write_results
 from _server import Server, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio", help="churnflow serve's loop")
+    parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
+    parser.add_argument("--json", help="write the results here (default bench/results/serve_bench-<loop>.json)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk, or bash scripts/system-deps.sh)")
@@ -122,16 +127,19 @@ def main() -> None:
     )
     model_dir = str(work / "run" / "model")
     env = {"CHURN_MODEL": str(work / "churn_model.pkl")}
+    loop = ["--event-loop", args.event_loop]
     setups = {
         "baseline-dev": lambda p: Server([PYTHON, str(HERE / "baseline_app.py"), str(p)], p, "/metrics", env, cwd=HERE),
         "baseline-gunicorn": lambda p: Server(
             [str(BIN / "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{p}", "baseline_app:app"], p, "/metrics", env, cwd=HERE
         ),
         "ours-1w": lambda p: Server(
-            [str(BIN / "churnflow"), "serve", "--model-dir", model_dir, "--port", str(p)], p, "/v2/models/churn/ready"
+            [str(BIN / "churnflow"), "serve", "--model-dir", model_dir, "--port", str(p), *loop],
+            p,
+            "/v2/models/churn/ready",
         ),
         "ours-2w": lambda p: Server(
-            [str(BIN / "churnflow"), "serve", "--model-dir", model_dir, "--port", str(p), "--workers", "2"],
+            [str(BIN / "churnflow"), "serve", "--model-dir", model_dir, "--port", str(p), "--workers", "2", *loop],
             p,
             "/v2/models/churn/ready",
         ),
@@ -157,8 +165,15 @@ def main() -> None:
             f"{r['peak_rss_mib']:>8.0f}"
         )
     print("(x base: single-row req/s over the original Flask dev server's; batch rows/s = req/s x 100)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    for key, r in results.items():
+        r["x_baseline_dev"] = r["rps"] / base["rps"] if "single" in key else None
+    figures = {
+        "event_loop": args.event_loop,
+        "seconds_per_load": args.seconds,
+        "connections": args.connections,
+        "results": results,
+    }
+    write_results("serve_bench", figures, args.note, args.json or f"{HERE}/results/serve_bench-{args.event_loop}.json")
     shutil.rmtree(work, ignore_errors=True)
 
 

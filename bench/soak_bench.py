@@ -2,15 +2,18 @@
 
 Run on purpose (not a test):
     .venv/bin/python bench/soak_bench.py [--minutes 10] [--workers 1,2] [--store sqlite:///tmp/p.db]
+                                         [--event-loop asyncio|uvloop] [--overload 3]
 
 For each worker count it
 1. measures peak throughput with a closed-loop wrk run (mixed single rows and batches of 10, v1 and v2);
 2. soaks at ~80% of that rate for --minutes (wrk paced per connection with a Lua delay), reporting
    req/s, p50/p99/p99.9, errors (must be 0) and the server's RSS at start and end (must stay flat);
-3. overloads it: three times the connections, unpaced, for 30 s, counting 200s and 503s (the server
-   sheds with 503 + Retry-After rather than timing out) while probing the InferenceService's readiness
-   path twice a second with Kubernetes' default 1 s timeout (a busy pod must stay ready), then measures
-   how long until a plain request is answered in under 50 ms again.
+3. overloads it: offers --overload times the measured peak in requests/s for 30 s (many connections,
+   each paced), counting 200s and 503s (the server sheds with 503 + Retry-After rather than timing
+   out) while probing the InferenceService's readiness path twice a second with Kubernetes' default
+   1 s timeout (a busy pod must stay ready), then measures how long until a plain request is answered
+   in under 50 ms again. The offered load reported is what reached the server (every answer counted).
+Results go to bench/results/soak_bench-<event loop>[-store].json (or --json) with commit, date and machine.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
+from _results import write_results
 from _server import Server, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -169,7 +173,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--store", help="prediction store URL for the server (prediction logging on)")
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--overload", type=float, default=3.0, help="offered load in multiples of the peak")
+    parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
+    parser.add_argument("--json", help="write the results here (default bench/results/soak_bench-<loop>.json)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (bash scripts/system-deps.sh)")
@@ -189,6 +196,8 @@ def main() -> None:
             str(port),
             "--workers",
             str(workers),
+            "--event-loop",
+            args.event_loop,
         ]
         if args.store:
             command += ["--store", args.store]
@@ -209,7 +218,12 @@ def main() -> None:
             logged = prediction_log(port) if args.store else {}
             probe = ReadinessProbe(port)
             probe.start()
-            overload = wrk(port, 30, connections * 3 * 8, 0)
+            overload_connections = connections * 24
+            offered = args.overload * peak["rps"]
+            overload = wrk(port, 30, overload_connections, overload_connections / offered * 1000)
+            overload["offered_target_rps"] = offered
+            overload["offered_rps"] = sum(overload["statuses"].values()) / 30
+            overload["offered_x_peak"] = overload["offered_rps"] / peak["rps"]
             readiness = probe.stop()
             recovered = recovery_seconds(port)
             results[f"{workers} worker(s)"] = {
@@ -221,6 +235,7 @@ def main() -> None:
                 "overload": overload,
                 "recovery_seconds": recovered,
                 "readiness_during_overload": readiness,
+                "readiness_probes": {"answered_200": probe.results.count(200), "sent": len(probe.results)},
                 "prediction_log": logged,
             }
             print(f"--- {workers} worker(s): peak {peak['rps']:.0f} req/s")
@@ -235,13 +250,21 @@ def main() -> None:
                     f"{logged['pending']:.0f} pending, {logged['dropped']:.0f} dropped"
                 )
             print(
-                f"overload ({connections * 24} connections): {overload['rps']:.0f} req/s, statuses "
-                f"{overload['statuses']}, p99 {overload['p99_ms']:.1f} ms; {readiness}; recovered in {recovered:.2f} s"
+                f"overload: offered {overload['offered_rps']:.0f} req/s ({overload['offered_x_peak']:.1f}x the peak of "
+                f"{peak['rps']:.0f}), statuses {overload['statuses']}, p99 {overload['p99_ms']:.1f} ms; {readiness}; "
+                f"recovered in {recovered:.2f} s"
             )
         finally:
             server.stop()
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    figures = {
+        "event_loop": args.event_loop,
+        "minutes": args.minutes,
+        "prediction_store": "sqlite" if args.store and args.store.startswith("sqlite") else (args.store and "other"),
+        "overload_factor_asked": args.overload,
+        "results": results,
+    }
+    default = f"{HERE}/results/soak_bench-{args.event_loop}{'-store' if args.store else ''}.json"
+    write_results("soak_bench", figures, args.note, args.json or default)
     shutil.rmtree(work, ignore_errors=True)
 
 

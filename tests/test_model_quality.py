@@ -59,7 +59,24 @@ def test_bad_grids_are_one_line_errors(grid, message):
         candidates(ForestParams(), True, grid)
 
 
-def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best(splits):
+def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best(splits, monkeypatch):
+    """Every row a CV fit learns from or is scored on is a training-split row, each fold scores rows
+    its fit never saw, the folds together use the whole training split, and no test row is touched."""
+    from churnflow.components.preprocess.logic import TEST_FILE, TRAIN_FILE
+    from churnflow.components.tune import logic as tune_logic
+
+    seen: list[tuple[str, np.ndarray]] = []
+
+    class Recording(tune_logic.RandomForestClassifier):
+        def fit(self, X, y, sample_weight=None):  # noqa: N803 - scikit-learn's names
+            seen.append(("fit", np.asarray(X).copy()))
+            return super().fit(X, y, sample_weight)
+
+        def predict_proba(self, X):  # noqa: N803
+            seen.append(("score", np.asarray(X).copy()))
+            return super().predict_proba(X)
+
+    monkeypatch.setattr(tune_logic, "RandomForestClassifier", Recording)
     results = [
         cross_validate(
             splits / "train",
@@ -69,6 +86,25 @@ def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best
         )
         for leaf in (1, 20)
     ]
+    contract = FeatureContract.load(splits / "contract")
+
+    def encoded(path) -> set[bytes]:
+        frame = read_split(path, contract.numeric, list(contract.categorical))
+        return {row.tobytes() for row in contract.encode_frame(frame)}
+
+    train_rows, test_rows = encoded(splits / "train" / TRAIN_FILE), encoded(splits / "test" / TEST_FILE)
+    assert not train_rows & test_rows  # so a test row reaching a fit could not hide as a training row
+    assert [kind for kind, _ in seen] == ["fit", "score"] * 6
+    for (_, fitted), (_, scored) in zip(seen[::2], seen[1::2], strict=True):
+        fitted_rows, scored_rows = {r.tobytes() for r in fitted}, {r.tobytes() for r in scored}
+        outside = len((fitted_rows | scored_rows) - train_rows)
+        assert not outside, f"{outside} rows outside the training split reached a CV fit"
+        leaked = len((fitted_rows | scored_rows) & test_rows)
+        assert not leaked, f"{leaked} test-split rows reached a CV fit"
+        overlap = len(fitted_rows & scored_rows)
+        assert not overlap, f"{overlap} rows were scored by a fit that learned them"
+        assert fitted_rows | scored_rows == train_rows, "a fold did not use the whole training split"
+    assert set().union(*({r.tobytes() for r in s} for _, s in seen[1:6:2])) == train_rows  # 3 folds cover it
     for result in results:
         assert len(result["fold_scores"]) == 3 and 0.5 < result["score"] <= 1.0
     selection = select_best(results)
@@ -153,6 +189,36 @@ def test_explanations_add_up_to_the_probability(splits, tmp_path):
         assert total == pytest.approx(probability, abs=1e-12)
         assert answer["probability"] == probability
         assert all(v > 0 for _, v in answer["top_increasing"]) and all(v < 0 for _, v in answer["top_decreasing"])
+
+
+def test_explanations_match_an_independent_decomposition(splits, tmp_path):
+    """Calibration off, the contributions are the forest's decision-path decomposition itself:
+    treeinterpreter (an independent implementation of the same method) must give the same numbers,
+    one-hot columns summed into the caller's column, to 1e-12, on every test-split row."""
+    from treeinterpreter import treeinterpreter
+
+    train(splits / "train", splits / "contract", tmp_path / "model", ForestParams(n_estimators=25, max_depth=8))
+    contract = FeatureContract.load(tmp_path / "model")
+    model = joblib.load(tmp_path / "model" / "model.joblib")
+    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    features = contract.encode_frame(frame)
+    assert len(features) >= 200
+    served = model.predict_proba(features)[:, 1]
+    answers = explain_rows(model, contract, features, served)
+
+    prediction, bias, contributions = treeinterpreter.predict(model, features)
+    owner = {column: column for column in contract.numeric}
+    for column, levels in contract.categorical.items():
+        owner.update({contract.one_hot_column(column, level): column for level in levels})
+    expected = {column: np.zeros(len(features)) for column in contract.input_columns}
+    for j, model_column in enumerate(contract.feature_columns):
+        expected[owner[model_column]] += contributions[:, j, 1]
+    assert np.abs(prediction[:, 1] - served).max() < 1e-12
+    for row, answer in enumerate(answers):
+        assert answer["base_value"] == pytest.approx(bias[row, 1], abs=1e-12)
+        for column in contract.input_columns:
+            assert answer["contributions"][column] == pytest.approx(expected[column][row], abs=1e-12), column
+        assert abs(answer["calibration_adjustment"]) < 1e-12  # nothing left over for calibration to hide
 
 
 def test_explain_route_answers_per_instance(server):

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import free_port
+from .conftest import KUBECTL, free_port
 
 MONITORING = Path(__file__).resolve().parents[1] / "manifests" / "monitoring"
 PROMTOOL = shutil.which("promtool")
@@ -136,9 +136,7 @@ def test_dashboard_round_trips_through_grafana_foundation_sdk():
 
 
 def test_dashboard_is_shipped_as_a_grafana_configmap(tmp_path):
-    if not shutil.which("kubectl"):
-        pytest.skip("kubectl is not installed")
-    built = subprocess.run(["kubectl", "kustomize", str(MONITORING)], capture_output=True, text=True, check=True)
+    built = subprocess.run([KUBECTL, "kustomize", str(MONITORING)], capture_output=True, text=True, check=True)
     documents = [d for d in yaml.safe_load_all(built.stdout) if d]
     (config_map,) = [d for d in documents if d["kind"] == "ConfigMap"]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"

@@ -2,7 +2,7 @@
 
 Alignment must equal the pandas reference (FeatureContract.encode_frame) exactly; the served
 probabilities must equal the trained scikit-learn model's predict_proba (exactly on the sklearn path,
-within 1e-6 on the compiled path); every bad request is a 400 naming the field.
+within 1e-15 on the compiled path, as the README claims); every bad request is a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_scoring_paths_agree_with_predict_proba(model_dir, tmp_path):
         "rows over 1e-12:",
         [(int(i), float(differences[i])) for i in worst if differences[i] > 1e-12],
     )
-    assert differences.max() <= 1e-6
+    assert differences.max() <= 1e-15  # the README: equal to predict_proba to about 1e-16
     assert np.array_equal(Scorer(model_dir, prefer_compiled=False).probability(features), expected)
     without_onnx = tmp_path / "m"
     shutil.copytree(model_dir, without_onnx)
@@ -104,6 +104,27 @@ def test_scoring_paths_agree_with_predict_proba(model_dir, tmp_path):
     assert Scorer(without_onnx).backend == "scikit-learn"
     copy = pickle.loads(pickle.dumps(Scorer(model_dir)))  # as KServe does to start extra workers
     assert np.array_equal(copy.probability(features), compiled)
+
+
+@pytest.mark.parametrize("leaf", [1, 20])
+def test_compiled_forest_equals_predict_proba_to_about_1e_16(tmp_path, leaf):
+    """The README's claim, on a fully grown forest (pure 0/1 leaves) and on the tuned default's shape
+    (min_samples_leaf=20: fractional leaves, where summation order and leaf precision show)."""
+    from churnflow.components.preprocess.logic import preprocess
+    from churnflow.components.train.logic import train
+    from churnflow.config import load_config
+    from churnflow.hyperparameters import ForestParams
+
+    preprocess("", load_config(None), tmp_path / "train", tmp_path / "test", tmp_path / "contract", 2000, seed=11)
+    train(
+        tmp_path / "train", tmp_path / "contract", tmp_path / "m", ForestParams(n_estimators=60, min_samples_leaf=leaf)
+    )
+    contract = FeatureContract.load(tmp_path / "m")
+    features = Aligner(contract).encode_records(random_rows(5000, seed=4)).features
+    expected = joblib.load(tmp_path / "m" / "model.joblib").predict_proba(features)[:, 1]
+    scorer = Scorer(tmp_path / "m")
+    assert scorer.backend == "onnxruntime"
+    assert np.abs(scorer.probability(features) - expected).max() <= 1e-15
 
 
 ROW = {"tenure": 12, "usage": 50, "age": 30, "monthly_charges": 70, "contract_type": "Month-to-month"}
@@ -261,6 +282,38 @@ BAD_V2 = [
 def test_bad_v2_requests_are_400_naming_the_field(server, body, message):
     answer = httpx.post(f"{server.url}/v2/models/churn/infer", json=body)
     assert answer.status_code == 400 and message in answer.json()["error"], answer.text
+
+
+HUGE = 1e39  # a finite JSON number no float32 can hold: the forest compares float32 values
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/models/churn:predict", {"instances": [{**ROW, "usage": HUGE}]}),
+        ("/v1/models/churn:predict", {"instances": [[12, -HUGE, 30, 70, "One year"]]}),
+        ("/v1/models/churn:explain", {"instances": [{**ROW, "usage": HUGE}]}),
+        ("/predict", {**ROW, "usage": HUGE}),
+        (
+            "/v2/models/churn/infer",
+            {
+                "inputs": [
+                    {"name": n, "shape": [1], "datatype": "FP64", "data": [HUGE if n == "usage" else ROW[n]]}
+                    for n in ("tenure", "usage", "age", "monthly_charges")
+                ]
+                + [{"name": "contract_type", "shape": [1], "datatype": "BYTES", "data": ["One year"]}]
+            },
+        ),
+        (
+            "/v2/models/churn/infer",
+            {"inputs": [{"name": "row", "shape": [1, 5], "datatype": "BYTES", "data": ["1", "1e39", "3", "4", "x"]}]},
+        ),
+    ],
+)
+def test_numbers_beyond_float32_are_400_naming_the_field_on_every_route(server, path, body):
+    answer = httpx.post(f"{server.url}{path}", json=body)
+    assert answer.status_code == 400, answer.text
+    assert "usage" in answer.json()["error"] and "out of range" in answer.json()["error"], answer.text
 
 
 def test_limits(start_server, model_dir):

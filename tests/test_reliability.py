@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -170,6 +171,78 @@ def test_killed_pipeline_leaves_the_released_model_untouched(tmp_path):
     assert os.readlink(output / "model") == released
     verify_files(output / "model")
     assert read_metadata(output / "model")["model_version"] == before
+
+
+PADDING = "padding.bin"  # stands in for a large forest (an unpruned 1M-row forest pickles to 3.5 GB)
+PADDING_BYTES = 256 << 20
+
+
+def _copying(root) -> bool:
+    """Seen from outside: is a release of the padded model being written somewhere under `root`?"""
+    for path in root.rglob(PADDING):
+        try:
+            if 0 < path.stat().st_size < PADDING_BYTES:
+                return True
+        except FileNotFoundError:
+            pass
+    return False
+
+
+def test_release_killed_between_writing_and_swapping_keeps_the_previous_model_serving(
+    start_server, model_dir, tmp_path
+):
+    """SIGKILL the deploy step's release of a large model while its files are being written (observed
+    from outside, not by a hook in the code): the previous model keeps serving, and the next release works."""
+    from churnflow.artifact import write_metadata
+
+    serving = tmp_path / "serving"
+    publish_directory(model_dir, serving / "model")
+    previous = (serving / "model").resolve()
+    server = start_server(serving / "model", "--watch", "0.2")
+    first = version_of(server)
+
+    large = tmp_path / "large"
+    shutil.copytree(model_dir, large)
+    with open(large / PADDING, "wb") as padding:
+        padding.truncate(PADDING_BYTES)
+    metadata = read_metadata(large)
+    metadata.pop("files")
+    write_metadata(large, {**metadata, "model_version": "large"})
+    release = subprocess.Popen(
+        [
+            str(Path(CHURNFLOW).with_name("python")),
+            "-c",
+            "import sys; from churnflow.components.deploy.logic import release_locally; "
+            "release_locally(sys.argv[1], {'deploy': True}, sys.argv[2])",
+            str(large),
+            str(serving / "model"),
+        ],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _copying(serving) and release.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert release.poll() is None, "the release finished before it could be interrupted"
+    os.killpg(release.pid, signal.SIGKILL)
+    release.wait(timeout=30)
+    assert any(True for _ in serving.rglob(PADDING)), "killed before anything was written"
+
+    assert (serving / "model").resolve() == previous
+    assert verify_files(serving / "model")["model_version"] == first
+    time.sleep(1.0)  # several --watch periods: the server saw whatever there was to see
+    assert version_of(server) == first
+    answer = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [ROW]})
+    assert answer.status_code == 200, answer.text
+
+    from churnflow.components.deploy.logic import release_locally
+
+    next_model = build_model(tmp_path / "next", rows=600, trees=5)
+    release_locally(next_model, {"deploy": True}, serving / "model")
+    assert verify_files(serving / "model")["model_version"] == read_metadata(next_model)["model_version"]
+    deadline = time.monotonic() + 15
+    while version_of(server) == first and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert version_of(server) == read_metadata(next_model)["model_version"]
 
 
 def test_failing_step_fails_the_run_in_one_line_and_keeps_the_released_model(tmp_path):

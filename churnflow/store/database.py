@@ -59,7 +59,7 @@ OUTCOMES = sa.Table(
     sa.Index("ix_outcomes_customer", "customer_id"),
 )
 
-try:  # the writer thread's main cost is JSON: orjson (installed with KServe) is ~5x faster when present
+try:  # the writer thread's main cost is JSON: orjson (installed with KServe) is much faster when present
     import orjson
 
     def _json_dumps(value: Any) -> str:

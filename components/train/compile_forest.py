@@ -25,12 +25,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from churnflow.artifact import ONNX_INPUT, ONNX_OUTPUT
+
 log = logging.getLogger(__name__)
 
 MAX_COMPILED_NODES = 20_000_000
-TOLERANCE = 1e-12
-INPUT_NAME = "features"
-OUTPUT_NAME = "probability"
+TOLERANCE = 1e-12  # float64 summation order (and, for boosting, the logistic function) may differ by ulps
 BRANCH_LEQ = 0
 
 
@@ -94,7 +94,7 @@ def tree_nodes(model: Any) -> int:
 def _ensemble_arrays(trees: Iterable[TreeArrays]) -> dict[str, np.ndarray]:
     """Flattens every tree into TreeEnsemble's parallel arrays (interior nodes and leaves numbered apart).
 
-    Vectorised per tree: a million-node forest takes well under a second.
+    Vectorised per tree, so large forests flatten quickly.
     """
     parts: dict[str, list[np.ndarray]] = {
         k: [] for k in ("feature", "split", "true_id", "true_leaf", "false_id", "false_leaf", "roots", "leaf_weight")
@@ -158,27 +158,27 @@ def compile_model(model: Any, n_features: int) -> bytes | None:
     if is_boosting(model):
         baseline = float(np.asarray(model._baseline_prediction).ravel()[0])
         nodes_list = [
-            helper.make_node("Identity", [INPUT_NAME], ["x64"]),
+            helper.make_node("Identity", [ONNX_INPUT], ["x64"]),
             trees,
             helper.make_node("Add", ["leaf_sum", "baseline"], ["log_odds"]),
             helper.make_node("Sigmoid", ["log_odds"], ["churn"]),
-            helper.make_node("Squeeze", ["churn", "axis1"], [OUTPUT_NAME]),
+            helper.make_node("Squeeze", ["churn", "axis1"], [ONNX_OUTPUT]),
         ]
         constants = [numpy_helper.from_array(np.array([baseline]), "baseline"), axis]
     else:
         nodes_list = [
-            helper.make_node("Cast", [INPUT_NAME], ["x32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [ONNX_INPUT], ["x32"], to=TensorProto.FLOAT),
             helper.make_node("Cast", ["x32"], ["x64"], to=TensorProto.DOUBLE),
             trees,
             helper.make_node("Div", ["leaf_sum", "n_trees"], ["mean"]),
-            helper.make_node("Squeeze", ["mean", "axis1"], [OUTPUT_NAME]),
+            helper.make_node("Squeeze", ["mean", "axis1"], [ONNX_OUTPUT]),
         ]
         constants = [numpy_helper.from_array(np.array([float(len(model.estimators_))]), "n_trees"), axis]
     graph = helper.make_graph(
         nodes_list,
         "churnflow_trees",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.DOUBLE, [None, n_features])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.DOUBLE, [None])],
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.DOUBLE, [None, n_features])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.DOUBLE, [None])],
         initializer=constants,
     )
     onnx_model = helper.make_model(
@@ -194,6 +194,6 @@ def compiled_max_difference(onnx_bytes: bytes, model: Any, sample: np.ndarray) -
     import onnxruntime
 
     session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    compiled = session.run(None, {INPUT_NAME: np.ascontiguousarray(sample, dtype=np.float64)})[0]
+    compiled = session.run(None, {ONNX_INPUT: np.ascontiguousarray(sample, dtype=np.float64)})[0]
     reference = model.predict_proba(sample)[:, 1]
     return float(np.max(np.abs(compiled - reference))) if len(sample) else 0.0

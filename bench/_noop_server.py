@@ -1,0 +1,29 @@
+"""KServe's ModelServer with a model that does no work at all: the ceiling any predictor can reach.
+
+Started by request_bench.py as `python _noop_server.py PORT`; answers every v1 predict with a constant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from kserve import Model, ModelServer
+
+
+class NoWork(Model):
+    def __init__(self) -> None:
+        super().__init__("churn")
+        self.ready = True
+
+    def load(self) -> bool:
+        return True
+
+    def predict(self, payload, headers=None):  # noqa: ANN001 - KServe's signature
+        return {"predictions": [{"churn": 0, "probability": 0.0}], "loop": type(asyncio.get_running_loop()).__module__}
+
+
+if __name__ == "__main__":
+    ModelServer(http_port=int(sys.argv[1]), workers=1, enable_grpc=False, enable_latency_logging=False).start(
+        [NoWork()]
+    )
