@@ -1,7 +1,7 @@
 """Issue 4: from a laptop — submit a run, schedule retraining, print or apply the InferenceService.
 
-The real kfp.Client talks to a KFP API stand-in on loopback, the real kubernetes client to a Kubernetes
-API stand-in; what arrives there is checked."""
+The real kfp.Client talks to the KFP API double (tests/kfp_api.py) on loopback, the real kubernetes
+client to a Kubernetes API stand-in; what arrives there is checked."""
 
 from __future__ import annotations
 
@@ -14,23 +14,25 @@ from churnflow.cli import main
 from churnflow.config import load_config
 
 from .conftest import CHURNFLOW
-from .fake_kfp_api import FakeKfpApi
 from .fake_kube_api import FakeKubeAPI
+from .kfp_api import KfpApi
 
 ROOT_CONFIG = "examples/telco/config.yaml"
 
 
-def posted(path: str) -> list[dict]:
-    return [body for method, p, body in FakeKfpApi.calls if (method, p) == ("POST", path)]
+def pipeline_spec(body: dict) -> dict:
+    """The pipeline spec of a run body (kfp.Client nests it beside the platform spec when there is one)."""
+    spec = body["pipeline_spec"]
+    return spec.get("pipeline_spec", spec)
 
 
-def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api, capsys):
+def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api: KfpApi, capsys):
     assert (
         main(
             [
                 "submit",
                 "--host",
-                kfp_api,
+                kfp_api.url,
                 "--experiment",
                 "churn",
                 "--run-name",
@@ -49,34 +51,39 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api, capsys):
         )
         == 0
     )
-    assert "started run run-42" in capsys.readouterr().out
-    (run,) = posted("/apis/v2beta1/runs")
-    assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
-    images = {e["container"]["image"] for e in run["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert f"started run {next(iter(kfp_api.runs))}" in capsys.readouterr().out
+    (experiment,) = kfp_api.experiments.values()
+    assert run["display_name"] == "nightly" and run["experiment_id"] == experiment["experiment_id"]
+    assert pipeline_spec(run)["pipelineInfo"]["name"] == "churnflow-training"
+    images = {e["container"]["image"] for e in pipeline_spec(run)["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/train:3"}
     parameters = run["runtime_config"]["parameters"]
     assert parameters["data_uri"] == "s3://data/customers.csv" and parameters["min_roc_auc"] == 0.8
     assert parameters["tune"] is False
     assert json.loads(parameters["dataset_config"]) == load_config(ROOT_CONFIG).model_dump()
-    assert posted("/apis/v2beta1/experiments")[0]["display_name"] == "churn"
+    assert experiment["display_name"] == "churn"
 
 
-def test_schedule_creates_a_recurring_run(kfp_api, capsys):
-    assert main(["schedule", "--host", kfp_api, "--cron", "0 0 3 * * *", "--data", "s3://data/latest.csv"]) == 0
-    assert "recurring run job-7" in capsys.readouterr().out
-    (job,) = posted("/apis/v2beta1/recurringruns")
+def test_schedule_creates_a_recurring_run(kfp_api: KfpApi, capsys):
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *", "--data", "s3://data/latest.csv"]) == 0
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert f"recurring run {next(iter(kfp_api.recurring_runs))}" in capsys.readouterr().out
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert job["max_concurrency"] == "1" or job["max_concurrency"] == 1
     assert job["runtime_config"]["parameters"]["data_uri"] == "s3://data/latest.csv"
-    assert job["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
+    assert pipeline_spec(job)["pipelineInfo"]["name"] == "churnflow-training"
 
 
-def test_upload_sends_the_compiled_pipeline(kfp_api, capsys):
-    assert main(["upload", "--host", kfp_api, "--name", "churnflow-training", "--image", "r.example/train:5"]) == 0
-    assert "as pipeline-5" in capsys.readouterr().out
-    (upload,) = posted("/apis/v2beta1/pipelines/upload")
-    assert "pipelineInfo" in upload["multipart"] and "r.example/train:5" in upload["multipart"]
+def test_upload_sends_the_compiled_pipeline(kfp_api: KfpApi, capsys):
+    assert main(["upload", "--host", kfp_api.url, "--name", "churnflow-training", "--image", "r.example/train:5"]) == 0
+    (pipeline_id,) = kfp_api.pipelines
+    assert f"as {pipeline_id}" in capsys.readouterr().out
+    (upload,) = kfp_api.posted("/apis/v2beta1/pipelines/upload")
+    assert "pipelineInfo" in upload["files"]["uploadfile"] and "r.example/train:5" in upload["files"]["uploadfile"]
+    # a second upload under the same name is refused by the API (409), in one line
+    assert main(["upload", "--host", kfp_api.url, "--name", "churnflow-training"]) == 2
+    assert "answered 409" in capsys.readouterr().err
 
 
 def test_kubeflow_errors_are_one_line(tmp_path):
