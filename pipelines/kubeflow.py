@@ -10,6 +10,7 @@ namespace with the projected service-account token when one is mounted.
 from __future__ import annotations
 
 import contextlib
+import http
 import json
 import os
 import re
@@ -117,7 +118,11 @@ def _api_answer(status: int, reason: str, body: Any) -> str:
             message = str(parsed.get("message") or parsed.get("error") or "") if isinstance(parsed, dict) else ""
         except ValueError:
             message = body.strip().splitlines()[0]
-    answer = f"answered {status} {reason or ''}".rstrip()
+    try:
+        reason = http.HTTPStatus(status).phrase  # servers spell it differently ("UNAUTHORIZED")
+    except ValueError:
+        reason = reason or ""
+    answer = f"answered {status} {reason}".rstrip()
     return f"{answer}: {message}" if message else answer
 
 

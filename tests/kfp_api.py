@@ -147,7 +147,9 @@ class KfpApi:
                 predicates = json.loads(query["filter"]).get("predicates", [])
             except ValueError:
                 raise ApiError(400, "Invalid input error: the filter is not valid JSON") from None
-            names = [p.get("string_value", "") for p in predicates if p.get("key") == "display_name"]
+            names = [
+                p.get("stringValue", p.get("string_value", "")) for p in predicates if p.get("key") == "display_name"
+            ]
         found = [
             e
             for e in self.experiments.values()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import yaml
 
@@ -84,6 +85,75 @@ def test_upload_sends_the_compiled_pipeline(kfp_api: KfpApi, capsys):
     # a second upload under the same name is refused by the API (409), in one line
     assert main(["upload", "--host", kfp_api.url, "--name", "churnflow-training"]) == 2
     assert "answered 409" in capsys.readouterr().err
+
+
+def test_runs_use_the_pipeline_service_account(kfp_api: KfpApi):
+    """Issue 12 item 6: runs and recurring runs are created with churnflow-pipeline (manifests/rbac.yaml)."""
+    rbac = list(yaml.safe_load_all(Path("manifests/rbac.yaml").read_text()))
+    assert {"kind": "ServiceAccount", "name": "churnflow-pipeline"} in [
+        {"kind": d["kind"], "name": d["metadata"]["name"]} for d in rbac if d
+    ]
+    assert main(["submit", "--host", kfp_api.url]) == 0
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 0
+    assert main(["submit", "--host", kfp_api.url, "--service-account", "trainer"]) == 0
+    first, second = kfp_api.posted("/apis/v2beta1/runs")
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert first["service_account"] == job["service_account"] == "churnflow-pipeline"
+    assert second["service_account"] == "trainer"
+
+
+def test_multi_user_runs_go_to_the_profile_with_the_token(kfp_api: KfpApi, tmp_path, monkeypatch, capsys):
+    kfp_api.multi_user, kfp_api.token, kfp_api.namespaces = True, "sa-token-1", {"team-a"}
+    token = tmp_path / "token"
+    token.write_text("sa-token-1\n")
+    # no token: 401 from the API, in one line
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "answered 401 Unauthorized: Unauthenticated" in err
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 0
+    (experiment,) = kfp_api.experiments.values()
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert experiment["namespace"] == "team-a" and run["experiment_id"] == experiment["experiment_id"]
+    capsys.readouterr()
+    # a profile the token may not use, and no profile at all, are refused by the API in one line
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-b"]) == 2
+    assert "answered 403 Forbidden: PermissionDenied: not allowed to list experiments in namespace 'team-b'" in (
+        capsys.readouterr().err
+    )
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 2
+    assert "ListExperiments needs a namespace" in capsys.readouterr().err
+    token.write_text("stolen")
+    assert main(["upload", "--host", kfp_api.url, "--namespace", "team-a"]) == 2
+    assert "answered 403" in capsys.readouterr().err
+
+
+def test_api_failures_are_one_readable_line_with_the_cause(kfp_api: KfpApi, capsys):
+    """Issue 17 item 10: the cause, whole, and no URL-encoded filter."""
+    from .conftest import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    for args in (["submit", "--host", closed], ["upload", "--host", closed]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"churnflow: error: kubeflow: cannot reach the Kubeflow Pipelines API at {closed}: Connection refused\n"
+        )
+    kfp_api.fail_with = 500
+    assert main(["submit", "--host", kfp_api.url]) == 2
+    assert capsys.readouterr().err == (
+        f"churnflow: error: kubeflow: the Kubeflow Pipelines API at {kfp_api.url} answered 500 Internal Server "
+        "Error: internal error: the database is unavailable (GET /apis/v2beta1/healthz)\n"
+    )
+    kfp_api.fail_with = None
+    kfp_api.token = "secret"
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "churnflow: error: kubeflow: the run was not created: answered 401 Unauthorized: "
+        "Unauthenticated: no bearer token in the Authorization header\n"
+    )
+    assert "%7B" not in err and "filter" not in err
 
 
 def test_kubeflow_errors_are_one_line(tmp_path):
