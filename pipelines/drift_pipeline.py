@@ -14,6 +14,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
+from churnflow.components.image import TRAIN_IMAGE
 
 PIPELINE_NAME = "churnflow-drift-check"
 STORE_SECRET = "churnflow-store"
@@ -38,6 +39,10 @@ def drift_check_pipeline(
     experiment: str = "churnflow",
     data_uri: str = "",
     training_arguments: str = "{}",
+    train_image: str = TRAIN_IMAGE,
+    deploy_mode: str = "apply",
+    dataset_config: str = "",
+    service_account: str = "churnflow-pipeline",
 ) -> bool:
     model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
     evaluation = dsl.importer(artifact_uri=evaluation_uri, artifact_class=Artifact, reimport=False)
@@ -65,6 +70,10 @@ def drift_check_pipeline(
             experiment=experiment,
             data_uri=data_uri,
             training_arguments=training_arguments,
+            train_image=train_image,
+            deploy_mode=deploy_mode,
+            dataset_config=dataset_config,
+            service_account=service_account,
         )
         start.set_caching_options(False)
     return check.outputs["Output"]
@@ -84,5 +93,7 @@ def compile_drift_pipeline(output: str, image: str | None = None) -> str:
         for executor in documents[0]["deploymentSpec"]["executors"].values():
             if "container" in executor:
                 executor["container"]["image"] = image
+        # the retrain step starts the training pipeline on the image this pipeline runs
+        documents[0]["root"]["inputDefinitions"]["parameters"]["train_image"]["defaultValue"] = image
         path.write_text(yaml.safe_dump_all(documents, sort_keys=True))
     return output
