@@ -79,20 +79,19 @@ def drift_check_pipeline(
     return check.outputs["Output"]
 
 
-def compile_drift_pipeline(output: str, image: str | None = None) -> str:
-    """Writes the drift pipeline as KFP YAML (every component on `image` when given)."""
+def compile_drift_pipeline(output: str, image: str | None = None, backend: tuple[int, int] | None = None) -> str:
+    """Writes the drift pipeline as KFP YAML (every component on `image` when given) for KFP backend
+    `backend` (None: the newest; refused in one line when it uses a feature that backend lacks)."""
     from pathlib import Path
 
     import yaml
-    from kfp import compiler
 
-    compiler.Compiler().compile(drift_check_pipeline, output)
+    from churnflow.pipelines.kubeflow import compile_pipeline
+
+    compile_pipeline(output, image=image, pipeline=drift_check_pipeline, backend=backend)
     if image:
         path = Path(output)
         documents = list(yaml.safe_load_all(path.read_text()))
-        for executor in documents[0]["deploymentSpec"]["executors"].values():
-            if "container" in executor:
-                executor["container"]["image"] = image
         # the retrain step starts the training pipeline on the image this pipeline runs
         documents[0]["root"]["inputDefinitions"]["parameters"]["train_image"]["defaultValue"] = image
         path.write_text(yaml.safe_dump_all(documents, sort_keys=True))
