@@ -4,6 +4,7 @@ The compiled YAML is checked for every construct the backend table declares (fan
 Secret-as-env fields older drivers reject); `submit`/`upload`/`schedule` read the backend's version from
 the API double's healthz and compile for it, or refuse in one line."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,23 @@ def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "KFP backend 1.8 runs KFP v1 pipelines only" in err
     assert kfp_api.posted("/apis/v2beta1/runs") == []
+
+
+@pytest.mark.slow
+def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
+    """kfp.local runs the DAG compiled for backend 2.4: the one tuning task scores every candidate and
+    train fits the one it chose (that it chooses as the fan-out does is the unit test above)."""
+    from churnflow.config import load_config
+    from churnflow.pipelines.churn_pipeline import training_pipeline
+    from churnflow.pipelines.local import run_local
+
+    arguments = {"tuning_grid": '{"min_samples_leaf": [1, 10]}', "cv_folds": 2, "n_estimators": 20}
+    run = run_local(
+        tmp_path, config=load_config(None), rows=400, arguments=arguments, pipeline=training_pipeline((2, 4))
+    )
+    metadata = json.loads((run.output_dir / "candidate" / "metadata.json").read_text())
+    tuning = metadata["tuning"]
+    assert sorted(c["params"]["min_samples_leaf"] for c in tuning["candidates"]) == [1, 10]
+    assert tuning["best"] == max(tuning["candidates"], key=lambda c: c["score"])["params"]
+    assert metadata["hyperparameters"]["min_samples_leaf"] == tuning["best"]["min_samples_leaf"]
+    assert run.metrics["roc_auc"] > 0.6
