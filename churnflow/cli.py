@@ -47,12 +47,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from churnflow.pipelines.backends import NEWEST, parse_version, show
+    import yaml
+
+    from churnflow.pipelines.backends import minimum_backend, parse_version, show
     from churnflow.pipelines.kubeflow import compile_pipeline
 
     backend = parse_version(args.kfp_backend) if args.kfp_backend else None
     path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"), backend=backend)
-    print(f"churnflow: wrote {path} (for KFP backend {show(backend or NEWEST)} or newer)")
+    needs = minimum_backend(list(yaml.safe_load_all(path.read_text())))
+    print(f"churnflow: wrote {path} (runs on KFP backend {show(needs)} or newer)")
     return 0
 
 

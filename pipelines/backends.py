@@ -117,6 +117,11 @@ def adapt(documents: list[dict[str, Any]], backend: Version) -> list[dict[str, A
     return documents
 
 
+def minimum_backend(documents: list[dict[str, Any]]) -> Version:
+    """The oldest backend that runs this compiled spec, by the table."""
+    return max([OLDEST, *(FEATURES[key].needs for key in features_used(documents))])
+
+
 def beyond(documents: list[dict[str, Any]], backend: Version) -> list[str]:
     """Feature keys the spec uses that `backend` does not run (empty: it runs there)."""
     return sorted(key for key in features_used(documents) if FEATURES[key].needs > backend)

@@ -8,6 +8,11 @@ token may use (403 otherwise); the body fields each call requires; a pipeline sp
 KFP's PipelineSpec, whose runtime parameters it declares and whose required ones are given; six-
 field cron and max_concurrency 1..10 on recurring runs; unique pipeline names. healthz reports a
 configurable backend version in `tag_name`, as the API server does.
+
+An older backend accepts a run whose spec it cannot execute and fails it later in the driver; the
+double does the same: such a run is created in state FAILED with the driver's error. It reads the
+spec on its own terms (a task consuming a ParallelFor's output; Secret-as-env fields), independently
+of churnflow's table in pipelines/backends.py.
 """
 
 from __future__ import annotations
@@ -225,6 +230,35 @@ class KfpApi:
             if name not in given and "defaultValue" not in definition and not definition.get("isOptional"):
                 raise ApiError(400, f"Invalid input error: required parameter {name!r} is missing")
 
+    def _backend(self) -> tuple[int, int] | None:
+        match = re.match(r"v?(\d+)\.(\d+)", self.version)
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def driver_error(self, body: dict[str, Any]) -> str | None:
+        """What this backend's driver fails a run of this spec with (None: it runs)."""
+        backend = self._backend()
+        if backend is None:
+            return None
+        spec = body["pipeline_spec"]
+        platform = spec.get("platform_spec", {}) if "pipeline_spec" in spec else {}
+        spec = spec.get("pipeline_spec", spec)
+        if backend < (2, 14):
+            dags = [spec["root"]["dag"], *(c["dag"] for c in spec.get("components", {}).values() if "dag" in c)]
+            for dag in dags:
+                loops = {name for name, task in dag.get("tasks", {}).items() if "parameterIterator" in task}
+                for task in dag.get("tasks", {}).values():
+                    for value in task.get("inputs", {}).get("parameters", {}).values():
+                        if value.get("taskOutputParameter", {}).get("producerTask") in loops:
+                            return "failed to resolve the outputs of a ParallelFor (collected outputs need 2.14)"
+        executors = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+        for config in executors.values():
+            for secret in config.get("secretAsEnv", []):
+                if "optional" in secret and backend < (2, 15):
+                    return 'KFP driver: failed to unmarshal Kubernetes config: unknown field "optional"'
+                if "secretNameParameter" in secret and backend < (2, 5):
+                    return 'KFP driver: failed to unmarshal Kubernetes config: unknown field "secretNameParameter"'
+        return None
+
     def _create_run(self, _: dict[str, str], body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not body.get("display_name"):
             raise ApiError(400, "Invalid input error: run display_name is empty")
@@ -238,6 +272,9 @@ class KfpApi:
             "experiment_id": experiment["experiment_id"] if experiment else "default",
             "state": "PENDING",
         }
+        failure = self.driver_error(body)
+        if failure:
+            run.update(state="FAILED", error={"message": failure})
         self.runs[run_id] = run
         return {k: v for k, v in run.items() if k != "pipeline_spec"}
 
@@ -255,6 +292,7 @@ class KfpApi:
             raise ApiError(400, "Invalid input error: max concurrency of a recurring run must be between 1 and 10")
         job_id = f"job-{next(self._ids)}"
         job = {**body, "recurring_run_id": job_id, "experiment_id": experiment["experiment_id"] if experiment else ""}
+        job["runs_would_fail_with"] = self.driver_error(body)
         self.recurring_runs[job_id] = job
         return {k: v for k, v in job.items() if k != "pipeline_spec"}
 

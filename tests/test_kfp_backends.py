@@ -57,7 +57,9 @@ def test_compiled_for_a_backend_uses_nothing_beyond_it(tmp_path: Path, backend: 
 
 def test_cli_compile_for_an_old_backend(tmp_path: Path, capsys) -> None:
     assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--kfp-backend", "2.4"]) == 0
-    assert "for KFP backend 2.4" in capsys.readouterr().out
+    assert "runs on KFP backend 2.0 or newer" in capsys.readouterr().out
+    assert main(["compile", "--output", str(tmp_path / "n.yaml")]) == 0
+    assert "runs on KFP backend 2.14 or newer" in capsys.readouterr().out
     assert features_used(documents(tmp_path / "p.yaml")) == {}
     assert main(["compile", "--output", str(tmp_path / "q.yaml"), "--kfp-backend", "latest"]) == 2
     assert "--kfp-backend: expected a KFP backend version such as 2.4" in capsys.readouterr().err
@@ -129,6 +131,8 @@ def test_submit_compiles_for_the_backend_the_api_reports(kfp_api: KfpApi, versio
     spec = run_spec(run)
     assert ("collected" in features_used([spec])) is fan_in
     assert ("tune-op" in tasks(spec)) is not fan_in
+    (created,) = kfp_api.runs.values()
+    assert created["state"] == "PENDING", created.get("error")
 
 
 def test_upload_and_schedule_compile_for_the_backend_too(kfp_api: KfpApi) -> None:
@@ -139,6 +143,7 @@ def test_upload_and_schedule_compile_for_the_backend_too(kfp_api: KfpApi) -> Non
     assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 0
     (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
     assert "tune-op" in tasks(run_spec(job))
+    assert next(iter(kfp_api.recurring_runs.values()))["runs_would_fail_with"] is None
 
 
 def test_an_explicit_backend_overrides_the_reported_one(kfp_api: KfpApi) -> None:
@@ -146,6 +151,11 @@ def test_an_explicit_backend_overrides_the_reported_one(kfp_api: KfpApi) -> None
     assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.4"]) == 0
     (run,) = kfp_api.posted("/apis/v2beta1/runs")
     assert "tune-op" in tasks(run_spec(run))
+    # named wrongly, a newer DAG reaches an older backend, whose driver fails the run (as the double shows)
+    kfp_api.version = "2.4.0"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.14"]) == 0
+    failed = list(kfp_api.runs.values())[-1]
+    assert failed["state"] == "FAILED" and "ParallelFor" in failed["error"]["message"]
 
 
 def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
