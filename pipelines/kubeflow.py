@@ -133,8 +133,6 @@ def describe_error(error: BaseException) -> str:
 
     if isinstance(error, kfp_server_api.ApiException) and error.status:
         return _api_answer(error.status, error.reason, error.body)
-    if isinstance(error, kfp_server_api.ApiException):
-        return _cause(error)
     return _cause(error)
 
 
@@ -204,14 +202,17 @@ def kubeflow_session(
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
 ) -> Iterator[Session]:
-    """Reads the backend's version (unless `backend` is given), compiles `pipeline` (default: the
+    """Reads the backend's version (used unless `backend` is given), compiles `pipeline` (default: the
     training pipeline) for it and connects; any client failure becomes one line naming `what`.
+    The version is read even when given: that one request, without retries, is also what tells an
+    unreachable or failing API in one line (kfp.Client itself retries healthz for 25 seconds).
 
     `namespace` is the Kubeflow profile: callers put it on experiments, runs and uploads. An empty
     `host` is the in-cluster API. A backend that does not say its version gets the DAG for the
     oldest backend this project supports (it runs on every newer one)."""
     host = host or os.environ.get("KF_PIPELINES_ENDPOINT", "") or IN_CLUSTER_HOST
-    detected = backend if backend is not None else read_backend_version(host)
+    reported = read_backend_version(host)
+    detected = backend if backend is not None else reported
     compile_for = detected if detected is not None else (2, 0)
     with tempfile.TemporaryDirectory() as directory:
         try:
@@ -232,10 +233,6 @@ def kubeflow_session(
             raise
         except Exception as error:
             raise ChurnflowError(f"kubeflow: {what} was not created: {describe_error(error)}") from None
-
-
-def backend_note(session: Session) -> str:
-    return f"KFP backend {show(session.backend)}" if session.backend else "a KFP backend of unknown version"
 
 
 def submit_run(
