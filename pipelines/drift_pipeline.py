@@ -18,6 +18,7 @@ from churnflow.components.image import TRAIN_IMAGE
 
 PIPELINE_NAME = "churnflow-drift-check"
 STORE_SECRET = "churnflow-store"
+KFP_ACCESS_LABEL = "access-ml-pipeline"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Check served predictions for drift; retrain the churn model on drift.")
@@ -76,6 +77,9 @@ def drift_check_pipeline(
             service_account=service_account,
         )
         start.set_caching_options(False)
+        # Kubeflow's PodDefault `access-ml-pipeline` projects the KFP API token into pods with this label
+        # (KF_PIPELINES_SA_TOKEN_PATH); multi-user Kubeflow refuses the retrain's calls without it.
+        kubernetes.add_pod_label(start, KFP_ACCESS_LABEL, "true")
     return check.outputs["Output"]
 
 

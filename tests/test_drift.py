@@ -359,6 +359,9 @@ def test_the_drift_pipeline_retrains_on_its_own_image(tmp_path: Path) -> None:
     retrain = spec["components"]["comp-condition-2"]["dag"]["tasks"]["retrain-op"]["inputs"]["parameters"]
     for name in ("train_image", "deploy_mode", "dataset_config", "data_uri", "namespace", "service_account"):
         assert retrain[name]["componentInputParameter"] == f"pipelinechannel--{name}"
+    platform = list(yaml.safe_load_all(path.read_text()))[1]["platforms"]["kubernetes"]["deploymentSpec"]
+    labels = platform["executors"]["exec-retrain-op"]["podMetadata"]["labels"]
+    assert labels == {"access-ml-pipeline": "true"}  # Kubeflow's PodDefault mounts the KFP token
 
 
 @pytest.mark.slow
