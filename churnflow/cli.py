@@ -101,10 +101,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    import yaml
+
+    from churnflow.pipelines.backends import minimum_backend, parse_version, show
     from churnflow.pipelines.kubeflow import compile_pipeline
 
-    path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"))
-    print(f"churnflow: wrote {path}")
+    backend = parse_version(args.kfp_backend) if args.kfp_backend else None
+    path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"), backend=backend)
+    needs = minimum_backend(list(yaml.safe_load_all(path.read_text())))
+    print(f"churnflow: wrote {path} (runs on KFP backend {show(needs)} or newer)")
     return 0
 
 
@@ -275,7 +280,7 @@ def _pipeline_arguments(args: argparse.Namespace) -> dict:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from churnflow.pipelines.kubeflow import submit_run
+    from churnflow.pipelines.kubeflow import backend_option, submit_run
 
     run_id = submit_run(
         args.host,
@@ -284,23 +289,29 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         run_name=args.run_name,
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+        service_account=args.service_account,
+        backend=backend_option(args.kfp_backend),
     )
     print(f"churnflow: started run {run_id} in experiment {args.experiment!r} at {args.host}")
     return 0
 
 
 def _cmd_upload(args: argparse.Namespace) -> int:
-    from churnflow.pipelines.kubeflow import upload_pipeline
+    from churnflow.pipelines.kubeflow import backend_option, upload_pipeline
 
     pipeline_id = upload_pipeline(
-        args.host, args.name, namespace=args.namespace, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE")
+        args.host,
+        args.name,
+        namespace=args.namespace,
+        image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+        backend=backend_option(args.kfp_backend),
     )
     print(f"churnflow: uploaded pipeline {args.name!r} as {pipeline_id} to {args.host}")
     return 0
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from churnflow.pipelines.kubeflow import schedule_runs
+    from churnflow.pipelines.kubeflow import backend_option, schedule_runs
 
     job_id = schedule_runs(
         args.host,
@@ -310,6 +321,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         job_name=args.name,
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+        service_account=args.service_account,
+        backend=backend_option(args.kfp_backend),
     )
     print(f"churnflow: recurring run {job_id} ({args.cron!r}) in experiment {args.experiment!r} at {args.host}")
     return 0
@@ -348,6 +361,23 @@ def _add_kubeflow_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data", help="data_uri for the runs")
     command.add_argument("--config", help="dataset config file, sent as the dataset_config parameter")
     command.add_argument("--set", action="append", metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
+    command.add_argument(
+        "--service-account",
+        default="churnflow-pipeline",
+        help="Kubernetes service account the run's pods use (default churnflow-pipeline, from manifests/rbac.yaml; "
+        "'' for the namespace's default)",
+    )
+    _add_backend_option(command)
+
+
+def _add_backend_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--kfp-backend",
+        default="auto",
+        metavar="X.Y",
+        help="KFP backend version to compile for (default auto: read from the API; older than 2.14 gets a DAG "
+        "without dsl.Collected)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", default="churn_pipeline.yaml")
     comp.add_argument(
         "--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE or the published tag)"
+    )
+    comp.add_argument(
+        "--kfp-backend",
+        metavar="X.Y",
+        help="compile for this KFP backend version (default: the newest; below 2.14 tuning runs in one task "
+        "instead of a fan-in with dsl.Collected)",
     )
     comp.set_defaults(func=_cmd_compile)
 
@@ -482,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--namespace", default="")
     upload.add_argument("--name", default="churnflow-training", help="pipeline name in Kubeflow")
     upload.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
+    _add_backend_option(upload)
     upload.set_defaults(func=_cmd_upload)
 
     schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining) on a Kubeflow endpoint")

@@ -1,10 +1,12 @@
 """The pipeline's DAG: preprocess → train → evaluate → deploy, with evaluation gating deployment.
 
 This one function is what `churnflow compile` writes for Kubeflow and what `churnflow run` executes
-locally through kfp.local; there is no second code path.
+locally through kfp.local; there is no second code path. For KFP backends older than 2.14 (no fan-in
+of loop outputs) `training_pipeline` compiles the same function with tuning in one task instead.
 """
 
-from typing import NamedTuple
+import contextvars
+from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Model
@@ -14,11 +16,15 @@ from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
-from churnflow.components.tune.component import candidates_op, cv_score_op, select_params_op
+from churnflow.components.tune.component import candidates_op, cv_score_op, select_params_op, tune_op
 from churnflow.config import config_to_json, load_config
 
 PIPELINE_NAME = "churnflow-training"
+PIPELINE_DESCRIPTION = "Train, evaluate and (if good enough) deploy the churn model."
 DEFAULT_DATASET_CONFIG = config_to_json(load_config(None))
+# Whether tuning fans out over pods and collects the scores (dsl.Collected, KFP backend 2.14+). KFP
+# traces the pipeline function when it is decorated, so the choice is read at that moment.
+_FAN_IN = contextvars.ContextVar("fan_in", default=True)
 
 
 class PipelineOutputs(NamedTuple):
@@ -28,8 +34,7 @@ class PipelineOutputs(NamedTuple):
     evaluation: Artifact
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Train, evaluate and (if good enough) deploy the churn model.")
-def churn_training_pipeline(
+def _training_dag(
     data_uri: str = "",
     dataset_config: str = DEFAULT_DATASET_CONFIG,
     synthetic_rows: int = 1000,
@@ -68,26 +73,42 @@ def churn_training_pipeline(
     )
     # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
     # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
-    candidates = candidates_op(
-        tune=tune,
-        tuning_grid=tuning_grid,
-        n_estimators=n_estimators,
-        max_depth=max_depth,
-        min_samples_leaf=min_samples_leaf,
-        max_features=max_features,
-        class_weight=class_weight,
-        random_state=seed,
-    )
-    with dsl.ParallelFor(candidates.output, name="cross-validate-candidates") as candidate:
-        scored = cv_score_op(
+    if not _FAN_IN.get():  # backends before 2.14: every candidate scored in one task
+        selection = tune_op(
             train_data=preprocess.outputs["train_data"],
             contract=preprocess.outputs["contract"],
-            candidate=candidate,
+            tune=tune,
+            tuning_grid=tuning_grid,
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            min_samples_leaf=min_samples_leaf,
+            max_features=max_features,
+            class_weight=class_weight,
             folds=cv_folds,
             metric=tuning_metric,
             seed=seed,
         )
-    selection = select_params_op(results=dsl.Collected(scored.output))
+    else:
+        candidates = candidates_op(
+            tune=tune,
+            tuning_grid=tuning_grid,
+            n_estimators=n_estimators,
+            max_depth=max_depth,
+            min_samples_leaf=min_samples_leaf,
+            max_features=max_features,
+            class_weight=class_weight,
+            random_state=seed,
+        )
+        with dsl.ParallelFor(candidates.output, name="cross-validate-candidates") as candidate:
+            scored = cv_score_op(
+                train_data=preprocess.outputs["train_data"],
+                contract=preprocess.outputs["contract"],
+                candidate=candidate,
+                folds=cv_folds,
+                metric=tuning_metric,
+                seed=seed,
+            )
+        selection = select_params_op(results=dsl.Collected(scored.output))
     train = train_op(
         train_data=preprocess.outputs["train_data"],
         contract=preprocess.outputs["contract"],
@@ -123,3 +144,22 @@ def churn_training_pipeline(
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)
     return PipelineOutputs(model=train.outputs["model"], evaluation=evaluate.outputs["report"])
+
+
+churn_training_pipeline = dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(_training_dag)
+
+
+def training_pipeline(backend: tuple[int, int] | None = None) -> Any:
+    """The training pipeline for a KFP backend version (None: the newest, today's DAG).
+
+    Before 2.14 a backend cannot collect a ParallelFor's outputs, so tuning runs as one task that
+    cross-validates every candidate (same parameters, same selection, same outputs downstream)."""
+    from churnflow.pipelines.backends import FEATURES
+
+    if backend is None or backend >= FEATURES["collected"].needs:
+        return churn_training_pipeline
+    token = _FAN_IN.set(False)
+    try:
+        return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(_training_dag)
+    finally:
+        _FAN_IN.reset(token)

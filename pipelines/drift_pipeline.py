@@ -14,10 +14,12 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
+from churnflow.components.image import TRAIN_IMAGE
 from churnflow.psi import PSI_ACT, PSI_WATCH
 
 PIPELINE_NAME = "churnflow-drift-check"
 STORE_SECRET = "churnflow-store"
+KFP_ACCESS_LABEL = "access-ml-pipeline"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Check served predictions for drift; retrain the churn model on drift.")
@@ -39,6 +41,10 @@ def drift_check_pipeline(
     experiment: str = "churnflow",
     data_uri: str = "",
     training_arguments: str = "{}",
+    train_image: str = TRAIN_IMAGE,
+    deploy_mode: str = "apply",
+    dataset_config: str = "",
+    service_account: str = "churnflow-pipeline",
 ) -> bool:
     model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
     evaluation = dsl.importer(artifact_uri=evaluation_uri, artifact_class=Artifact, reimport=False)
@@ -66,24 +72,32 @@ def drift_check_pipeline(
             experiment=experiment,
             data_uri=data_uri,
             training_arguments=training_arguments,
+            train_image=train_image,
+            deploy_mode=deploy_mode,
+            dataset_config=dataset_config,
+            service_account=service_account,
         )
         start.set_caching_options(False)
+        # Kubeflow's PodDefault `access-ml-pipeline` projects the KFP API token into pods with this label
+        # (KF_PIPELINES_SA_TOKEN_PATH); multi-user Kubeflow refuses the retrain's calls without it.
+        kubernetes.add_pod_label(start, KFP_ACCESS_LABEL, "true")
     return check.outputs["Output"]
 
 
-def compile_drift_pipeline(output: str, image: str | None = None) -> str:
-    """Writes the drift pipeline as KFP YAML (every component on `image` when given)."""
+def compile_drift_pipeline(output: str, image: str | None = None, backend: tuple[int, int] | None = None) -> str:
+    """Writes the drift pipeline as KFP YAML (every component on `image` when given) for KFP backend
+    `backend` (None: the newest; refused in one line when it uses a feature that backend lacks)."""
     from pathlib import Path
 
     import yaml
-    from kfp import compiler
 
-    compiler.Compiler().compile(drift_check_pipeline, output)
+    from churnflow.pipelines.kubeflow import compile_pipeline
+
+    compile_pipeline(output, image=image, pipeline=drift_check_pipeline, backend=backend)
     if image:
         path = Path(output)
         documents = list(yaml.safe_load_all(path.read_text()))
-        for executor in documents[0]["deploymentSpec"]["executors"].values():
-            if "container" in executor:
-                executor["container"]["image"] = image
+        # the retrain step starts the training pipeline on the image this pipeline runs
+        documents[0]["root"]["inputDefinitions"]["parameters"]["train_image"]["defaultValue"] = image
         path.write_text(yaml.safe_dump_all(documents, sort_keys=True))
     return output

@@ -73,8 +73,12 @@ def run_local(
     data_uri: str = "",
     rows: int = 1000,
     arguments: dict[str, Any] | None = None,
+    pipeline: Any = None,
 ) -> LocalRun:
-    """Runs the whole pipeline locally and collects its results into `output_dir`."""
+    """Runs the whole pipeline locally and collects its results into `output_dir`.
+
+    `pipeline` is the training pipeline by default; tests pass the variant compiled for older KFP
+    backends (churn_pipeline.training_pipeline) to run it the same way."""
     from kfp import local
 
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
@@ -99,7 +103,7 @@ def run_local(
     original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
     with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:
-            task = churn_training_pipeline(**parameters)
+            task = (pipeline or churn_training_pipeline)(**parameters)
             failure = None
         except Exception as error:  # kfp.local raises RuntimeError naming the failed task
             failure = error

@@ -19,7 +19,7 @@ from churnflow.components.train.logic import train
 from churnflow.config import load_config
 from churnflow.hyperparameters import ForestParams
 
-from .fake_kfp_api import kfp_api  # noqa: E402,F401 - a fixture shared by name
+from .kfp_api import kfp_api  # noqa: E402,F401 - a fixture shared by name
 from .s3_server import s3_server  # noqa: E402,F401 - a fixture shared by name
 
 CHURNFLOW = str(Path(sys.executable).with_name("churnflow"))

@@ -31,7 +31,7 @@ from churnflow.store.logger import PredictionLogger
 from churnflow.store.outcomes import record_outcomes
 from churnflow.synthetic import CONTRACT_TYPES, synthetic_customers
 
-from .fake_kfp_api import FakeKfpApi
+from .kfp_api import KfpApi
 
 ROWS = 2000
 
@@ -294,25 +294,106 @@ def test_the_drift_pipeline_compiles(tmp_path: Path) -> None:
     assert secret["secretAsEnv"][0]["optional"] is True
 
 
-def test_retraining_starts_the_training_pipeline_through_kfp_client(kfp_api: str) -> None:
+def run_spec(body: dict) -> dict:
+    spec = body["pipeline_spec"]
+    return spec.get("pipeline_spec", spec)
+
+
+def multi_user(kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The double as multi-user Kubeflow: the projected token is required, profile team-a allowed."""
+    kfp_api.multi_user, kfp_api.token, kfp_api.namespaces = True, "projected-sa-token", {"team-a"}
+    (tmp_path / "token").write_text("projected-sa-token")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "token"))
+
+
+def test_retraining_starts_the_training_pipeline_through_kfp_client(
+    kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 6: the token, the profile, the running pipeline's image, deploy mode, data, config."""
+    multi_user(kfp_api, tmp_path, monkeypatch)
+    kfp_api.version = "2.5.0"
+    config = '{"target": "churn"}'
     run_id, arguments = start_retraining(
-        kfp_api, "s3://bucket/customers/latest.csv", '{"min_roc_auc": 0.75}', name="retrain on drift"
+        kfp_api.url,
+        "s3://bucket/customers/latest.csv",
+        '{"min_roc_auc": 0.75}',
+        name="retrain on drift",
+        namespace="team-a",
+        image="registry.example/churnflow-train:7",
+        deploy_mode="apply",
+        dataset_config=config,
     )
-    assert run_id == "run-42"
-    assert arguments == {"data_uri": "s3://bucket/customers/latest.csv", "min_roc_auc": 0.75}
-    runs = [body for method, path, body in FakeKfpApi.calls if (method, path) == ("POST", "/apis/v2beta1/runs")]
-    assert len(runs) == 1
-    run = runs[0]
-    assert run["display_name"] == "retrain on drift" and run["experiment_id"] == "exp-1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
+    assert arguments == {
+        "data_uri": "s3://bucket/customers/latest.csv",
+        "min_roc_auc": 0.75,
+        "deploy_mode": "apply",
+        "dataset_config": config,
+        "namespace": "team-a",
+    }
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert run_id in kfp_api.runs
+    (experiment,) = kfp_api.experiments.values()
+    assert experiment["namespace"] == "team-a" and run["experiment_id"] == experiment["experiment_id"]
+    assert run["display_name"] == "retrain on drift" and run["service_account"] == "churnflow-pipeline"
+    spec = run_spec(run)
+    assert spec["pipelineInfo"]["name"] == "churnflow-training"
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == {
+        "registry.example/churnflow-train:7"
+    }
+    assert "tune-op" in spec["root"]["dag"]["tasks"]  # compiled for the 2.5 backend the API reports
     assert run["runtime_config"]["parameters"] == arguments
     with pytest.raises(ChurnflowError, match="'learning_rate' is not a training pipeline parameter"):
         retraining_arguments("", '{"learning_rate": 0.1}', {"data_uri": "STRING"})
 
 
+def test_retraining_without_the_token_or_in_another_profile_fails_in_one_line(
+    kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    multi_user(kfp_api, tmp_path, monkeypatch)
+    with pytest.raises(ChurnflowError, match="answered 403 Forbidden: .* namespace 'team-b'"):
+        start_retraining(kfp_api.url, namespace="team-b")
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH")
+    with pytest.raises(ChurnflowError, match="answered 401 Unauthorized"):
+        start_retraining(kfp_api.url, namespace="team-a")
+    assert kfp_api.runs == {}
+
+
+def test_retraining_defaults_to_the_pods_own_profile(
+    kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnflow.components.drift_check import logic
+
+    multi_user(kfp_api, tmp_path, monkeypatch)
+    (tmp_path / "namespace").write_text("team-a")
+    monkeypatch.setattr(logic, "POD_NAMESPACE_FILE", tmp_path / "namespace")
+    start_retraining(kfp_api.url)
+    (experiment,) = kfp_api.experiments.values()
+    assert experiment["namespace"] == "team-a"
+
+
+def test_the_drift_pipeline_retrains_on_its_own_image(tmp_path: Path) -> None:
+    from churnflow.pipelines.drift_pipeline import compile_drift_pipeline
+
+    path = tmp_path / "drift.yaml"
+    compile_drift_pipeline(str(path), image="registry.example/churnflow-train:9")
+    spec = yaml.safe_load_all(path.read_text()).__next__()
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["train_image"]["defaultValue"] == "registry.example/churnflow-train:9"
+    assert parameters["deploy_mode"]["defaultValue"] == "apply"
+    retrain = spec["components"]["comp-condition-2"]["dag"]["tasks"]["retrain-op"]["inputs"]["parameters"]
+    for name in ("train_image", "deploy_mode", "dataset_config", "data_uri", "namespace", "service_account"):
+        assert retrain[name]["componentInputParameter"] == f"pipelinechannel--{name}"
+    platform = list(yaml.safe_load_all(path.read_text()))[1]["platforms"]["kubernetes"]["deploymentSpec"]
+    labels = platform["executors"]["exec-retrain-op"]["podMetadata"]["labels"]
+    assert labels == {"access-ml-pipeline": "true"}  # Kubeflow's PodDefault mounts the KFP token
+
+
 @pytest.mark.slow
-def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(released: Path, tmp_path: Path, kfp_api: str) -> None:
-    """kfp.local runs the check in a task process; on drift the retrain task submits the training run."""
+def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(
+    released: Path, tmp_path: Path, kfp_api: KfpApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kfp.local runs the check in a task process; on drift the retrain task submits the training run
+    with the token, into the profile, on the pipeline's image."""
     from kfp import local
 
     from churnflow.pipelines.drift_pipeline import drift_check_pipeline
@@ -324,19 +405,28 @@ def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(released: Path, t
     frame = shifted(synthetic_customers(500, seed=11), seed=12)
     model.predict(model.preprocess({"instances": frame.drop(columns=["churn"]).to_dict("records")}))
     model.prediction_log.close()
+    multi_user(kfp_api, tmp_path, monkeypatch)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
     task = drift_check_pipeline(
         model_uri=str(released),
         evaluation_uri=str(released / "evaluation.json"),
         store_url=url,
-        kfp_host=kfp_api,
+        kfp_host=kfp_api.url,
+        namespace="team-a",
         data_uri="/data/customers-latest.csv",
+        train_image="registry.example/churnflow-train:5",
     )
     assert task.output is True
-    runs = [body for method, path, body in FakeKfpApi.calls if (method, path) == ("POST", "/apis/v2beta1/runs")]
-    assert len(runs) == 1
-    assert runs[0]["runtime_config"]["parameters"] == {"data_uri": "/data/customers-latest.csv"}
-    assert runs[0]["display_name"].startswith("retrain churn on drift")
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert run["runtime_config"]["parameters"] == {
+        "data_uri": "/data/customers-latest.csv",
+        "deploy_mode": "apply",
+        "namespace": "team-a",
+    }
+    assert run["display_name"].startswith("retrain churn on drift")
+    images = {e["container"]["image"] for e in run_spec(run)["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/churnflow-train:5"}
+    assert [e["namespace"] for e in kfp_api.experiments.values()] == ["team-a"]
 
 
 def test_compiled_training_parameters_are_read_from_the_package(tmp_path: Path) -> None:

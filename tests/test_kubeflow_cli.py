@@ -1,12 +1,14 @@
 """Issue 4: from a laptop — submit a run, schedule retraining, print or apply the InferenceService.
 
-The real kfp.Client talks to a KFP API stand-in on loopback, the real kubernetes client to a Kubernetes
-API stand-in; what arrives there is checked."""
+The real kfp.Client talks to the KFP API double (tests/kfp_api.py) on loopback, the real kubernetes
+client to a Kubernetes API stand-in; what arrives there is checked."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
+from pathlib import Path
 
 import yaml
 
@@ -14,23 +16,25 @@ from churnflow.cli import main
 from churnflow.config import load_config
 
 from .conftest import CHURNFLOW
-from .fake_kfp_api import FakeKfpApi
 from .fake_kube_api import FakeKubeAPI
+from .kfp_api import KfpApi
 
 ROOT_CONFIG = "examples/telco/config.yaml"
 
 
-def posted(path: str) -> list[dict]:
-    return [body for method, p, body in FakeKfpApi.calls if (method, p) == ("POST", path)]
+def pipeline_spec(body: dict) -> dict:
+    """The pipeline spec of a run body (kfp.Client nests it beside the platform spec when there is one)."""
+    spec = body["pipeline_spec"]
+    return spec.get("pipeline_spec", spec)
 
 
-def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api, capsys):
+def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api: KfpApi, capsys):
     assert (
         main(
             [
                 "submit",
                 "--host",
-                kfp_api,
+                kfp_api.url,
                 "--experiment",
                 "churn",
                 "--run-name",
@@ -49,34 +53,111 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api, capsys):
         )
         == 0
     )
-    assert "started run run-42" in capsys.readouterr().out
-    (run,) = posted("/apis/v2beta1/runs")
-    assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
-    images = {e["container"]["image"] for e in run["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert f"started run {next(iter(kfp_api.runs))}" in capsys.readouterr().out
+    (experiment,) = kfp_api.experiments.values()
+    assert run["display_name"] == "nightly" and run["experiment_id"] == experiment["experiment_id"]
+    assert pipeline_spec(run)["pipelineInfo"]["name"] == "churnflow-training"
+    images = {e["container"]["image"] for e in pipeline_spec(run)["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/train:3"}
     parameters = run["runtime_config"]["parameters"]
     assert parameters["data_uri"] == "s3://data/customers.csv" and parameters["min_roc_auc"] == 0.8
     assert parameters["tune"] is False
     assert json.loads(parameters["dataset_config"]) == load_config(ROOT_CONFIG).model_dump()
-    assert posted("/apis/v2beta1/experiments")[0]["display_name"] == "churn"
+    assert experiment["display_name"] == "churn"
 
 
-def test_schedule_creates_a_recurring_run(kfp_api, capsys):
-    assert main(["schedule", "--host", kfp_api, "--cron", "0 0 3 * * *", "--data", "s3://data/latest.csv"]) == 0
-    assert "recurring run job-7" in capsys.readouterr().out
-    (job,) = posted("/apis/v2beta1/recurringruns")
+def test_schedule_creates_a_recurring_run(kfp_api: KfpApi, capsys):
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *", "--data", "s3://data/latest.csv"]) == 0
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert f"recurring run {next(iter(kfp_api.recurring_runs))}" in capsys.readouterr().out
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert job["max_concurrency"] == "1" or job["max_concurrency"] == 1
     assert job["runtime_config"]["parameters"]["data_uri"] == "s3://data/latest.csv"
-    assert job["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
+    assert pipeline_spec(job)["pipelineInfo"]["name"] == "churnflow-training"
 
 
-def test_upload_sends_the_compiled_pipeline(kfp_api, capsys):
-    assert main(["upload", "--host", kfp_api, "--name", "churnflow-training", "--image", "r.example/train:5"]) == 0
-    assert "as pipeline-5" in capsys.readouterr().out
-    (upload,) = posted("/apis/v2beta1/pipelines/upload")
-    assert "pipelineInfo" in upload["multipart"] and "r.example/train:5" in upload["multipart"]
+def test_upload_sends_the_compiled_pipeline(kfp_api: KfpApi, capsys):
+    assert main(["upload", "--host", kfp_api.url, "--name", "churnflow-training", "--image", "r.example/train:5"]) == 0
+    (pipeline_id,) = kfp_api.pipelines
+    assert f"as {pipeline_id}" in capsys.readouterr().out
+    (upload,) = kfp_api.posted("/apis/v2beta1/pipelines/upload")
+    assert "pipelineInfo" in upload["files"]["uploadfile"] and "r.example/train:5" in upload["files"]["uploadfile"]
+    # a second upload under the same name is refused by the API (409), in one line
+    assert main(["upload", "--host", kfp_api.url, "--name", "churnflow-training"]) == 2
+    assert "answered 409" in capsys.readouterr().err
+
+
+def test_runs_use_the_pipeline_service_account(kfp_api: KfpApi):
+    """Issue 12 item 6: runs and recurring runs are created with churnflow-pipeline (manifests/rbac.yaml)."""
+    rbac = list(yaml.safe_load_all(Path("manifests/rbac.yaml").read_text()))
+    assert {"kind": "ServiceAccount", "name": "churnflow-pipeline"} in [
+        {"kind": d["kind"], "name": d["metadata"]["name"]} for d in rbac if d
+    ]
+    assert main(["submit", "--host", kfp_api.url]) == 0
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 0
+    assert main(["submit", "--host", kfp_api.url, "--service-account", "trainer"]) == 0
+    first, second = kfp_api.posted("/apis/v2beta1/runs")
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert first["service_account"] == job["service_account"] == "churnflow-pipeline"
+    assert second["service_account"] == "trainer"
+
+
+def test_multi_user_runs_go_to_the_profile_with_the_token(kfp_api: KfpApi, tmp_path, monkeypatch, capsys):
+    kfp_api.multi_user, kfp_api.token, kfp_api.namespaces = True, "sa-token-1", {"team-a"}
+    token = tmp_path / "token"
+    token.write_text("sa-token-1\n")
+    # no token: 401 from the API, in one line
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "answered 401 Unauthorized: Unauthenticated" in err
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 0
+    (experiment,) = kfp_api.experiments.values()
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert experiment["namespace"] == "team-a" and run["experiment_id"] == experiment["experiment_id"]
+    capsys.readouterr()
+    # a profile the token may not use, and no profile at all, are refused by the API in one line
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-b"]) == 2
+    assert "answered 403 Forbidden: PermissionDenied: not allowed to list experiments in namespace 'team-b'" in (
+        capsys.readouterr().err
+    )
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 2
+    assert "ListExperiments needs a namespace" in capsys.readouterr().err
+    token.write_text("stolen")
+    assert main(["upload", "--host", kfp_api.url, "--namespace", "team-a"]) == 2
+    assert "answered 403" in capsys.readouterr().err
+
+
+def test_api_failures_are_one_readable_line_with_the_cause(kfp_api: KfpApi, capsys):
+    """Issue 17 item 10: the cause, whole, and no URL-encoded filter."""
+    from .conftest import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    for args in (["submit", "--host", closed], ["upload", "--host", closed]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"churnflow: error: kubeflow: cannot reach the Kubeflow Pipelines API at {closed}: Connection refused\n"
+        )
+    kfp_api.fail_with = 500
+    for backend in ("auto", "2.4"):  # a named backend too: no 25 s of kfp.Client's healthz retries
+        started = time.monotonic()
+        assert main(["submit", "--host", kfp_api.url, "--kfp-backend", backend]) == 2
+        assert time.monotonic() - started < 10
+        assert capsys.readouterr().err == (
+            f"churnflow: error: kubeflow: the Kubeflow Pipelines API at {kfp_api.url} answered 500 Internal Server "
+            "Error: internal error: the database is unavailable (GET /apis/v2beta1/healthz)\n"
+        )
+    kfp_api.fail_with = None
+    kfp_api.token = "secret"
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "churnflow: error: kubeflow: the run was not created: answered 401 Unauthorized: "
+        "Unauthenticated: no bearer token in the Authorization header\n"
+    )
+    assert "%7B" not in err and "filter" not in err
 
 
 def test_kubeflow_errors_are_one_line(tmp_path):

@@ -76,8 +76,14 @@ def retrain_op(
     experiment: str,
     data_uri: str,
     training_arguments: str,
+    train_image: str,
+    deploy_mode: str,
+    dataset_config: str,
+    service_account: str,
 ) -> str:
-    """Starts the training pipeline through kfp.Client with the latest data; returns the run id."""
+    """Starts the training pipeline through kfp.Client with the latest data; returns the run id.
+
+    In-cluster API and projected token, the profile's namespace, the drift pipeline's own image."""
     import json
 
     from churnflow.components.drift_check.logic import run_name, start_retraining
@@ -85,7 +91,16 @@ def retrain_op(
     with open(drift_report.path) as handle:
         report = json.load(handle)
     run_id, arguments = start_retraining(
-        kfp_host, data_uri, training_arguments, namespace=namespace, experiment=experiment, name=run_name(report)
+        kfp_host,
+        data_uri,
+        training_arguments,
+        namespace=namespace,
+        experiment=experiment,
+        name=run_name(report),
+        image=train_image,
+        deploy_mode=deploy_mode,
+        dataset_config=dataset_config,
+        service_account=service_account,
     )
     print(f"retrain: drift ({'; '.join(report['reasons'])}) → training run {run_id} with {sorted(arguments)}")
     return run_id

@@ -3,6 +3,12 @@
 `check` runs churnflow.drift over the store's window and writes the report (drift.json,
 drift.html, drift.prom). `retraining_arguments` and `start_retraining` start the training pipeline
 on a Kubeflow Pipelines endpoint through kfp.Client, with the latest data.
+
+On a cluster the retrain runs inside a drift-pipeline pod: it talks to the in-cluster KFP API with
+the pod's projected service-account token (multi-user Kubeflow refuses it otherwise), creates the
+run in the profile's namespace (the pod's own unless given), compiles the training pipeline for the
+backend the API reports, on the image the drift pipeline runs (a parameter whose default is set at
+compile time), and passes the deploy mode, data URI and dataset config on.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from churnflow.drift_report import write_report
 from churnflow.errors import ChurnflowError
 
 DEFAULT_EXPERIMENT = "churnflow"
+DEFAULT_SERVICE_ACCOUNT = "churnflow-pipeline"  # manifests/rbac.yaml; pipelines/kubeflow.py says the same
+# The namespace a pod runs in (in a Kubeflow profile: the profile), as Kubernetes mounts it.
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def check(
@@ -60,9 +69,12 @@ def pipeline_parameters(package: str | Path) -> dict[str, str]:
     return {name: str(definition.get("parameterType", "STRING")) for name, definition in parameters.items()}
 
 
-def retraining_arguments(data_uri: str, training_arguments: str, parameters: dict[str, str]) -> dict[str, Any]:
-    """The training pipeline's arguments: `data_uri` (the latest customer table) plus any overrides
-    given as a JSON object, each checked against the pipeline's own parameters."""
+def retraining_arguments(
+    data_uri: str, training_arguments: str, parameters: dict[str, str], base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The training pipeline's arguments: `base` (deploy mode, dataset config, namespace of the running
+    pipeline), `data_uri` (the latest customer table), then any overrides given as a JSON object,
+    each checked against the pipeline's own parameters."""
     try:
         overrides = json.loads(training_arguments or "{}")
     except ValueError as error:
@@ -75,10 +87,21 @@ def retraining_arguments(data_uri: str, training_arguments: str, parameters: dic
             f"training_arguments: {unknown[0]!r} is not a training pipeline parameter "
             f"(expected one of: {', '.join(sorted(parameters))})"
         )
-    arguments = dict(overrides)
+    arguments = {name: value for name, value in (base or {}).items() if value != "" and name in parameters}
     if data_uri:
         arguments["data_uri"] = data_uri
+    arguments.update(overrides)
     return arguments
+
+
+def profile_namespace(namespace: str = "") -> str:
+    """The Kubeflow profile to run in: the one given, else the namespace this pod runs in."""
+    if namespace:
+        return namespace
+    try:
+        return POD_NAMESPACE_FILE.read_text().strip()
+    except OSError:
+        return ""
 
 
 def run_name(report: dict[str, Any]) -> str:
@@ -94,26 +117,37 @@ def start_retraining(
     namespace: str = "",
     experiment: str = DEFAULT_EXPERIMENT,
     name: str = "",
+    image: str = "",
+    deploy_mode: str = "",
+    dataset_config: str = "",
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> tuple[str, dict[str, Any]]:
-    """Submits the training pipeline to the KFP API at `host` (empty: the in-cluster default) with the
+    """Submits the training pipeline to the KFP API at `host` (empty: the in-cluster API) with the
     latest data; returns the run id and the arguments. Caching is off, so the run really retrains.
 
+    The run goes into the profile `namespace` (empty: this pod's), on `image` (empty: the default
+    train image), deploying with `deploy_mode` into the same namespace, as `service_account`; the
+    projected token ($KF_PIPELINES_SA_TOKEN_PATH) authenticates it when mounted.
     Inside a KFP task (the retrain component) it runs in a child process: see in_kfp_runtime."""
     if in_kfp_runtime():
         options = {"host": host, "data_uri": data_uri, "training_arguments": training_arguments}
-        options.update(namespace=namespace, experiment=experiment, name=name)
+        options.update(namespace=namespace, experiment=experiment, name=name, image=image)
+        options.update(deploy_mode=deploy_mode, dataset_config=dataset_config, service_account=service_account)
         return _start_in_child(options)
     from churnflow.pipelines.kubeflow import kubeflow_session
 
-    with kubeflow_session(host, namespace, None, "the retraining run") as (client, package):
-        arguments = retraining_arguments(data_uri, training_arguments, pipeline_parameters(package))
-        run = client.create_run_from_pipeline_package(
-            str(package),
+    profile = profile_namespace(namespace)
+    base = {"deploy_mode": deploy_mode, "dataset_config": dataset_config, "namespace": profile}
+    with kubeflow_session(host, profile, image or None, "the retraining run") as session:
+        arguments = retraining_arguments(data_uri, training_arguments, pipeline_parameters(session.package), base)
+        run = session.client.create_run_from_pipeline_package(
+            str(session.package),
             arguments=arguments,
             run_name=name or None,
             experiment_name=experiment or DEFAULT_EXPERIMENT,
-            namespace=namespace or None,
+            namespace=profile or None,
             enable_caching=False,
+            service_account=service_account or None,
         )
     return str(run.run_id), arguments
 

@@ -1,4 +1,5 @@
-"""KFP wrappers of the tuning steps (logic in logic.py): candidates → ParallelFor(cv_score) → select."""
+"""KFP wrappers of the tuning steps (logic in logic.py): candidates → ParallelFor(cv_score) → select,
+or, for KFP backends older than 2.14 (no fan-in of loop outputs), tune_op doing all three in one task."""
 
 from typing import List  # noqa: UP035 - KFP reads typing.List annotations
 
@@ -72,4 +73,43 @@ def select_params_op(results: List[str], tuning_metrics: Output[Metrics]) -> str
         f"(highest {selection['highest_score']:.4f}, one standard error {selection['tolerance']:.4f}) "
         f"with {selection['best']}"
     )
+    return json.dumps(selection)
+
+
+@churnflow_component
+def tune_op(
+    train_data: Input[Dataset],
+    contract: Input[Artifact],
+    tune: bool,
+    tuning_grid: str,
+    n_estimators: int,
+    max_depth: int,
+    min_samples_leaf: int,
+    max_features: str,
+    class_weight: str,
+    folds: int,
+    metric: str,
+    seed: int,
+    tuning_metrics: Output[Metrics],
+) -> str:
+    """Scores every candidate by CV in this one pod and picks the best (same JSON as select_params_op)."""
+    import json
+
+    from churnflow.components.tune.logic import candidates, tune_in_one_task
+    from churnflow.hyperparameters import forest_params
+
+    base = forest_params(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
+        class_weight=class_weight,
+        random_state=seed,
+    )
+    listed = candidates(base, tune, tuning_grid)
+    selection = tune_in_one_task(train_data.path, contract.path, listed, folds=folds, metric=metric, seed=seed)
+    for i, candidate in enumerate(selection["candidates"]):
+        tuning_metrics.log_metric(f"candidate_{i}_{candidate['metric']}", round(candidate["score"], 6))
+    tuning_metrics.log_metric(f"best_{selection['metric']}", round(selection["best_score"], 6))
+    print(f"tune: best {selection['metric']}={selection['best_score']:.4f} of {len(listed)} candidates")
     return json.dumps(selection)

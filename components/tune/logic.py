@@ -2,7 +2,9 @@
 choose with a rule that respects fold-to-fold noise.
 
 The pipeline fans the candidates out (one KFP task each, dsl.ParallelFor), so on a cluster they run on
-as many pods at once; locally they run one after another. The test split is never read here.
+as many pods at once; locally they run one after another. Backends older than KFP 2.14 cannot collect
+a loop's outputs, so for them one task scores every candidate in its own pod (`tune_in_one_task`) with
+the same cross_validate and select_best. The test split is never read here.
 
 The choice is the one-standard-error rule: the candidates are listed simplest first (the random forest
 before boosting, each family's defaults before its variations), and the first whose mean fold score is
@@ -185,3 +187,20 @@ def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
         "tolerance": tolerance,
         "candidates": results,
     }
+
+
+def tune_in_one_task(
+    train_dir: str | Path,
+    contract_dir: str | Path,
+    candidate_list: list[dict[str, Any]],
+    folds: int = 5,
+    metric: str = "roc_auc",
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Cross-validates every candidate one after another and picks the best: the fan-out and the
+    fan-in in one pod, for backends that cannot collect a ParallelFor's outputs."""
+    results = [
+        cross_validate(train_dir, contract_dir, candidate, folds=folds, metric=metric, seed=seed)
+        for candidate in candidate_list
+    ]
+    return select_best(results)

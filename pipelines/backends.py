@@ -1,0 +1,142 @@
+"""Which Kubeflow Pipelines backend runs which compiled pipeline: the one table of backend features.
+
+The KFP SDK compiles constructs that only newer backends (API server, driver, launcher) understand,
+and an older backend fails a run late and obscurely (a driver that cannot unmarshal its config, a
+fan-in it does not resolve). Kubeflow 1.9 ships KFP 2.2/2.3 and 1.10 ships 2.4/2.5, so churnflow
+compiles for a named backend: `FEATURES` says which construct needs which backend, `features_used`
+finds them in a compiled spec, `adapt` removes what can be removed without changing meaning, and
+`check` refuses with one line naming the feature and the version it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from churnflow.errors import ChurnflowError
+
+Version = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A construct of the compiled spec and the oldest backend that runs it."""
+
+    what: str
+    needs: Version
+    source: str
+
+
+# The versions come from KFP's issue tracker and release history (kubeflow/pipelines); none was
+# verified against a running backend here.
+FEATURES: dict[str, Feature] = {
+    "collected": Feature(
+        "fan-in of ParallelFor outputs (dsl.Collected)", (2, 14), "kubeflow/pipelines PR 11725, released in 2.14"
+    ),
+    "optional_secret_env": Feature(
+        "a Secret as env marked optional (use_secret_as_env(optional=...))",
+        (2, 15),
+        "kubeflow/pipelines issue 12495: older drivers fail with 'unknown field optional in SecretAsEnv'",
+    ),
+    "secret_name_parameter": Feature(
+        "a Secret name given as a parameter (secretNameParameter)",
+        (2, 5),
+        "kubeflow/pipelines issue 11935: older drivers fail with 'unknown field secretNameParameter'",
+    ),
+}
+# Oldest backend that runs KFP v2 pipeline specs at all (KFP 1.x runs Argo workflows, not this IR).
+OLDEST: Version = (2, 0)
+# The backend today's DAG is written for: the newest feature's version (`churnflow compile` default).
+NEWEST: Version = max(feature.needs for feature in FEATURES.values())
+
+
+def parse_version(text: str) -> Version:
+    """'2.4', '2.4.1', 'v2.5.0' or '2.14.0-rc.1' → (major, minor); a ChurnflowError for anything else."""
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?(?:[-+][0-9A-Za-z.-]*)?", text.strip())
+    if not match:
+        raise ChurnflowError(f"--kfp-backend: expected a KFP backend version such as 2.4 or 2.14.0, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def show(version: Version) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+def _platform_executors(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(documents) < 2 or not documents[1]:
+        return {}
+    platforms = documents[1].get("platforms", {})
+    return platforms.get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {}) or {}
+
+
+def _dags(spec: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    yield "root", spec.get("root", {}).get("dag", {})
+    for name, component in spec.get("components", {}).items():
+        if "dag" in component:
+            yield name, component["dag"]
+
+
+def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Feature key → where the compiled spec (pipeline spec + Kubernetes platform spec) uses it."""
+    spec = documents[0]
+    components = spec.get("components", {})
+    used: dict[str, list[str]] = {}
+    for dag_name, dag in _dags(spec):
+        for task_name, task in dag.get("tasks", {}).items():
+            if "parameterIterator" not in task and "artifactIterator" not in task:
+                continue
+            loop = components.get(task.get("componentRef", {}).get("name", ""), {})
+            if loop.get("dag", {}).get("outputs"):  # a loop whose outputs leave it is a fan-in
+                used.setdefault("collected", []).append(f"{dag_name}/{task_name}")
+    for executor, config in _platform_executors(documents).items():
+        for secret in config.get("secretAsEnv", []) or []:
+            if "optional" in secret:
+                used.setdefault("optional_secret_env", []).append(executor)
+            if "secretNameParameter" in secret:
+                used.setdefault("secret_name_parameter", []).append(executor)
+    return used
+
+
+def adapt(documents: list[dict[str, Any]], backend: Version) -> list[dict[str, Any]]:
+    """Removes, for an older `backend`, fields it cannot read whose removal keeps the meaning:
+    `optional: false` (the default) and a secretNameParameter that repeats the constant secretName.
+    An optional Secret stays: without the field it would become required (check refuses it)."""
+    for config in _platform_executors(documents).values():
+        for secret in config.get("secretAsEnv", []) or []:
+            if backend < FEATURES["optional_secret_env"].needs and secret.get("optional") is False:
+                del secret["optional"]
+            constant = secret.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")
+            if (
+                backend < FEATURES["secret_name_parameter"].needs
+                and secret.get("secretName")
+                and constant == secret["secretName"]
+            ):
+                del secret["secretNameParameter"]
+    return documents
+
+
+def minimum_backend(documents: list[dict[str, Any]]) -> Version:
+    """The oldest backend that runs this compiled spec, by the table."""
+    return max([OLDEST, *(FEATURES[key].needs for key in features_used(documents))])
+
+
+def beyond(documents: list[dict[str, Any]], backend: Version) -> list[str]:
+    """Feature keys the spec uses that `backend` does not run (empty: it runs there)."""
+    return sorted(key for key in features_used(documents) if FEATURES[key].needs > backend)
+
+
+def check(documents: list[dict[str, Any]], backend: Version, pipeline: str) -> None:
+    """Raises one line naming the first feature `backend` cannot run and the version it needs."""
+    if backend < OLDEST:
+        raise ChurnflowError(
+            f"KFP backend {show(backend)} runs KFP v1 pipelines only; {pipeline} is a KFP v2 pipeline "
+            f"(needs backend {show(OLDEST)} or newer)"
+        )
+    for key in beyond(documents, backend):
+        feature = FEATURES[key]
+        raise ChurnflowError(
+            f"{pipeline} uses {feature.what}, which needs KFP backend {show(feature.needs)} or newer; "
+            f"this backend is {show(backend)}"
+        )

@@ -1,0 +1,186 @@
+"""Issue 12 item 1: churnflow runs on the KFP backends Kubeflow 1.9/1.10 ship (2.2 to 2.5).
+
+The compiled YAML is checked for every construct the backend table declares (fan-in of loop outputs,
+Secret-as-env fields older drivers reject); `submit`/`upload`/`schedule` read the backend's version from
+the API double's healthz and compile for it, or refuse in one line."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import dsl, kubernetes
+
+from churnflow.cli import main
+from churnflow.components.tune.logic import candidates, cross_validate, select_best, tune_in_one_task
+from churnflow.errors import ChurnflowError
+from churnflow.hyperparameters import ForestParams
+from churnflow.pipelines.backends import FEATURES, NEWEST, beyond, features_used, parse_version
+from churnflow.pipelines.kubeflow import compile_pipeline
+
+from .kfp_api import KfpApi
+
+KUBEFLOW_BACKENDS = [(2, 2), (2, 3), (2, 4), (2, 5)]  # Kubeflow 1.9 and 1.10
+
+
+def documents(path: Path) -> list[dict]:
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def tasks(spec: dict) -> set[str]:
+    names = set(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        names |= set(component.get("dag", {}).get("tasks", {}))
+    return names
+
+
+def test_the_newest_dag_uses_the_fan_in_and_the_table_finds_it(tmp_path: Path) -> None:
+    spec = documents(compile_pipeline(tmp_path / "new.yaml"))
+    assert features_used(spec) == {"collected": ["root/for-loop-1"]}
+    assert FEATURES["collected"].needs <= NEWEST
+    assert beyond(spec, (2, 4)) == ["collected"] and beyond(spec, NEWEST) == []
+
+
+@pytest.mark.parametrize("backend", [*KUBEFLOW_BACKENDS, (2, 13), (2, 14), NEWEST])
+def test_compiled_for_a_backend_uses_nothing_beyond_it(tmp_path: Path, backend: tuple[int, int]) -> None:
+    spec = documents(compile_pipeline(tmp_path / "p.yaml", image="r.example/train:1", backend=backend))
+    assert beyond(spec, backend) == []
+    text = yaml.safe_dump_all(spec)
+    if backend < FEATURES["collected"].needs:  # tuning in one task: no loop, no fan-in
+        assert "tune-op" in tasks(spec[0]) and "parameterIterator" not in text
+        assert not {"candidates-op", "cv-score-op", "select-params-op"} & tasks(spec[0])
+        train_inputs = spec[0]["root"]["dag"]["tasks"]["train-op"]["inputs"]["parameters"]
+        assert train_inputs["selection"]["taskOutputParameter"]["producerTask"] == "tune-op"
+    else:
+        assert "collected" in features_used(spec)
+
+
+def test_cli_compile_for_an_old_backend(tmp_path: Path, capsys) -> None:
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--kfp-backend", "2.4"]) == 0
+    assert "runs on KFP backend 2.0 or newer" in capsys.readouterr().out
+    assert main(["compile", "--output", str(tmp_path / "n.yaml")]) == 0
+    assert "runs on KFP backend 2.14 or newer" in capsys.readouterr().out
+    assert features_used(documents(tmp_path / "p.yaml")) == {}
+    assert main(["compile", "--output", str(tmp_path / "q.yaml"), "--kfp-backend", "latest"]) == 2
+    assert "--kfp-backend: expected a KFP backend version such as 2.4" in capsys.readouterr().err
+
+
+@dsl.component(base_image="python:3.11")  # no `from __future__ import annotations` here: KFP reads them
+def _hello() -> str:
+    return "hello"
+
+
+@dsl.pipeline(name="required-secret")
+def _required_secret() -> None:
+    kubernetes.use_secret_as_env(_hello(), "store", {"url": "STORE_URL"})
+
+
+@dsl.pipeline(name="optional-secret")
+def _optional_secret() -> None:
+    kubernetes.use_secret_as_env(_hello(), "store", {"url": "STORE_URL"}, optional=True)
+
+
+def test_secret_fields_old_drivers_reject_are_dropped_or_refused(tmp_path: Path) -> None:
+    newest = documents(compile_pipeline(tmp_path / "a.yaml", pipeline=_required_secret))
+    assert set(features_used(newest)) == {"optional_secret_env", "secret_name_parameter"}
+    old = documents(compile_pipeline(tmp_path / "b.yaml", pipeline=_required_secret, backend=(2, 4)))
+    (secret,) = old[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-hello"]["secretAsEnv"]
+    assert secret == {"keyToEnv": [{"envVar": "STORE_URL", "secretKey": "url"}], "secretName": "store"}
+    with pytest.raises(ChurnflowError) as refused:
+        compile_pipeline(tmp_path / "c.yaml", pipeline=_optional_secret, backend=(2, 5))
+    assert str(refused.value) == (
+        "pipeline 'optional-secret' uses a Secret as env marked optional (use_secret_as_env(optional=...)), "
+        "which needs KFP backend 2.15 or newer; this backend is 2.5"
+    )
+    compile_pipeline(tmp_path / "d.yaml", pipeline=_optional_secret, backend=(2, 15))
+    with pytest.raises(ChurnflowError, match="runs KFP v1 pipelines only"):
+        compile_pipeline(tmp_path / "e.yaml", backend=(1, 8))
+
+
+def test_backend_versions_parse_as_the_api_reports_them() -> None:
+    assert parse_version("2.5.0") == (2, 5) and parse_version("v2.14.1") == (2, 14)
+    assert parse_version("2.15.0-rc.1") == (2, 15) and parse_version("2.4") == (2, 4)
+    for bad in ("unknown", "", "2", "two.four"):
+        with pytest.raises(ChurnflowError):
+            parse_version(bad)
+
+
+def test_tuning_in_one_task_chooses_what_the_fan_out_chooses(model_dir: Path) -> None:
+    root = model_dir.parent
+    listed = candidates(ForestParams(n_estimators=10), True, '{"min_samples_leaf": [1, 20]}')
+    fanned = select_best([cross_validate(root / "train", root / "contract", c, folds=3) for c in listed])
+    together = tune_in_one_task(root / "train", root / "contract", listed, folds=3)
+    assert together == {
+        **fanned,
+        "candidates": [
+            {**c, "seconds": together["candidates"][i]["seconds"]} for i, c in enumerate(fanned["candidates"])
+        ],
+    }
+
+
+def run_spec(body: dict) -> dict:
+    spec = body["pipeline_spec"]
+    return spec.get("pipeline_spec", spec)
+
+
+@pytest.mark.parametrize(("version", "fan_in"), [("2.5.0", False), ("2.14.0", True), ("unknown", False)])
+def test_submit_compiles_for_the_backend_the_api_reports(kfp_api: KfpApi, version: str, fan_in: bool) -> None:
+    kfp_api.version = version
+    assert main(["submit", "--host", kfp_api.url]) == 0
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    spec = run_spec(run)
+    assert ("collected" in features_used([spec])) is fan_in
+    assert ("tune-op" in tasks(spec)) is not fan_in
+    (created,) = kfp_api.runs.values()
+    assert created["state"] == "PENDING", created.get("error")
+
+
+def test_upload_and_schedule_compile_for_the_backend_too(kfp_api: KfpApi) -> None:
+    kfp_api.version = "2.3.1"
+    assert main(["upload", "--host", kfp_api.url]) == 0
+    (pipeline,) = kfp_api.pipelines.values()
+    assert features_used(pipeline["spec"]) == {}
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 0
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert "tune-op" in tasks(run_spec(job))
+    assert next(iter(kfp_api.recurring_runs.values()))["runs_would_fail_with"] is None
+
+
+def test_an_explicit_backend_overrides_the_reported_one(kfp_api: KfpApi) -> None:
+    kfp_api.version = "2.14.0"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.4"]) == 0
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert "tune-op" in tasks(run_spec(run))
+    # named wrongly, a newer DAG reaches an older backend, whose driver fails the run (as the double shows)
+    kfp_api.version = "2.4.0"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.14"]) == 0
+    failed = list(kfp_api.runs.values())[-1]
+    assert failed["state"] == "FAILED" and "ParallelFor" in failed["error"]["message"]
+
+
+def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
+    kfp_api.version = "1.8.5"
+    assert main(["submit", "--host", kfp_api.url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KFP backend 1.8 runs KFP v1 pipelines only" in err
+    assert kfp_api.posted("/apis/v2beta1/runs") == []
+
+
+@pytest.mark.slow
+def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
+    """kfp.local runs the DAG compiled for backend 2.4: the one tuning task scores every candidate and
+    train fits the one it chose (that it chooses as the fan-out does is the unit test above)."""
+    from churnflow.config import load_config
+    from churnflow.pipelines.churn_pipeline import training_pipeline
+    from churnflow.pipelines.local import run_local
+
+    arguments = {"tuning_grid": '{"min_samples_leaf": [1, 10]}', "cv_folds": 2, "n_estimators": 20}
+    run = run_local(
+        tmp_path, config=load_config(None), rows=400, arguments=arguments, pipeline=training_pipeline((2, 4))
+    )
+    metadata = json.loads((run.output_dir / "candidate" / "metadata.json").read_text())
+    tuning = metadata["tuning"]
+    assert sorted(c["params"]["min_samples_leaf"] for c in tuning["candidates"]) == [1, 10]
+    assert tuning["best"] == max(tuning["candidates"], key=lambda c: c["score"])["params"]
+    assert metadata["hyperparameters"]["min_samples_leaf"] == tuning["best"]["min_samples_leaf"]
+    assert run.metrics["roc_auc"] > 0.6
