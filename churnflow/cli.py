@@ -206,6 +206,18 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_metadata_digest(args: argparse.Namespace) -> str:
+    """--metadata-sha256, else the digest of metadata.json when --model-uri is a local directory."""
+    from churnflow.components.deploy.logic import metadata_digest
+
+    if args.metadata_sha256:
+        return args.metadata_sha256.lower()
+    local = Path(args.model_uri.removeprefix("file://"))
+    if "://" not in args.model_uri.removeprefix("file://") and local.is_dir():
+        return metadata_digest(local)
+    return ""
+
+
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, render_inferenceservice, to_yaml
 
@@ -215,6 +227,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         storage_uri=args.model_uri,
         image=args.image or DEFAULT_SERVE_IMAGE,
         model_version=args.model_version,
+        pipeline_run=args.run_name,
+        service_account=args.service_account,
+        deployment_mode=args.deployment_mode,
+        metadata_sha256=_deploy_metadata_digest(args),
     )
     if args.dry_run:
         print(to_yaml(manifest), end="")
@@ -242,6 +258,8 @@ def _add_kubeflow_options(command: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from churnflow.components.deploy.inferenceservice import DEFAULT_STORAGE_SERVICE_ACCOUNT
+
     parser = argparse.ArgumentParser(prog="churnflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -363,6 +381,30 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--name", default="churn", help="InferenceService (and model) name")
     deploy.add_argument("--image", help="serve image (default: the published churnflow-serve tag)")
     deploy.add_argument("--model-version", default="", help="label churnflow.io/model-version")
+    deploy.add_argument(
+        "--run-name",
+        default="",
+        help="the pipeline run it comes from: label churnflow.io/pipeline-run (made a valid label value) and "
+        "annotation churnflow.io/pipeline-run-name (as given)",
+    )
+    deploy.add_argument(
+        "--service-account",
+        default=DEFAULT_STORAGE_SERVICE_ACCOUNT,
+        help="the predictor's service account, whose Secret holds the model storage credentials "
+        f"(default {DEFAULT_STORAGE_SERVICE_ACCOUNT}, from manifests/storage.yaml; '' for none)",
+    )
+    deploy.add_argument(
+        "--deployment-mode",
+        default="Serverless",
+        help="KServe deployment mode, Serverless (default) or RawDeployment: annotation "
+        "serving.kserve.io/deploymentMode, and the autoscaling metric",
+    )
+    deploy.add_argument(
+        "--metadata-sha256",
+        default="",
+        help="SHA-256 of the model's metadata.json, which the predictor checks before loading "
+        "(default: computed when --model-uri is a local directory)",
+    )
     deploy.add_argument(
         "--canary",
         type=int,

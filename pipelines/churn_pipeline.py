@@ -10,7 +10,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.deploy.component import deploy_op
-from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE
+from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, DEFAULT_STORAGE_SERVICE_ACCOUNT
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
@@ -58,6 +58,8 @@ def churn_training_pipeline(
     deploy_mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600.0,
+    storage_service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    deployment_mode: str = "Serverless",
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -119,6 +121,8 @@ def churn_training_pipeline(
             deploy_mode=deploy_mode,
             canary_percent=canary_percent,
             ready_timeout_seconds=ready_timeout_seconds,
+            storage_service_account=storage_service_account,
+            deployment_mode=deployment_mode,
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)

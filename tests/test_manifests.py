@@ -34,6 +34,8 @@ STANDARD_KINDS = {
     "Deployment",
     "ClusterRole",
     "ClusterRoleBinding",
+    "Secret",
+    "NetworkPolicy",
 }
 
 
@@ -132,6 +134,7 @@ def test_example_inferenceservice_is_what_deploy_renders(isvc_validator):
     assert example == rendered
 
 
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 @pytest.mark.parametrize(
     "uri",
     [
@@ -141,15 +144,17 @@ def test_example_inferenceservice_is_what_deploy_renders(isvc_validator):
         "file:///srv/models/churn",
     ],
 )
-def test_rendered_inferenceservices_validate_against_the_crd(isvc_validator, uri):
+def test_rendered_inferenceservices_validate_against_the_crd(isvc_validator, uri, mode):
     manifest = render_inferenceservice(
         name="churn",
         namespace="ns",
         storage_uri=uri,
         image="r.example/serve:2",
         model_version="20260101-abc",
-        pipeline_run="run-1",
+        pipeline_run="Run of churnflow-training 2026-11-27 03:00:00",
         service_account="sa",
+        deployment_mode=mode,
+        metadata_sha256="0" * 64,
     )
     assert_valid_isvc(isvc_validator, manifest)
     container = manifest["spec"]["predictor"]["containers"][0]
