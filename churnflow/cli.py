@@ -46,10 +46,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_resources(args: argparse.Namespace):  # -> TaskResources | None
+    """--cpu-request/--cpu-limit/--memory-request/--memory-limit as the compute steps' profile."""
+    from churnflow.pipelines.resources import compute_profile
+
+    chosen = {
+        "cpu_request": args.cpu_request,
+        "cpu_limit": args.cpu_limit,
+        "memory_request": args.memory_request,
+        "memory_limit": args.memory_limit,
+    }
+    return compute_profile(**chosen) if any(v is not None for v in chosen.values()) else None
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import compile_pipeline
 
-    path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"))
+    image = args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE")
+    resources = _task_resources(args)
+    if args.pipeline == "drift":
+        from churnflow.pipelines.drift_pipeline import compile_drift_pipeline
+
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        path = compile_drift_pipeline(args.output, image=image, resources=resources)
+    else:
+        path = compile_pipeline(args.output, image=image, resources=resources)
     print(f"churnflow: wrote {path}")
     return 0
 
@@ -283,6 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE or the published tag)"
     )
+    comp.add_argument(
+        "--pipeline",
+        choices=["training", "drift"],
+        default="training",
+        help="which pipeline: the training pipeline (default) or the drift check",
+    )
+    resources = comp.add_argument_group(
+        "resources of the compute steps (preprocess, cv-score, train, evaluate, drift-check)",
+        "compiled in as constants, which every KFP backend honours; the light steps keep 100m-500m CPU, "
+        "256Mi-1Gi memory",
+    )
+    resources.add_argument("--cpu-request", metavar="CPU", help="default 500m")
+    resources.add_argument("--cpu-limit", metavar="CPU", help="default 2")
+    resources.add_argument("--memory-request", metavar="MEMORY", help="default 1Gi")
+    resources.add_argument("--memory-limit", metavar="MEMORY", help="default 4Gi")
     comp.set_defaults(func=_cmd_compile)
 
     gen = sub.add_parser("generate", help="write a synthetic customer table as CSV")

@@ -16,6 +16,7 @@ from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
 from churnflow.components.tune.component import candidates_op, cv_score_op, select_params_op
 from churnflow.config import config_to_json, load_config
+from churnflow.pipelines.resources import set_resources
 
 PIPELINE_NAME = "churnflow-training"
 DEFAULT_DATASET_CONFIG = config_to_json(load_config(None))
@@ -68,6 +69,7 @@ def churn_training_pipeline(
         seed=seed,
         test_size=test_size,
     )
+    set_resources(preprocess, "compute")
     # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
     # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
     candidates = candidates_op(
@@ -80,6 +82,7 @@ def churn_training_pipeline(
         class_weight=class_weight,
         random_state=seed,
     )
+    set_resources(candidates, "light")
     with dsl.ParallelFor(candidates.output, name="cross-validate-candidates") as candidate:
         scored = cv_score_op(
             train_data=preprocess.outputs["train_data"],
@@ -89,7 +92,9 @@ def churn_training_pipeline(
             metric=tuning_metric,
             seed=seed,
         )
+        set_resources(scored, "compute")
     selection = select_params_op(results=dsl.Collected(scored.output))
+    set_resources(selection, "light")
     train = train_op(
         train_data=preprocess.outputs["train_data"],
         contract=preprocess.outputs["contract"],
@@ -100,6 +105,7 @@ def churn_training_pipeline(
         seed=seed,
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
+    set_resources(train, "compute")
     evaluate = evaluate_op(
         model=train.outputs["model"],
         test_data=preprocess.outputs["test_data"],
@@ -109,6 +115,7 @@ def churn_training_pipeline(
         max_regression=max_regression,
         champion_metrics=champion_metrics,
     )
+    set_resources(evaluate, "compute")
     with dsl.If(evaluate.outputs["Output"] == True, name="model-is-good-enough"):  # noqa: E712
         deploy = deploy_op(
             model=train.outputs["model"],
@@ -126,4 +133,5 @@ def churn_training_pipeline(
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)
+        set_resources(deploy, "light")
     return PipelineOutputs(model=train.outputs["model"], evaluation=evaluate.outputs["report"])

@@ -14,6 +14,7 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
+from churnflow.pipelines.resources import set_resources
 
 PIPELINE_NAME = "churnflow-drift-check"
 STORE_SECRET = "churnflow-store"
@@ -54,6 +55,7 @@ def drift_check_pipeline(
         min_rows=min_rows,
         min_labelled=min_labelled,
     )
+    set_resources(check, "compute")
     check.set_caching_options(False)  # the store changes under the same inputs: every scheduled run checks anew
     kubernetes.use_secret_as_env(check, STORE_SECRET, {"url": "CHURNFLOW_STORE_URL"}, optional=True)
     drifted = dsl.If(check.outputs["Output"] == True, name="drift-detected")  # noqa: E712
@@ -67,17 +69,21 @@ def drift_check_pipeline(
             training_arguments=training_arguments,
         )
         start.set_caching_options(False)
+        set_resources(start, "light")
     return check.outputs["Output"]
 
 
-def compile_drift_pipeline(output: str, image: str | None = None) -> str:
-    """Writes the drift pipeline as KFP YAML (every component on `image` when given)."""
+def compile_drift_pipeline(output: str, image: str | None = None, resources: object = None) -> str:
+    """Writes the drift pipeline as KFP YAML (every component on `image` when given; `resources`, a
+    TaskResources, for the drift check's CPU and memory)."""
     from pathlib import Path
 
     import yaml
     from kfp import compiler
 
-    compiler.Compiler().compile(drift_check_pipeline, output)
+    from churnflow.pipelines.resources import rebuild
+
+    compiler.Compiler().compile(rebuild(drift_check_pipeline, resources), output)
     if image:
         path = Path(output)
         documents = list(yaml.safe_load_all(path.read_text()))

@@ -13,19 +13,21 @@ import yaml
 from churnflow.errors import ChurnflowError
 
 
-def compile_pipeline(output: str | Path, image: str | None = None) -> Path:
+def compile_pipeline(output: str | Path, image: str | None = None, resources: Any = None) -> Path:
     """Writes the pipeline spec; every component runs in `image` (default: the train image).
 
     The image is set on the compiled spec's executors rather than at import time, so one process can
-    compile for several registries.
+    compile for several registries. `resources` (a TaskResources) replaces the compute steps' CPU and
+    memory requests and limits (pipelines/resources.py).
     """
     from kfp import compiler
 
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
+    from churnflow.pipelines.resources import rebuild
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(churn_training_pipeline, str(output))
+    compiler.Compiler().compile(rebuild(churn_training_pipeline, resources), str(output))
     if image:
         documents = list(yaml.safe_load_all(output.read_text()))
         for executor in documents[0]["deploymentSpec"]["executors"].values():
