@@ -213,9 +213,14 @@ def test_the_network_policy_admits_only_gateway_pipelines_and_prometheus():
     gateway = [s for s in sources if "namespaceSelector" in s and "podSelector" not in s]
     (expression,) = gateway[0]["namespaceSelector"]["matchExpressions"]
     assert {"istio-system", "knative-serving"} <= set(expression["values"])
+    kfp_pods = {"pipelines.kubeflow.org/v2_component": "true"}
     pipelines = [s for s in sources if "podSelector" in s and "namespaceSelector" not in s]
-    assert pipelines[0]["podSelector"]["matchLabels"] == {"pipelines.kubeflow.org/v2_component": "true"}
-    prometheus = [s for s in sources if "podSelector" in s and "namespaceSelector" in s]
-    assert prometheus[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
-    assert len(sources) == 3  # nothing else: not "any pod", not "any namespace"
+    assert pipelines[0]["podSelector"]["matchLabels"] == kfp_pods  # this namespace's pipeline pods
+    scoped = {
+        s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: s["podSelector"]["matchLabels"]
+        for s in sources
+        if "podSelector" in s and "namespaceSelector" in s
+    }
+    assert scoped == {"kubeflow": kfp_pods, "monitoring": {"app.kubernetes.io/name": "prometheus"}}
+    assert len(sources) == 4  # nothing else: not "any pod", not "any namespace"
     assert all(s.get("namespaceSelector") != {} and s.get("podSelector") != {} for s in sources)
