@@ -15,7 +15,8 @@ The cluster it expects (the versions this script is written for; install them in
       kind create cluster --name churnflow
   KServe 0.15 with its quick install (cert-manager, Istio, Knative Serving for Serverless):
       curl -fsSL https://raw.githubusercontent.com/kserve/kserve/release-0.15/hack/quick_install.sh | bash
-      (RawDeployment only, no Knative or Istio: the same script with -r)
+      RawDeployment only (no Knative, no Istio): ... quick_install.sh | bash -s -- -r
+      (--mode must match: a Serverless InferenceService needs Knative)
   Kubeflow Pipelines standalone (namespace kubeflow, with its MinIO at minio-service.kubeflow:9000):
       export PIPELINE_VERSION=2.14.3   # the pipeline's fan-in (dsl.Collected) needs a 2.14+ backend
       kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$PIPELINE_VERSION"
