@@ -196,6 +196,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         run_name=args.run_name,
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+        resources=_task_resources(args),
     )
     print(f"churnflow: started run {run_id} in experiment {args.experiment!r} at {args.host}")
     return 0
@@ -205,7 +206,11 @@ def _cmd_upload(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import upload_pipeline
 
     pipeline_id = upload_pipeline(
-        args.host, args.name, namespace=args.namespace, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE")
+        args.host,
+        args.name,
+        namespace=args.namespace,
+        image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+        resources=_task_resources(args),
     )
     print(f"churnflow: uploaded pipeline {args.name!r} as {pipeline_id} to {args.host}")
     return 0
@@ -222,6 +227,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         job_name=args.name,
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
+        resources=_task_resources(args),
     )
     print(f"churnflow: recurring run {job_id} ({args.cron!r}) in experiment {args.experiment!r} at {args.host}")
     return 0
@@ -278,6 +284,18 @@ def _add_kubeflow_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--set", action="append", metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
 
 
+def _add_resource_options(command: argparse.ArgumentParser) -> None:
+    resources = command.add_argument_group(
+        "resources of the compute steps (preprocess, cv-score, train, evaluate, drift-check)",
+        "compiled in as constants, which every KFP backend honours; the light steps keep 100m-500m CPU, "
+        "256Mi-1Gi memory",
+    )
+    resources.add_argument("--cpu-request", metavar="CPU", help="default 500m")
+    resources.add_argument("--cpu-limit", metavar="CPU", help="default 2")
+    resources.add_argument("--memory-request", metavar="MEMORY", help="default 1Gi")
+    resources.add_argument("--memory-limit", metavar="MEMORY", help="default 4Gi")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from churnflow.components.deploy.inferenceservice import DEFAULT_STORAGE_SERVICE_ACCOUNT
 
@@ -310,15 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="training",
         help="which pipeline: the training pipeline (default) or the drift check",
     )
-    resources = comp.add_argument_group(
-        "resources of the compute steps (preprocess, cv-score, train, evaluate, drift-check)",
-        "compiled in as constants, which every KFP backend honours; the light steps keep 100m-500m CPU, "
-        "256Mi-1Gi memory",
-    )
-    resources.add_argument("--cpu-request", metavar="CPU", help="default 500m")
-    resources.add_argument("--cpu-limit", metavar="CPU", help="default 2")
-    resources.add_argument("--memory-request", metavar="MEMORY", help="default 1Gi")
-    resources.add_argument("--memory-limit", metavar="MEMORY", help="default 4Gi")
+    _add_resource_options(comp)
     comp.set_defaults(func=_cmd_compile)
 
     gen = sub.add_parser("generate", help="write a synthetic customer table as CSV")
@@ -396,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="compile the pipeline and start a run on a Kubeflow endpoint")
     _add_kubeflow_options(submit)
     submit.add_argument("--run-name", default="")
+    _add_resource_options(submit)
     submit.set_defaults(func=_cmd_submit)
 
     upload = sub.add_parser("upload", help="compile the pipeline and upload it to a Kubeflow endpoint")
@@ -403,12 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--namespace", default="")
     upload.add_argument("--name", default="churnflow-training", help="pipeline name in Kubeflow")
     upload.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
+    _add_resource_options(upload)
     upload.set_defaults(func=_cmd_upload)
 
     schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining) on a Kubeflow endpoint")
     _add_kubeflow_options(schedule)
     schedule.add_argument("--cron", required=True, help="six-field cron, seconds first: '0 0 3 * * *' = daily 03:00")
     schedule.add_argument("--name", default="churnflow-retraining", help="name of the recurring run")
+    _add_resource_options(schedule)
     schedule.set_defaults(func=_cmd_schedule)
 
     deploy = sub.add_parser("deploy", help="print or apply the InferenceService for a model directory URI")

@@ -63,10 +63,12 @@ def _client(host: str, namespace: str = "") -> Any:
 
 
 @contextlib.contextmanager
-def kubeflow_session(host: str, namespace: str, image: str | None, what: str) -> Iterator[tuple[Any, Path]]:
+def kubeflow_session(
+    host: str, namespace: str, image: str | None, what: str, resources: Any = None
+) -> Iterator[tuple[Any, Path]]:
     """A compiled package and a connected kfp.Client; any client failure becomes one line naming `what`."""
     with tempfile.TemporaryDirectory() as directory:
-        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image)
+        package = compile_pipeline(Path(directory) / "churn_pipeline.yaml", image=image, resources=resources)
         client = _client(host, namespace)
         try:
             yield client, package
@@ -84,9 +86,10 @@ def submit_run(
     experiment: str = "churnflow",
     run_name: str = "",
     image: str | None = None,
+    resources: Any = None,
 ) -> str:
     """Compiles the pipeline and starts one run of it now; returns the run id."""
-    with kubeflow_session(host, namespace, image, "the run") as (client, package):
+    with kubeflow_session(host, namespace, image, "the run", resources) as (client, package):
         run = client.create_run_from_pipeline_package(
             str(package),
             arguments=arguments,
@@ -107,6 +110,7 @@ def schedule_runs(
     job_name: str = "churnflow-retraining",
     image: str | None = None,
     max_concurrency: int = 1,
+    resources: Any = None,
 ) -> str:
     """Compiles the pipeline and creates a recurring run (retraining on a cron schedule); returns its id.
 
@@ -115,7 +119,7 @@ def schedule_runs(
     """
     if len(cron.split()) != 6:
         raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
-    with kubeflow_session(host, namespace, image, "the recurring run") as (client, package):
+    with kubeflow_session(host, namespace, image, "the recurring run", resources) as (client, package):
         experiment_id = client.create_experiment(experiment, namespace=namespace or None).experiment_id
         job = client.create_recurring_run(
             experiment_id=experiment_id,
@@ -130,10 +134,16 @@ def schedule_runs(
 
 
 def upload_pipeline(
-    host: str, name: str, *, namespace: str = "", image: str | None = None, description: str = ""
+    host: str,
+    name: str,
+    *,
+    namespace: str = "",
+    image: str | None = None,
+    description: str = "",
+    resources: Any = None,
 ) -> str:
     """Compiles the pipeline and uploads it to the KFP API as a named pipeline; returns its id."""
-    with kubeflow_session(host, namespace, image, "the pipeline") as (client, package):
+    with kubeflow_session(host, namespace, image, "the pipeline", resources) as (client, package):
         pipeline = client.upload_pipeline(
             str(package),
             pipeline_name=name,
