@@ -224,3 +224,10 @@ def test_the_network_policy_admits_only_gateway_pipelines_and_prometheus():
     assert scoped == {"kubeflow": kfp_pods, "monitoring": {"app.kubernetes.io/name": "prometheus"}}
     assert len(sources) == 4  # nothing else: not "any pod", not "any namespace"
     assert all(s.get("namespaceSelector") != {} and s.get("podSelector") != {} for s in sources)
+
+
+def test_submit_refuses_an_unknown_deployment_mode_before_contacting_kubeflow(capsys):
+    # port 9 (discard) is never a KFP API: the error must come before any connection
+    assert main(["submit", "--host", "http://127.0.0.1:9", "--set", "deployment_mode=serverless"]) == 2
+    err = capsys.readouterr().err
+    assert err == "churnflow: error: deployment_mode: expected Serverless or RawDeployment, got 'serverless'\n"
