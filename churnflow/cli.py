@@ -100,6 +100,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_resources(args: argparse.Namespace):  # -> TaskResources | None
+    """--cpu-request/--cpu-limit/--memory-request/--memory-limit as the compute steps' profile."""
+    from churnflow.pipelines.resources import compute_profile
+
+    chosen = {
+        "cpu_request": args.cpu_request,
+        "cpu_limit": args.cpu_limit,
+        "memory_request": args.memory_request,
+        "memory_limit": args.memory_limit,
+    }
+    return compute_profile(**chosen) if any(v is not None for v in chosen.values()) else None
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     import yaml
 
@@ -107,7 +120,15 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import compile_pipeline
 
     backend = parse_version(args.kfp_backend) if args.kfp_backend else None
-    path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"), backend=backend)
+    image = args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE")
+    resources = _task_resources(args)
+    if args.pipeline == "drift":
+        from churnflow.pipelines.drift_pipeline import compile_drift_pipeline
+
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(compile_drift_pipeline(args.output, image=image, backend=backend, resources=resources))
+    else:
+        path = compile_pipeline(args.output, image=image, backend=backend, resources=resources)
     needs = minimum_backend(list(yaml.safe_load_all(path.read_text())))
     print(f"churnflow: wrote {path} (runs on KFP backend {show(needs)} or newer)")
     return 0
@@ -291,6 +312,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
         service_account=args.service_account,
         backend=backend_option(args.kfp_backend),
+        resources=_task_resources(args),
     )
     print(f"churnflow: started run {run_id} in experiment {args.experiment!r} at {args.host}")
     return 0
@@ -305,6 +327,7 @@ def _cmd_upload(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
         backend=backend_option(args.kfp_backend),
+        resources=_task_resources(args),
     )
     print(f"churnflow: uploaded pipeline {args.name!r} as {pipeline_id} to {args.host}")
     return 0
@@ -323,9 +346,22 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
         service_account=args.service_account,
         backend=backend_option(args.kfp_backend),
+        resources=_task_resources(args),
     )
     print(f"churnflow: recurring run {job_id} ({args.cron!r}) in experiment {args.experiment!r} at {args.host}")
     return 0
+
+
+def _deploy_metadata_digest(args: argparse.Namespace) -> str:
+    """--metadata-sha256, else the digest of metadata.json when --model-uri is a local directory."""
+    from churnflow.components.deploy.logic import metadata_digest
+
+    if args.metadata_sha256:
+        return args.metadata_sha256.lower()
+    local = Path(args.model_uri.removeprefix("file://"))
+    if "://" not in args.model_uri.removeprefix("file://") and local.is_dir():
+        return metadata_digest(local)
+    return ""
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
@@ -337,6 +373,10 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         storage_uri=args.model_uri,
         image=args.image or DEFAULT_SERVE_IMAGE,
         model_version=args.model_version,
+        pipeline_run=args.run_name,
+        service_account=args.service_account,
+        deployment_mode=args.deployment_mode,
+        metadata_sha256=_deploy_metadata_digest(args),
     )
     if args.dry_run:
         print(to_yaml(manifest), end="")
@@ -380,7 +420,21 @@ def _add_backend_option(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_resource_options(command: argparse.ArgumentParser) -> None:
+    resources = command.add_argument_group(
+        "resources of the compute steps (preprocess, cv-score, train, evaluate, drift-check)",
+        "compiled in as constants, which every KFP backend honours; the light steps keep 100m-500m CPU, "
+        "256Mi-1Gi memory",
+    )
+    resources.add_argument("--cpu-request", metavar="CPU", help="default 500m")
+    resources.add_argument("--cpu-limit", metavar="CPU", help="default 2")
+    resources.add_argument("--memory-request", metavar="MEMORY", help="default 1Gi")
+    resources.add_argument("--memory-limit", metavar="MEMORY", help="default 4Gi")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from churnflow.components.deploy.inferenceservice import DEFAULT_STORAGE_SERVICE_ACCOUNT
+
     parser = argparse.ArgumentParser(prog="churnflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -416,6 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile for this KFP backend version (default: the newest; below 2.14 tuning runs in one task "
         "instead of a fan-in with dsl.Collected)",
     )
+    comp.add_argument(
+        "--pipeline",
+        choices=["training", "drift"],
+        default="training",
+        help="which pipeline: the training pipeline (default) or the drift check",
+    )
+    _add_resource_options(comp)
     comp.set_defaults(func=_cmd_compile)
 
     gen = sub.add_parser("generate", help="write a synthetic customer table as CSV")
@@ -511,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="compile the pipeline and start a run on a Kubeflow endpoint")
     _add_kubeflow_options(submit)
     submit.add_argument("--run-name", default="")
+    _add_resource_options(submit)
     submit.set_defaults(func=_cmd_submit)
 
     upload = sub.add_parser("upload", help="compile the pipeline and upload it to a Kubeflow endpoint")
@@ -519,12 +581,14 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--name", default="churnflow-training", help="pipeline name in Kubeflow")
     upload.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
     _add_backend_option(upload)
+    _add_resource_options(upload)
     upload.set_defaults(func=_cmd_upload)
 
     schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining) on a Kubeflow endpoint")
     _add_kubeflow_options(schedule)
     schedule.add_argument("--cron", required=True, help="six-field cron, seconds first: '0 0 3 * * *' = daily 03:00")
     schedule.add_argument("--name", default="churnflow-retraining", help="name of the recurring run")
+    _add_resource_options(schedule)
     schedule.set_defaults(func=_cmd_schedule)
 
     deploy = sub.add_parser("deploy", help="print or apply the InferenceService for a model directory URI")
@@ -533,6 +597,30 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--name", default="churn", help="InferenceService (and model) name")
     deploy.add_argument("--image", help="serve image (default: the published churnflow-serve tag)")
     deploy.add_argument("--model-version", default="", help="label churnflow.io/model-version")
+    deploy.add_argument(
+        "--run-name",
+        default="",
+        help="the pipeline run it comes from: label churnflow.io/pipeline-run (made a valid label value) and "
+        "annotation churnflow.io/pipeline-run-name (as given)",
+    )
+    deploy.add_argument(
+        "--service-account",
+        default=DEFAULT_STORAGE_SERVICE_ACCOUNT,
+        help="the predictor's service account, whose Secret holds the model storage credentials "
+        f"(default {DEFAULT_STORAGE_SERVICE_ACCOUNT}, from manifests/storage.yaml; '' for none)",
+    )
+    deploy.add_argument(
+        "--deployment-mode",
+        default="Serverless",
+        help="KServe deployment mode, Serverless (default) or RawDeployment: annotation "
+        "serving.kserve.io/deploymentMode, and the autoscaling metric",
+    )
+    deploy.add_argument(
+        "--metadata-sha256",
+        default="",
+        help="SHA-256 of the model's metadata.json, which the predictor checks before loading "
+        "(default: computed when --model-uri is a local directory)",
+    )
     deploy.add_argument(
         "--canary",
         type=int,

@@ -12,12 +12,13 @@ from kfp import dsl
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.deploy.component import deploy_op
-from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE
+from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, DEFAULT_STORAGE_SERVICE_ACCOUNT
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
 from churnflow.components.tune.component import candidates_op, cv_score_op, select_params_op, tune_op
 from churnflow.config import config_to_json, load_config
+from churnflow.pipelines.resources import set_resources
 
 PIPELINE_NAME = "churnflow-training"
 PIPELINE_DESCRIPTION = "Train, evaluate and (if good enough) deploy the churn model."
@@ -63,6 +64,8 @@ def _training_dag(
     deploy_mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600.0,
+    storage_service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    deployment_mode: str = "Serverless",
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -71,6 +74,7 @@ def _training_dag(
         seed=seed,
         test_size=test_size,
     )
+    set_resources(preprocess, "compute")
     # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
     # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
     if not _FAN_IN.get():  # backends before 2.14: every candidate scored in one task
@@ -88,6 +92,7 @@ def _training_dag(
             metric=tuning_metric,
             seed=seed,
         )
+        set_resources(selection, "compute")
     else:
         candidates = candidates_op(
             tune=tune,
@@ -99,6 +104,7 @@ def _training_dag(
             class_weight=class_weight,
             random_state=seed,
         )
+        set_resources(candidates, "light")
         with dsl.ParallelFor(candidates.output, name="cross-validate-candidates") as candidate:
             scored = cv_score_op(
                 train_data=preprocess.outputs["train_data"],
@@ -108,7 +114,9 @@ def _training_dag(
                 metric=tuning_metric,
                 seed=seed,
             )
+            set_resources(scored, "compute")
         selection = select_params_op(results=dsl.Collected(scored.output))
+        set_resources(selection, "light")
     train = train_op(
         train_data=preprocess.outputs["train_data"],
         contract=preprocess.outputs["contract"],
@@ -119,6 +127,7 @@ def _training_dag(
         seed=seed,
         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     )
+    set_resources(train, "compute")
     evaluate = evaluate_op(
         model=train.outputs["model"],
         test_data=preprocess.outputs["test_data"],
@@ -128,6 +137,7 @@ def _training_dag(
         max_regression=max_regression,
         champion_metrics=champion_metrics,
     )
+    set_resources(evaluate, "compute")
     with dsl.If(evaluate.outputs["Output"] == True, name="model-is-good-enough"):  # noqa: E712
         deploy = deploy_op(
             model=train.outputs["model"],
@@ -140,9 +150,12 @@ def _training_dag(
             deploy_mode=deploy_mode,
             canary_percent=canary_percent,
             ready_timeout_seconds=ready_timeout_seconds,
+            storage_service_account=storage_service_account,
+            deployment_mode=deployment_mode,
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)
+        set_resources(deploy, "light")
     return PipelineOutputs(model=train.outputs["model"], evaluation=evaluate.outputs["report"])
 
 
@@ -156,9 +169,8 @@ def training_pipeline(backend: tuple[int, int] | None = None) -> Any:
     cross-validates every candidate (same parameters, same selection, same outputs downstream)."""
     from churnflow.pipelines.backends import FEATURES
 
-    if backend is None or backend >= FEATURES["collected"].needs:
-        return churn_training_pipeline
-    token = _FAN_IN.set(False)
+    # Built afresh each time, so the task resources in force (pipelines/resources.py) apply too.
+    token = _FAN_IN.set(backend is None or backend >= FEATURES["collected"].needs)
     try:
         return dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(_training_dag)
     finally:

@@ -15,6 +15,7 @@ from kfp.dsl import Artifact, Model
 
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
 from churnflow.components.image import TRAIN_IMAGE
+from churnflow.pipelines.resources import set_resources
 from churnflow.psi import PSI_ACT, PSI_WATCH
 
 PIPELINE_NAME = "churnflow-drift-check"
@@ -61,6 +62,7 @@ def drift_check_pipeline(
         min_rows=min_rows,
         min_labelled=min_labelled,
     )
+    set_resources(check, "compute")
     check.set_caching_options(False)  # the store changes under the same inputs: every scheduled run checks anew
     kubernetes.use_secret_as_env(check, STORE_SECRET, {"url": "CHURNFLOW_STORE_URL"}, optional=True)
     drifted = dsl.If(check.outputs["Output"] == True, name="drift-detected")  # noqa: E712
@@ -81,19 +83,23 @@ def drift_check_pipeline(
         # Kubeflow's PodDefault `access-ml-pipeline` projects the KFP API token into pods with this label
         # (KF_PIPELINES_SA_TOKEN_PATH); multi-user Kubeflow refuses the retrain's calls without it.
         kubernetes.add_pod_label(start, KFP_ACCESS_LABEL, "true")
+        set_resources(start, "light")
     return check.outputs["Output"]
 
 
-def compile_drift_pipeline(output: str, image: str | None = None, backend: tuple[int, int] | None = None) -> str:
+def compile_drift_pipeline(
+    output: str, image: str | None = None, backend: tuple[int, int] | None = None, resources: object = None
+) -> str:
     """Writes the drift pipeline as KFP YAML (every component on `image` when given) for KFP backend
-    `backend` (None: the newest; refused in one line when it uses a feature that backend lacks)."""
+    `backend` (None: the newest; refused in one line when it uses a feature that backend lacks);
+    `resources`, a TaskResources, for the drift check's CPU and memory."""
     from pathlib import Path
 
     import yaml
 
     from churnflow.pipelines.kubeflow import compile_pipeline
 
-    compile_pipeline(output, image=image, pipeline=drift_check_pipeline, backend=backend)
+    compile_pipeline(output, image=image, pipeline=drift_check_pipeline, backend=backend, resources=resources)
     if image:
         path = Path(output)
         documents = list(yaml.safe_load_all(path.read_text()))

@@ -37,16 +37,21 @@ HEALTHZ = "/apis/v2beta1/healthz"
 PipelineChoice = Any  # a compiled-able pipeline (GraphComponent) or a function backend → pipeline
 
 
-def _pipeline_for(pipeline: PipelineChoice | None, backend: Version | None) -> Any:
+def _pipeline_for(pipeline: PipelineChoice | None, backend: Version | None, resources: Any) -> Any:
     from kfp.dsl import base_component
+
+    from churnflow.pipelines.resources import rebuild, task_resources
 
     if pipeline is None:
         from churnflow.pipelines.churn_pipeline import training_pipeline
 
         pipeline = training_pipeline
     if isinstance(pipeline, base_component.BaseComponent):
-        return pipeline
-    return pipeline(backend)
+        return rebuild(pipeline, resources)
+    if resources is None:
+        return pipeline(backend)
+    with task_resources(resources):
+        return pipeline(backend)
 
 
 def compile_pipeline(
@@ -55,9 +60,12 @@ def compile_pipeline(
     *,
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
+    resources: Any = None,
 ) -> Path:
     """Writes the pipeline spec (default: the training pipeline) for KFP backend `backend` (None: the
-    newest); every component runs in `image` (default: the train image).
+    newest); every component runs in `image` (default: the train image); `resources` (a
+    TaskResources) replaces the compute steps' CPU and memory requests and limits
+    (pipelines/resources.py).
 
     `pipeline` is a @dsl.pipeline or a function from the backend version to one (the training
     pipeline chooses its tuning fan-in that way). The image is set on the compiled executors rather
@@ -65,7 +73,7 @@ def compile_pipeline(
     naming the feature when the pipeline needs a newer backend."""
     from kfp import compiler
 
-    component = _pipeline_for(pipeline, backend)
+    component = _pipeline_for(pipeline, backend, resources)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(component, str(output))
@@ -201,6 +209,7 @@ def kubeflow_session(
     *,
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
+    resources: Any = None,
 ) -> Iterator[Session]:
     """Reads the backend's version (used unless `backend` is given), compiles `pipeline` (default: the
     training pipeline) for it and connects; any client failure becomes one line naming `what`.
@@ -217,7 +226,11 @@ def kubeflow_session(
     with tempfile.TemporaryDirectory() as directory:
         try:
             package = compile_pipeline(
-                Path(directory) / "pipeline.yaml", image=image, pipeline=pipeline, backend=compile_for
+                Path(directory) / "pipeline.yaml",
+                image=image,
+                pipeline=pipeline,
+                backend=compile_for,
+                resources=resources,
             )
         except ChurnflowError as error:
             if detected is None:
@@ -246,9 +259,12 @@ def submit_run(
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
     backend: Version | None = None,
     pipeline: PipelineChoice | None = None,
+    resources: Any = None,
 ) -> str:
     """Compiles the pipeline for the endpoint's backend and starts one run of it now; returns the run id."""
-    with kubeflow_session(host, namespace, image, "the run", pipeline=pipeline, backend=backend) as session:
+    with kubeflow_session(
+        host, namespace, image, "the run", pipeline=pipeline, backend=backend, resources=resources
+    ) as session:
         run = session.client.create_run_from_pipeline_package(
             str(session.package),
             arguments=arguments,
@@ -273,6 +289,7 @@ def schedule_runs(
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
     backend: Version | None = None,
     pipeline: PipelineChoice | None = None,
+    resources: Any = None,
 ) -> str:
     """Compiles the pipeline and creates a recurring run (retraining on a cron schedule); returns its id.
 
@@ -281,7 +298,9 @@ def schedule_runs(
     """
     if len(cron.split()) != 6:
         raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
-    with kubeflow_session(host, namespace, image, "the recurring run", pipeline=pipeline, backend=backend) as session:
+    with kubeflow_session(
+        host, namespace, image, "the recurring run", pipeline=pipeline, backend=backend, resources=resources
+    ) as session:
         experiment_id = session.client.create_experiment(experiment, namespace=namespace or None).experiment_id
         job = session.client.create_recurring_run(
             experiment_id=experiment_id,
@@ -305,9 +324,12 @@ def upload_pipeline(
     description: str = "",
     backend: Version | None = None,
     pipeline: PipelineChoice | None = None,
+    resources: Any = None,
 ) -> str:
     """Compiles the pipeline for the endpoint's backend and uploads it as a named pipeline; returns its id."""
-    with kubeflow_session(host, namespace, image, "the pipeline", pipeline=pipeline, backend=backend) as session:
+    with kubeflow_session(
+        host, namespace, image, "the pipeline", pipeline=pipeline, backend=backend, resources=resources
+    ) as session:
         uploaded = session.client.upload_pipeline(
             str(session.package),
             pipeline_name=name,

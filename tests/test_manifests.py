@@ -35,6 +35,8 @@ STANDARD_KINDS = {
     "Deployment",
     "ClusterRole",
     "ClusterRoleBinding",
+    "Secret",
+    "NetworkPolicy",
 }
 
 
@@ -105,7 +107,8 @@ def test_kustomization_builds():
     assert result.returncode == 0, result.stderr
     built = [d for d in yaml.safe_load_all(result.stdout) if d]
     kinds = {d["kind"] for d in built}
-    assert {"ServiceAccount", "Role", "RoleBinding", "InferenceService"} <= kinds
+    assert {"ServiceAccount", "Role", "RoleBinding", "Secret", "NetworkPolicy"} <= kinds
+    assert "InferenceService" not in kinds  # the deploy step creates it; a placeholder would be "previous"
     assert all(d["metadata"].get("namespace") for d in built if d["kind"] != "ClusterRole")
 
 
@@ -132,6 +135,7 @@ def test_example_inferenceservice_is_what_deploy_renders(isvc_validator):
     assert example == rendered
 
 
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
 @pytest.mark.parametrize(
     "uri",
     [
@@ -141,15 +145,17 @@ def test_example_inferenceservice_is_what_deploy_renders(isvc_validator):
         "file:///srv/models/churn",
     ],
 )
-def test_rendered_inferenceservices_validate_against_the_crd(isvc_validator, uri):
+def test_rendered_inferenceservices_validate_against_the_crd(isvc_validator, uri, mode):
     manifest = render_inferenceservice(
         name="churn",
         namespace="ns",
         storage_uri=uri,
         image="r.example/serve:2",
         model_version="20260101-abc",
-        pipeline_run="run-1",
+        pipeline_run="Run of churnflow-training 2026-11-27 03:00:00",
         service_account="sa",
+        deployment_mode=mode,
+        metadata_sha256="0" * 64,
     )
     assert_valid_isvc(isvc_validator, manifest)
     container = manifest["spec"]["predictor"]["containers"][0]

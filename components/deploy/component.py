@@ -17,6 +17,8 @@ def deploy_op(
     deploy_mode: str,
     canary_percent: int,
     ready_timeout_seconds: float,
+    storage_service_account: str,
+    deployment_mode: str,
     inferenceservice: Output[Artifact],
 ):
     """Renders the InferenceService for the new model; locally, also releases the model directory."""
@@ -40,5 +42,7 @@ def deploy_op(
         mode=deploy_mode,
         canary_percent=canary_percent,
         ready_timeout_seconds=ready_timeout_seconds,
+        service_account=storage_service_account,
+        deployment_mode=deployment_mode,
     )
     print(f"deploy: InferenceService {namespace}/{model_name} for {model.uri}")

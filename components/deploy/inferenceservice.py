@@ -2,19 +2,72 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
+
+from churnflow.components.deploy.labels import label_value
+from churnflow.errors import ChurnflowError
 
 DEFAULT_SERVE_IMAGE = "ghcr.io/churnflow/churnflow-serve:0.1.0"
 APP_LABEL = "churn-predictor"
 MODEL_MOUNT = "/mnt/models"
 HTTP_PORT = 8080
+# The ServiceAccount manifests/storage.yaml ships: its Secret gives KServe's storage initializer the
+# S3 endpoint and keys of Kubeflow's MinIO, without which the predictor never becomes Ready.
+DEFAULT_STORAGE_SERVICE_ACCOUNT = "churnflow-storage"
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+SERVERLESS, RAW_DEPLOYMENT = "Serverless", "RawDeployment"
+DEPLOYMENT_MODES = (SERVERLESS, RAW_DEPLOYMENT)
+PIPELINE_RUN_LABEL = "churnflow.io/pipeline-run"
+PIPELINE_RUN_ANNOTATION = "churnflow.io/pipeline-run-name"
+METADATA_DIGEST_ENV = "CHURNFLOW_METADATA_SHA256"
+TMP_VOLUME = "tmp"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def kserve_storage_uri(uri: str) -> str:
     """KFP's local MinIO artifact URIs (minio://bucket/key) are S3 to KServe's storage initializer."""
     return "s3://" + uri.removeprefix("minio://") if uri.startswith("minio://") else uri
+
+
+def check_deployment_mode(mode: str) -> str:
+    """The KServe deployment mode, or one clear error: the canary and autoscaling both depend on it."""
+    if mode not in DEPLOYMENT_MODES:
+        raise ChurnflowError(f"deployment_mode: expected Serverless or RawDeployment, got {mode!r}")
+    return mode
+
+
+def autoscaling(mode: str, scale_target: int, cpu_utilization: int) -> dict[str, Any]:
+    """Per mode: Knative scales Serverless on in-flight requests; RawDeployment's HPA knows only cpu
+    and memory (a `concurrency` metric there is silently ignored), so it scales on CPU utilisation."""
+    if check_deployment_mode(mode) == RAW_DEPLOYMENT:
+        return {"scaleMetric": "cpu", "scaleTarget": cpu_utilization}
+    return {"scaleMetric": "concurrency", "scaleTarget": scale_target}
+
+
+def hardened_security_context() -> dict[str, Any]:
+    """The predictor container's: non-root, read-only root filesystem (/tmp is an emptyDir), no
+    privilege escalation, every capability dropped, the runtime's default seccomp profile."""
+    return {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _check_inputs(service_account: str, metadata_sha256: str) -> None:
+    if service_account and (len(service_account) > 253 or not _DNS_SUBDOMAIN.match(service_account)):
+        raise ChurnflowError(
+            "service_account: expected a Kubernetes name (lower-case letters, digits, '-', '.'), "
+            f"got {service_account!r}"
+        )
+    if metadata_sha256 and not _SHA256.match(metadata_sha256):
+        raise ChurnflowError(f"metadata_sha256: expected 64 lower-case hex digits, got {metadata_sha256!r}")
 
 
 def render_inferenceservice(
@@ -30,45 +83,58 @@ def render_inferenceservice(
     scale_target: int = 50,
     cpu: str = "1",
     memory: str = "1Gi",
-    service_account: str = "",
+    service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    deployment_mode: str = SERVERLESS,
+    cpu_utilization: int = 80,
+    metadata_sha256: str = "",
 ) -> dict[str, Any]:
-    """The InferenceService manifest as a dict: custom predictor container, storageUri, scraping."""
+    """The InferenceService manifest as a dict: custom predictor container, storageUri, scraping.
+
+    Label values go through label_value (a run's display name is not one); the run's full name is
+    kept in an annotation. `metadata_sha256` is the digest of the model's metadata.json the predictor
+    must find before it reads anything else.
+    """
+    mode = check_deployment_mode(deployment_mode)
+    _check_inputs(service_account, metadata_sha256)
     labels = {"app": APP_LABEL, "app.kubernetes.io/part-of": "churnflow"}
+    annotations = {"serving.kserve.io/enable-prometheus-scraping": "true", MODE_ANNOTATION: mode}
     if model_version:
-        labels["churnflow.io/model-version"] = model_version
+        labels["churnflow.io/model-version"] = label_value(model_version)
     if pipeline_run:
-        labels["churnflow.io/pipeline-run"] = pipeline_run[:63]
+        labels[PIPELINE_RUN_LABEL] = label_value(pipeline_run)
+        annotations[PIPELINE_RUN_ANNOTATION] = pipeline_run
+    env = [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}]
+    if metadata_sha256:
+        env.append({"name": METADATA_DIGEST_ENV, "value": metadata_sha256})
     predictor: dict[str, Any] = {
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
-        "scaleMetric": "concurrency",
-        "scaleTarget": scale_target,
+        **autoscaling(mode, scale_target, cpu_utilization),
         "labels": dict(labels),
         "annotations": {
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(HTTP_PORT),
             "prometheus.io/path": "/metrics",
         },
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
             {
                 "name": "kserve-container",
                 "image": image,
                 "args": [f"--model_name={name}", f"--model_dir={MODEL_MOUNT}", f"--http_port={HTTP_PORT}"],
-                "env": [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}],
+                "env": env,
                 "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
                 "resources": {
                     "requests": {"cpu": cpu, "memory": memory},
                     "limits": {"cpu": cpu, "memory": memory},
                 },
                 "readinessProbe": {"httpGet": {"path": f"/v1/models/{name}", "port": HTTP_PORT}},
-                "securityContext": {
-                    "runAsNonRoot": True,
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": hardened_security_context(),
+                # The root filesystem is read-only: worker start-up and remote model downloads write here.
+                "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
             }
         ],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     if service_account:
         predictor["serviceAccountName"] = service_account
@@ -79,7 +145,7 @@ def render_inferenceservice(
             "name": name,
             "namespace": namespace,
             "labels": labels,
-            "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"},
+            "annotations": annotations,
         },
         "spec": {"predictor": predictor},
     }

@@ -7,14 +7,21 @@ the `apply_inferenceservice` seam (see churnflow deploy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from churnflow.artifact import EVALUATION_FILE, publish_directory, verify_files
-from churnflow.components.deploy.inferenceservice import render_inferenceservice, to_yaml
+from churnflow.artifact import EVALUATION_FILE, METADATA_FILE, publish_directory, verify_files
+from churnflow.components.deploy.inferenceservice import (
+    DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    SERVERLESS,
+    check_deployment_mode,
+    render_inferenceservice,
+    to_yaml,
+)
 from churnflow.errors import ChurnflowError
 
 MANIFEST_FILE = "inferenceservice.yaml"
@@ -33,6 +40,17 @@ def release_locally(model_dir: str | Path, evaluation: dict[str, Any], target: s
         return publish_directory(staged, target)
 
 
+def metadata_digest(model_dir: str | Path) -> str:
+    """SHA-256 of the model's metadata.json: the InferenceService carries it so the predictor can tell
+    that the artifact it downloads is the one this step evaluated (metadata.json holds the digest of
+    every other file)."""
+    path = Path(model_dir) / METADATA_FILE
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        raise ChurnflowError(f"model directory {model_dir}: cannot read {METADATA_FILE} ({error.strerror})") from None
+
+
 def deploy(
     model_dir: str | Path,
     model_uri: str,
@@ -48,6 +66,8 @@ def deploy(
     mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600,
+    service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    deployment_mode: str = SERVERLESS,
 ) -> dict[str, Any]:
     """Writes the InferenceService manifest; releases locally when `local_release_dir` is set, and in
     "apply" mode creates or patches it on the cluster (components/deploy/kubernetes.py).
@@ -55,6 +75,7 @@ def deploy(
     Locally the manifest is also written beside the release (`<parent>/inferenceservice.yaml`) with
     storageUri pointing at it, which is what `churnflow run` leaves in its output directory.
     """
+    check_deployment_mode(deployment_mode)  # before anything is released
     storage_uri = model_uri
     if local_release_dir:
         release_locally(model_dir, evaluation, local_release_dir)
@@ -66,6 +87,9 @@ def deploy(
         image=image,
         model_version=model_version,
         pipeline_run=pipeline_run,
+        service_account=service_account,
+        deployment_mode=deployment_mode,
+        metadata_sha256=metadata_digest(model_dir),
     )
     text = to_yaml(manifest)
     Path(manifest_path).parent.mkdir(parents=True, exist_ok=True)
