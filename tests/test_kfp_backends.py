@@ -170,6 +170,7 @@ def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
 def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     """kfp.local runs the DAG compiled for backend 2.4: the one tuning task scores every candidate and
     train fits the one it chose (that it chooses as the fan-out does is the unit test above)."""
+    from churnflow.components.tune.logic import select_best
     from churnflow.config import load_config
     from churnflow.pipelines.churn_pipeline import training_pipeline
     from churnflow.pipelines.local import run_local
@@ -181,6 +182,6 @@ def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     metadata = json.loads((run.output_dir / "candidate" / "metadata.json").read_text())
     tuning = metadata["tuning"]
     assert sorted(c["params"]["min_samples_leaf"] for c in tuning["candidates"]) == [1, 10]
-    assert tuning["best"] == max(tuning["candidates"], key=lambda c: c["score"])["params"]
+    assert tuning["best"] == select_best(tuning["candidates"])["best"]  # the fan-out's rule, same candidates
     assert metadata["hyperparameters"]["min_samples_leaf"] == tuning["best"]["min_samples_leaf"]
     assert run.metrics["roc_auc"] > 0.6

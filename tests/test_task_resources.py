@@ -100,10 +100,8 @@ def test_default_resources_compile_to_the_same_pipeline(compiled, tmp_path):
 
 
 def test_submit_sends_the_chosen_resources(kfp_api, capsys):
-    from .fake_kfp_api import FakeKfpApi
-
-    assert main(["submit", "--host", kfp_api, "--cpu-limit", "3", "--memory-limit", "6Gi"]) == 0
+    assert main(["submit", "--host", kfp_api.url, "--cpu-limit", "3", "--memory-limit", "6Gi"]) == 0
     capsys.readouterr()
-    (run,) = [body for method, path, body in FakeKfpApi.calls if (method, path) == ("POST", "/apis/v2beta1/runs")]
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
     train = run["pipeline_spec"]["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
     assert (train["resourceCpuLimit"], train["resourceMemoryLimit"], train["cpuLimit"]) == ("3", "6Gi", 3.0)
