@@ -55,6 +55,7 @@ def compile_pipeline(
     *,
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
+    arguments: dict[str, Any] | None = None,
 ) -> Path:
     """Writes the pipeline spec (default: the training pipeline) for KFP backend `backend` (None: the
     newest); every component runs in `image` (default: the train image).
@@ -62,7 +63,8 @@ def compile_pipeline(
     `pipeline` is a @dsl.pipeline or a function from the backend version to one (the training
     pipeline chooses its tuning fan-in that way). The image is set on the compiled executors rather
     than at import time, so one process can compile for several registries. Raises a ChurnflowError
-    naming the feature when the pipeline needs a newer backend."""
+    naming the feature when the pipeline needs a newer backend. `arguments` are the run's: a backend
+    before 2.4 reads resources only as constants, so resource parameters are fixed to them."""
     from kfp import compiler
 
     component = _pipeline_for(pipeline, backend)
@@ -77,7 +79,7 @@ def compile_pipeline(
             if "container" in executor:
                 executor["container"]["image"] = image
     if backend is not None:
-        adapt(documents, backend)
+        adapt(documents, backend, arguments)
         check(documents, backend, f"pipeline {documents[0]['pipelineInfo']['name']!r}")
     output.write_text(yaml.safe_dump_all(documents, sort_keys=True))
     return output
@@ -201,6 +203,7 @@ def kubeflow_session(
     *,
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
+    arguments: dict[str, Any] | None = None,
 ) -> Iterator[Session]:
     """Reads the backend's version (used unless `backend` is given), compiles `pipeline` (default: the
     training pipeline) for it and connects; any client failure becomes one line naming `what`.
@@ -217,7 +220,11 @@ def kubeflow_session(
     with tempfile.TemporaryDirectory() as directory:
         try:
             package = compile_pipeline(
-                Path(directory) / "pipeline.yaml", image=image, pipeline=pipeline, backend=compile_for
+                Path(directory) / "pipeline.yaml",
+                image=image,
+                pipeline=pipeline,
+                backend=compile_for,
+                arguments=arguments,
             )
         except ChurnflowError as error:
             if detected is None:
@@ -248,7 +255,9 @@ def submit_run(
     pipeline: PipelineChoice | None = None,
 ) -> str:
     """Compiles the pipeline for the endpoint's backend and starts one run of it now; returns the run id."""
-    with kubeflow_session(host, namespace, image, "the run", pipeline=pipeline, backend=backend) as session:
+    with kubeflow_session(
+        host, namespace, image, "the run", pipeline=pipeline, backend=backend, arguments=arguments
+    ) as session:
         run = session.client.create_run_from_pipeline_package(
             str(session.package),
             arguments=arguments,
@@ -281,7 +290,9 @@ def schedule_runs(
     """
     if len(cron.split()) != 6:
         raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
-    with kubeflow_session(host, namespace, image, "the recurring run", pipeline=pipeline, backend=backend) as session:
+    with kubeflow_session(
+        host, namespace, image, "the recurring run", pipeline=pipeline, backend=backend, arguments=arguments
+    ) as session:
         experiment_id = session.client.create_experiment(experiment, namespace=namespace or None).experiment_id
         job = session.client.create_recurring_run(
             experiment_id=experiment_id,

@@ -184,3 +184,32 @@ def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     assert tuning["best"] == max(tuning["candidates"], key=lambda c: c["score"])["params"]
     assert metadata["hyperparameters"]["min_samples_leaf"] == tuning["best"]["min_samples_leaf"]
     assert run.metrics["roc_auc"] > 0.6
+
+
+@dsl.pipeline(name="resources")
+def _with_resources(cpu_limit: str = "2", memory_limit: str = "4Gi") -> None:
+    _hello().set_cpu_request("500m").set_memory_request("1Gi").set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
+
+
+@dsl.pipeline(name="resources-from-a-task")
+def _resources_from_a_task() -> None:
+    _hello().set_cpu_limit(_hello().output)
+
+
+def test_resource_strings_become_the_fields_old_backends_read(tmp_path: Path) -> None:
+    """Backends before 2.4 parse specs with a proto that has no resourceCpuLimit & co.: constants and
+    pipeline parameters (fixed to the run's value or their default) become the numeric fields."""
+    newest = documents(compile_pipeline(tmp_path / "a.yaml", pipeline=_with_resources))
+    assert "resource_strings" in features_used(newest)
+    old = documents(compile_pipeline(tmp_path / "b.yaml", pipeline=_with_resources, backend=(2, 3)))
+    resources = old[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]
+    assert resources == {"cpuRequest": 0.5, "memoryRequest": 1.073741824, "cpuLimit": 2.0, "memoryLimit": 4.294967296}
+    arguments = {"cpu_limit": "1500m"}
+    fixed = documents(
+        compile_pipeline(tmp_path / "c.yaml", pipeline=_with_resources, backend=(2, 3), arguments=arguments)
+    )
+    assert fixed[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]["cpuLimit"] == 1.5
+    kept = documents(compile_pipeline(tmp_path / "d.yaml", pipeline=_with_resources, backend=(2, 4)))
+    assert "resourceCpuLimit" in kept[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]
+    with pytest.raises(ChurnflowError, match=r"CPU/memory .* needs KFP backend 2.4 or newer; this backend is 2.3"):
+        compile_pipeline(tmp_path / "e.yaml", pipeline=_resources_from_a_task, backend=(2, 3))
