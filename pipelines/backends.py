@@ -40,6 +40,11 @@ FEATURES: dict[str, Feature] = {
         (2, 4),
         "the API server before 2.4 parses specs with a proto without these fields (KFP PRs 11075, 11501)",
     ),
+    "pod_metadata": Feature(
+        "pod labels or annotations (kubernetes.add_pod_label/add_pod_annotation)",
+        (2, 1),
+        "KFP PR 10393, released in 2.1",
+    ),
     "optional_secret_env": Feature(
         "a Secret as env marked optional (use_secret_as_env(optional=...))",
         (2, 15),
@@ -116,6 +121,8 @@ def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
         if set(resources) & set(_RESOURCE_FIELDS):
             used.setdefault("resource_strings", []).append(executor)
     for executor, config in _platform_executors(documents).items():
+        if config.get("podMetadata"):
+            used.setdefault("pod_metadata", []).append(executor)
         for secret in config.get("secretAsEnv", []) or []:
             if "optional" in secret:
                 used.setdefault("optional_secret_env", []).append(executor)
@@ -194,13 +201,13 @@ def beyond(documents: list[dict[str, Any]], backend: Version) -> list[str]:
 
 
 def check(documents: list[dict[str, Any]], backend: Version, pipeline: str) -> None:
-    """Raises one line naming the first feature `backend` cannot run and the version it needs."""
+    """Raises one line naming the feature `backend` cannot run that needs the newest version."""
     if backend < OLDEST:
         raise ChurnflowError(
             f"KFP backend {show(backend)} runs KFP v1 pipelines only; {pipeline} is a KFP v2 pipeline "
             f"(needs backend {show(OLDEST)} or newer)"
         )
-    for key in beyond(documents, backend):
+    for key in sorted(beyond(documents, backend), key=lambda k: FEATURES[k].needs, reverse=True):
         feature = FEATURES[key]
         raise ChurnflowError(
             f"{pipeline} uses {feature.what}, which needs KFP backend {show(feature.needs)} or newer; "

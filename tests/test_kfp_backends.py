@@ -97,6 +97,14 @@ def test_secret_fields_old_drivers_reject_are_dropped_or_refused(tmp_path: Path)
         compile_pipeline(tmp_path / "e.yaml", backend=(1, 8))
 
 
+def test_the_drift_pipeline_declares_what_it_uses(tmp_path: Path) -> None:
+    from churnflow.pipelines.drift_pipeline import compile_drift_pipeline
+
+    spec = documents(Path(compile_drift_pipeline(str(tmp_path / "drift.yaml"))))
+    assert features_used(spec)["pod_metadata"] == ["exec-retrain-op"]
+    assert "pod_metadata" in beyond(spec, (2, 0)) and "pod_metadata" not in beyond(spec, (2, 1))
+
+
 def test_backend_versions_parse_as_the_api_reports_them() -> None:
     assert parse_version("2.5.0") == (2, 5) and parse_version("v2.14.1") == (2, 14)
     assert parse_version("2.15.0-rc.1") == (2, 15) and parse_version("2.4") == (2, 4)
