@@ -29,11 +29,21 @@ class Feature:
     source: str
 
 
-# The versions come from KFP's issue tracker and release history (kubeflow/pipelines); none was
-# verified against a running backend here.
+# Each version is the first KFP release tag whose sources hold the change (kubeflow/pipelines git
+# history); none was verified against a running backend here.
 FEATURES: dict[str, Feature] = {
     "collected": Feature(
         "fan-in of ParallelFor outputs (dsl.Collected)", (2, 14), "kubeflow/pipelines PR 11725, released in 2.14"
+    ),
+    "resource_strings": Feature(
+        "CPU/memory requests or limits as strings or pipeline parameters (resourceCpuLimit, ...)",
+        (2, 4),
+        "the API server before 2.4 parses specs with a proto without these fields (KFP PRs 11075, 11501)",
+    ),
+    "pod_metadata": Feature(
+        "pod labels or annotations (kubernetes.add_pod_label/add_pod_annotation)",
+        (2, 1),
+        "KFP PR 10393, released in 2.1",
     ),
     "optional_secret_env": Feature(
         "a Secret as env marked optional (use_secret_as_env(optional=...))",
@@ -71,6 +81,23 @@ def _platform_executors(documents: list[dict[str, Any]]) -> dict[str, Any]:
     return platforms.get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {}) or {}
 
 
+# New string field → (the numeric field older backends read, the kind of quantity)
+_RESOURCE_FIELDS = {
+    "resourceCpuLimit": ("cpuLimit", "cpu"),
+    "resourceCpuRequest": ("cpuRequest", "cpu"),
+    "resourceMemoryLimit": ("memoryLimit", "memory"),
+    "resourceMemoryRequest": ("memoryRequest", "memory"),
+}
+_CHANNEL = re.compile(r"^\{\{\$\.inputs\.parameters\['pipelinechannel--([^']+)'\]\}\}$")
+
+
+def _resources(spec: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    for name, executor in spec.get("deploymentSpec", {}).get("executors", {}).items():
+        resources = executor.get("container", {}).get("resources")
+        if resources:
+            yield name, resources
+
+
 def _dags(spec: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
     yield "root", spec.get("root", {}).get("dag", {})
     for name, component in spec.get("components", {}).items():
@@ -90,7 +117,12 @@ def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
             loop = components.get(task.get("componentRef", {}).get("name", ""), {})
             if loop.get("dag", {}).get("outputs"):  # a loop whose outputs leave it is a fan-in
                 used.setdefault("collected", []).append(f"{dag_name}/{task_name}")
+    for executor, resources in _resources(spec):
+        if set(resources) & set(_RESOURCE_FIELDS):
+            used.setdefault("resource_strings", []).append(executor)
     for executor, config in _platform_executors(documents).items():
+        if config.get("podMetadata"):
+            used.setdefault("pod_metadata", []).append(executor)
         for secret in config.get("secretAsEnv", []) or []:
             if "optional" in secret:
                 used.setdefault("optional_secret_env", []).append(executor)
@@ -99,10 +131,51 @@ def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
     return used
 
 
-def adapt(documents: list[dict[str, Any]], backend: Version) -> list[dict[str, Any]]:
-    """Removes, for an older `backend`, fields it cannot read whose removal keeps the meaning:
-    `optional: false` (the default) and a secretNameParameter that repeats the constant secretName.
-    An optional Secret stays: without the field it would become required (check refuses it)."""
+def _fixed_quantity(value: str, kind: str, defaults: dict[str, Any], values: dict[str, Any]) -> float | None:
+    """A resource string as the number older backends read: a constant, or a pipeline parameter
+    fixed to the run's value or its default (None when it cannot be fixed)."""
+    from kfp.compiler import compiler_utils
+
+    match = _CHANNEL.match(value)
+    if match:
+        name = match.group(1)
+        if name in values:
+            value = str(values[name])
+        elif name in defaults:
+            value = str(defaults[name])
+        else:
+            return None
+    if "{{" in value:
+        return None
+    try:
+        return compiler_utils._cpu_to_float(value) if kind == "cpu" else compiler_utils._memory_to_float(value)
+    except (ValueError, TypeError):
+        return None
+
+
+def _adapt_resources(spec: dict[str, Any], values: dict[str, Any]) -> None:
+    parameters = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    defaults = {name: p["defaultValue"] for name, p in parameters.items() if "defaultValue" in p}
+    for _, resources in _resources(spec):
+        for field, (numeric, kind) in _RESOURCE_FIELDS.items():
+            if field not in resources:
+                continue
+            quantity = _fixed_quantity(str(resources[field]), kind, defaults, values)
+            if quantity is not None:
+                resources[numeric] = quantity
+                del resources[field]
+
+
+def adapt(
+    documents: list[dict[str, Any]], backend: Version, values: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Rewrites, for an older `backend`, fields it cannot read into what it can, keeping the meaning:
+    resource strings become the numeric fields (a pipeline parameter is fixed to `values`, the run's
+    arguments, or its default: such a backend cannot vary resources per run), `optional: false` (the
+    default) goes, and so does a secretNameParameter repeating the constant secretName. An optional
+    Secret stays: without the field it would become required (check refuses it)."""
+    if backend < FEATURES["resource_strings"].needs:
+        _adapt_resources(documents[0], values or {})
     for config in _platform_executors(documents).values():
         for secret in config.get("secretAsEnv", []) or []:
             if backend < FEATURES["optional_secret_env"].needs and secret.get("optional") is False:
@@ -128,13 +201,13 @@ def beyond(documents: list[dict[str, Any]], backend: Version) -> list[str]:
 
 
 def check(documents: list[dict[str, Any]], backend: Version, pipeline: str) -> None:
-    """Raises one line naming the first feature `backend` cannot run and the version it needs."""
+    """Raises one line naming the feature `backend` cannot run that needs the newest version."""
     if backend < OLDEST:
         raise ChurnflowError(
             f"KFP backend {show(backend)} runs KFP v1 pipelines only; {pipeline} is a KFP v2 pipeline "
             f"(needs backend {show(OLDEST)} or newer)"
         )
-    for key in beyond(documents, backend):
+    for key in sorted(beyond(documents, backend), key=lambda k: FEATURES[k].needs, reverse=True):
         feature = FEATURES[key]
         raise ChurnflowError(
             f"{pipeline} uses {feature.what}, which needs KFP backend {show(feature.needs)} or newer; "

@@ -61,6 +61,7 @@ def compile_pipeline(
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
     resources: Any = None,
+    arguments: dict[str, Any] | None = None,
 ) -> Path:
     """Writes the pipeline spec (default: the training pipeline) for KFP backend `backend` (None: the
     newest); every component runs in `image` (default: the train image); `resources` (a
@@ -70,7 +71,8 @@ def compile_pipeline(
     `pipeline` is a @dsl.pipeline or a function from the backend version to one (the training
     pipeline chooses its tuning fan-in that way). The image is set on the compiled executors rather
     than at import time, so one process can compile for several registries. Raises a ChurnflowError
-    naming the feature when the pipeline needs a newer backend."""
+    naming the feature when the pipeline needs a newer backend. `arguments` are the run's: a backend
+    before 2.4 reads resources only as constants, so resource parameters are fixed to them."""
     from kfp import compiler
 
     component = _pipeline_for(pipeline, backend, resources)
@@ -85,7 +87,7 @@ def compile_pipeline(
             if "container" in executor:
                 executor["container"]["image"] = image
     if backend is not None:
-        adapt(documents, backend)
+        adapt(documents, backend, arguments)
         check(documents, backend, f"pipeline {documents[0]['pipelineInfo']['name']!r}")
     output.write_text(yaml.safe_dump_all(documents, sort_keys=True))
     return output
@@ -210,6 +212,7 @@ def kubeflow_session(
     pipeline: PipelineChoice | None = None,
     backend: Version | None = None,
     resources: Any = None,
+    arguments: dict[str, Any] | None = None,
 ) -> Iterator[Session]:
     """Reads the backend's version (used unless `backend` is given), compiles `pipeline` (default: the
     training pipeline) for it and connects; any client failure becomes one line naming `what`.
@@ -231,6 +234,7 @@ def kubeflow_session(
                 pipeline=pipeline,
                 backend=compile_for,
                 resources=resources,
+                arguments=arguments,
             )
         except ChurnflowError as error:
             if detected is None:
@@ -263,7 +267,7 @@ def submit_run(
 ) -> str:
     """Compiles the pipeline for the endpoint's backend and starts one run of it now; returns the run id."""
     with kubeflow_session(
-        host, namespace, image, "the run", pipeline=pipeline, backend=backend, resources=resources
+        host, namespace, image, "the run", pipeline=pipeline, backend=backend, resources=resources, arguments=arguments
     ) as session:
         run = session.client.create_run_from_pipeline_package(
             str(session.package),
@@ -299,7 +303,14 @@ def schedule_runs(
     if len(cron.split()) != 6:
         raise ChurnflowError(f"--cron {cron!r}: expected KFP's six fields, seconds first (e.g. '0 0 3 * * *')")
     with kubeflow_session(
-        host, namespace, image, "the recurring run", pipeline=pipeline, backend=backend, resources=resources
+        host,
+        namespace,
+        image,
+        "the recurring run",
+        pipeline=pipeline,
+        backend=backend,
+        resources=resources,
+        arguments=arguments,
     ) as session:
         experiment_id = session.client.create_experiment(experiment, namespace=namespace or None).experiment_id
         job = session.client.create_recurring_run(

@@ -194,6 +194,18 @@ class KfpApi:
         self._authorize(experiment["namespace"], f"create {what}s")
         return experiment
 
+    def _parses_on_this_backend(self, spec: dict[str, Any]) -> None:
+        """Before 2.4 the API server parses specs with a proto without the resource string fields."""
+        backend = self._backend()
+        if backend is None or backend >= (2, 4):
+            return
+        for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
+            for name in executor.get("container", {}).get("resources", {}):
+                if name.startswith("resource"):
+                    raise ApiError(
+                        400, f'Invalid input error: failed to parse the pipeline spec: unknown field "{name}"'
+                    )
+
     @staticmethod
     def _spec(body: dict[str, Any]) -> dict[str, Any]:
         """The pipeline spec of a run body, checked as KFP's PipelineSpec (platform spec beside it)."""
@@ -264,6 +276,7 @@ class KfpApi:
             raise ApiError(400, "Invalid input error: run display_name is empty")
         experiment = self._experiment_of(body, "run")
         spec = self._spec(body)
+        self._parses_on_this_backend(spec)
         self._check_parameters(spec, body.get("runtime_config"))
         run_id = f"run-{next(self._ids)}"
         run = {
@@ -283,6 +296,7 @@ class KfpApi:
             raise ApiError(400, "Invalid input error: recurring run display_name is empty")
         experiment = self._experiment_of(body, "recurring run")
         spec = self._spec(body)
+        self._parses_on_this_backend(spec)
         self._check_parameters(spec, body.get("runtime_config"))
         cron = (body.get("trigger") or {}).get("cron_schedule", {}).get("cron", "")
         if len(cron.split()) != 6:

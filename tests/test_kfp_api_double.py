@@ -52,7 +52,7 @@ def test_required_parameters_must_be_given(client: Client, tmp_path: Path) -> No
 
     drift = compile_drift_pipeline(str(tmp_path / "drift.yaml"))
     experiment = client.create_experiment("drift").experiment_id
-    refused(lambda: client.run_pipeline(experiment, "drift", drift), 400, "required parameter 'evaluation_uri'")
+    refused(lambda: client.run_pipeline(experiment, "drift", drift), 400, "_uri' is missing")
 
 
 def test_recurring_runs_need_a_six_field_cron_and_a_sane_concurrency(client: Client, package: str) -> None:
@@ -73,3 +73,14 @@ def test_multi_user_mode_wants_a_namespace_the_token_may_use(kfp_api: KfpApi, cl
     refused(lambda: client.create_experiment("x"), 400, "needs a namespace")
     refused(lambda: client.create_experiment("x", namespace="team-b"), 403, "namespace 'team-b'")
     assert client.create_experiment("x", namespace="team-a").namespace == "team-a"
+
+
+def test_an_api_before_2_4_cannot_parse_resource_strings(kfp_api: KfpApi, client: Client, tmp_path: Path) -> None:
+    from .test_kfp_backends import _with_resources
+
+    kfp_api.version = "2.3.0"
+    experiment = client.create_experiment("x").experiment_id
+    newest = str(compile_pipeline(tmp_path / "a.yaml", pipeline=_with_resources))
+    refused(lambda: client.run_pipeline(experiment, "r", newest), 400, 'unknown field \\"resourceCpu')
+    old = str(compile_pipeline(tmp_path / "b.yaml", pipeline=_with_resources, backend=(2, 3)))
+    assert client.run_pipeline(experiment, "r", old).run_id

@@ -97,6 +97,14 @@ def test_secret_fields_old_drivers_reject_are_dropped_or_refused(tmp_path: Path)
         compile_pipeline(tmp_path / "e.yaml", backend=(1, 8))
 
 
+def test_the_drift_pipeline_declares_what_it_uses(tmp_path: Path) -> None:
+    from churnflow.pipelines.drift_pipeline import compile_drift_pipeline
+
+    spec = documents(Path(compile_drift_pipeline(str(tmp_path / "drift.yaml"))))
+    assert features_used(spec)["pod_metadata"] == ["exec-retrain-op"]
+    assert "pod_metadata" in beyond(spec, (2, 0)) and "pod_metadata" not in beyond(spec, (2, 1))
+
+
 def test_backend_versions_parse_as_the_api_reports_them() -> None:
     assert parse_version("2.5.0") == (2, 5) and parse_version("v2.14.1") == (2, 14)
     assert parse_version("2.15.0-rc.1") == (2, 15) and parse_version("2.4") == (2, 4)
@@ -185,3 +193,32 @@ def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     assert tuning["best"] == select_best(tuning["candidates"])["best"]  # the fan-out's rule, same candidates
     assert metadata["hyperparameters"]["min_samples_leaf"] == tuning["best"]["min_samples_leaf"]
     assert run.metrics["roc_auc"] > 0.6
+
+
+@dsl.pipeline(name="resources")
+def _with_resources(cpu_limit: str = "2", memory_limit: str = "4Gi") -> None:
+    _hello().set_cpu_request("500m").set_memory_request("1Gi").set_cpu_limit(cpu_limit).set_memory_limit(memory_limit)
+
+
+@dsl.pipeline(name="resources-from-a-task")
+def _resources_from_a_task() -> None:
+    _hello().set_cpu_limit(_hello().output)
+
+
+def test_resource_strings_become_the_fields_old_backends_read(tmp_path: Path) -> None:
+    """Backends before 2.4 parse specs with a proto that has no resourceCpuLimit & co.: constants and
+    pipeline parameters (fixed to the run's value or their default) become the numeric fields."""
+    newest = documents(compile_pipeline(tmp_path / "a.yaml", pipeline=_with_resources))
+    assert "resource_strings" in features_used(newest)
+    old = documents(compile_pipeline(tmp_path / "b.yaml", pipeline=_with_resources, backend=(2, 3)))
+    resources = old[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]
+    assert resources == {"cpuRequest": 0.5, "memoryRequest": 1.073741824, "cpuLimit": 2.0, "memoryLimit": 4.294967296}
+    arguments = {"cpu_limit": "1500m"}
+    fixed = documents(
+        compile_pipeline(tmp_path / "c.yaml", pipeline=_with_resources, backend=(2, 3), arguments=arguments)
+    )
+    assert fixed[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]["cpuLimit"] == 1.5
+    kept = documents(compile_pipeline(tmp_path / "d.yaml", pipeline=_with_resources, backend=(2, 4)))
+    assert "resourceCpuLimit" in kept[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]
+    with pytest.raises(ChurnflowError, match=r"CPU/memory .* needs KFP backend 2.4 or newer; this backend is 2.3"):
+        compile_pipeline(tmp_path / "e.yaml", pipeline=_resources_from_a_task, backend=(2, 3))
