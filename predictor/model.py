@@ -75,6 +75,8 @@ class Batch:
 
     protocol: str
     aligned: Aligned
+    loaded: LoadedModel
+    """the model version this request started on: a hot reload mid-request never mixes two versions"""
     request_id: str | None = None
     probability: np.ndarray | None = None
     churn: np.ndarray | None = None
@@ -127,6 +129,12 @@ class ChurnModel(Model):
         self.loaded: LoadedModel | None = None
         self.metrics: ModelMetrics | None = None
         self.load_error: str | None = None
+        self.watch_seconds = 0.0
+        self.unloaded = False
+        """set by a repository unload: no automatic reload until a load request or a new release"""
+        self.workers = 1
+        """how many processes serve this model over HTTP (set by serve()); a repository load or unload
+        reaches only one of them, so with several it is refused"""
         self._next_load_attempt = 0.0
         self._fingerprint: tuple = ()
 
@@ -136,7 +144,7 @@ class ChurnModel(Model):
         """Loads the model if none is serving yet (KServe calls this again while not ready; throttled)."""
         if self.ready:
             return True
-        if time.monotonic() < self._next_load_attempt:
+        if self.unloaded or time.monotonic() < self._next_load_attempt:
             return False
         return self.reload()
 
@@ -146,23 +154,41 @@ class ChurnModel(Model):
         Any failure (missing or damaged file, SHA-256 mismatch, unreadable pickle) keeps whatever was
         serving, logs one line saying why, and leaves `load_error` for the repository API's answer.
         """
+        fingerprint = _fingerprint(self.model_dir)  # before reading: a release during the read is seen next time
         try:
             loaded = load_model_dir(resolve_model_dir(self.model_dir), self.prefer_compiled)
         except Exception as error:  # nothing half-loaded is ever installed, whatever went wrong
             self.load_error = f"{error}" if isinstance(error, ChurnflowError) else f"{type(error).__name__}: {error}"
             self._next_load_attempt = time.monotonic() + RETRY_LOAD_SECONDS
+            self._fingerprint = fingerprint  # a refused release is not retried until the directory changes again
             state = "keeps serving the previous model" if self.loaded else "is not ready"
             log.error(
                 "model %r not loaded from %s: %s; the server %s", self.name, self.model_dir, self.load_error, state
             )
             return False
         self._install(loaded)
-        self._fingerprint = _fingerprint(self.model_dir)
+        self._fingerprint = fingerprint
+        self.unloaded = False
         return True
+
+    def unload(self) -> None:
+        """Stops answering (not ready) and drops the model, until reload() or a new release."""
+        self.unloaded, self.ready = True, False
+        self.loaded = self.metrics = None
+        log.info("model %r unloaded", self.name)
 
     def watch(self, interval: float) -> None:
         """Re-loads in the background whenever the model directory changes (e.g. `churnflow run`
-        re-released it); a bad new model is refused and the serving one stays."""
+        re-released it); a bad new model is refused and the serving one stays.
+
+        Every process that serves runs its own watcher: the server process here, and each spawned
+        worker again when it unpickles the model (see __setstate__), so with several workers every
+        one of them picks up a release within one interval (plus the time to load it)."""
+        self.watch_seconds = interval
+        self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        interval = self.watch_seconds
         if interval <= 0:
             return
 
@@ -171,7 +197,6 @@ class ChurnModel(Model):
                 time.sleep(interval)
                 if _fingerprint(self.model_dir) != self._fingerprint:
                     self.reload()
-                    self._fingerprint = _fingerprint(self.model_dir)
 
         threading.Thread(target=loop, name="churnflow-model-watch", daemon=True).start()
 
@@ -215,6 +240,7 @@ class ChurnModel(Model):
 
         register_served(self)
         install_http_hooks()
+        self._start_watcher()  # this process serves too: it must see releases on its own
         freeze_startup_objects()  # this worker is about to serve: see there
 
     # -- v2 metadata --------------------------------------------------------------------------------
@@ -243,8 +269,9 @@ class ChurnModel(Model):
             raise InvalidInput("model is not loaded")
         try:
             if isinstance(payload, InferRequest):
-                return Batch("v2", self._decode_v2(payload, loaded.aligner), request_id=payload.id, payload=payload)
-            return Batch("v1", self._decode_v1(payload, loaded.aligner), payload=payload)
+                aligned = self._decode_v2(payload, loaded.aligner)
+                return Batch("v2", aligned, loaded, request_id=payload.id, payload=payload)
+            return Batch("v1", self._decode_v1(payload, loaded.aligner), loaded, payload=payload)
         except RequestError as error:
             raise InvalidInput(str(error)) from None
 
@@ -303,8 +330,7 @@ class ChurnModel(Model):
         return aligner.encode_columns({name: values for name, (_, values) in tensors.items()}, rows)
 
     def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
-        loaded = self.loaded
-        assert loaded is not None  # preprocess refused the request otherwise
+        loaded = batch.loaded
         batch.probability = loaded.calibrator.apply(loaded.scorer.probability(batch.aligned.features))
         batch.churn = (batch.probability > loaded.contract.threshold).astype("int64")
         if self.metrics is not None:
@@ -323,8 +349,7 @@ class ChurnModel(Model):
 
     def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
         """KServe's :explain route: the prediction plus each column's push up or down (predictor/explain.py)."""
-        loaded = self.loaded
-        assert loaded is not None
+        loaded = batch.loaded
         raw = loaded.scorer.sklearn.predict_proba(batch.aligned.features)[:, 1]
         served = loaded.calibrator.apply(raw)
         batch.explanation = explain_rows(loaded.scorer.sklearn, loaded.contract, batch.aligned.features, served)
@@ -339,7 +364,7 @@ class ChurnModel(Model):
             return InferResponse(
                 response_id=batch.request_id or str(uuid.uuid4()),
                 model_name=self.name,
-                model_version=self.loaded.metadata.get("model_version") if self.loaded else None,
+                model_version=batch.loaded.metadata.get("model_version"),
                 infer_outputs=[
                     InferOutput(name="churn", shape=[rows], datatype="INT64", data=churn),
                     InferOutput(name="probability", shape=[rows], datatype="FP64", data=probability),

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
+from kserve.protocol.dataplane import DataPlane
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from churnflow.errors import ChurnflowError
@@ -42,6 +43,10 @@ _PROTOCOLS = (("/v1/", "v1"), ("/v2/", "v2"), ("/predict", "compat"))
 # The routes that run the model; everything else (health, readiness, metadata, metrics) is cheap and
 # must keep answering under overload, or Kubernetes would restart a pod that is merely busy.
 _INFERENCE_SUFFIXES = (":predict", ":explain", "/infer", "/explain")
+NO_CONTENT_TYPE = (
+    "Content-Type: header missing; send Content-Type: application/json for JSON tensors "
+    "(or application/octet-stream with an Inference-Header-Content-Length header for binary tensors)"
+)
 
 
 def protocol_of(path: str) -> str:
@@ -147,11 +152,20 @@ class RequestGuard:
             SHED.inc()
             self._count(protocol, 503)
             return
+        content_type = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 await self._reject(send, 413, f"body: {int(value)} bytes exceed the limit of {self.max_body_bytes}")
                 self._count(protocol, 413)
                 return
+            if name == b"content-type":
+                content_type = True
+        if inference and protocol == "v2" and not content_type and scope["method"] == "POST":
+            # KServe reads a body without Content-Type as binary tensors and answers with a message about
+            # a missing "inference-header-content-length" header, which tells a JSON client nothing.
+            await self._reject(send, 400, NO_CONTENT_TYPE)
+            self._count(protocol, 400)
+            return
         received = 0
 
         async def limited_receive() -> dict:
@@ -300,10 +314,12 @@ def install_http_hooks(app: Any = None) -> None:
         """KServe's repository `load` route, made real: re-read the model directory (hot reload).
 
         404 for a model this server does not serve; 409 when the new directory is refused (the
-        previous model keeps serving, and the answer says why)."""
+        previous model keeps serving, and the answer says why) or when several worker processes
+        serve (the request would reach only one of them)."""
         model = _served_model(app)
-        if model is None or model.name != model_name:
-            return ORJSONResponse(status_code=404, content={"error": f"model {model_name!r} is not served here"})
+        refused = _repository_refusal(model, model_name, "load")
+        if refused is not None:
+            return refused
         if not model.reload():
             return ORJSONResponse(
                 status_code=409,
@@ -312,12 +328,37 @@ def install_http_hooks(app: Any = None) -> None:
         version = model.loaded.metadata.get("model_version") if model.loaded else None
         return ORJSONResponse({"name": model_name, "load": True, "model_version": version})
 
+    async def unload_model(model_name: str) -> ORJSONResponse:
+        """KServe's repository `unload` route: the model stops answering (503, not ready) until a
+        `load` request or a new release brings it back."""
+        model = _served_model(app)
+        refused = _repository_refusal(model, model_name, "unload")
+        if refused is not None:
+            return refused
+        model.unload()
+        return ORJSONResponse({"name": model_name, "unload": True})
+
     app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)
     # Registered before KServe's own routes (hooks are installed first), so these take precedence.
     app.add_api_route("/v2/repository/models/{model_name}/load", reload_model, methods=["POST"])
+    app.add_api_route("/v2/repository/models/{model_name}/unload", unload_model, methods=["POST"])
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestGuard)
+
+
+def _repository_refusal(model: Any, model_name: str, action: str) -> ORJSONResponse | None:
+    """Why a repository load or unload cannot be done here, as the answer to send; None when it can."""
+    if model is None or model.name != model_name:
+        return ORJSONResponse(status_code=404, content={"error": f"model {model_name!r} is not served here"})
+    if model.workers > 1:
+        message = (
+            f"repository {action}: refused, {model.workers} worker processes serve this model and a request "
+            "reaches only one of them; release the model into its directory and serve with --watch, "
+            "or serve with one worker"
+        )
+        return ORJSONResponse(status_code=409, content={"error": message})
+    return None
 
 
 def _drop_timing_middleware(app: Any) -> None:
@@ -416,6 +457,27 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+class ReadyWhenModelsAre(DataPlane):
+    """KServe's data plane, but server readiness is every registered model's readiness."""
+
+    async def ready(self) -> bool:
+        models = self._model_registry.get_models()
+        return bool(models) and all(model.ready for model in models.values())
+
+
+def truthful_readiness(server: Any) -> None:
+    """Makes the server's readiness (HTTP /v2/health/ready, gRPC ServerReady) say whether the model
+    can answer.
+
+    KServe 0.21's DataPlane.ready() answers True whenever the process runs (kserve/protocol/dataplane.py),
+    while the Open Inference Protocol defines server readiness as ready to serve inference; a probe on it
+    would send traffic to a pod whose model failed to load. The data plane is replaced before the server
+    starts, so the REST workers (spawned with a pickled copy) and the gRPC server all use it. gRPC
+    repository load and unload go through the same guard as the HTTP routes.
+    """
+    server.dataplane = ReadyWhenModelsAre(model_registry=server.registered_models)
+
+
 def register_served(model: Any) -> None:
     """Makes `model` the one the extra routes (/predict, repository load) answer for in this process."""
     _SERVED[:] = [model]
@@ -463,6 +525,7 @@ def serve(
         capacity = int(os.environ.get("CHURNFLOW_STORE_BUFFER_ROWS", DEFAULT_CAPACITY))
         model.prediction_log = PredictionLogger(store_url, model_name, capacity=capacity)
         log.info("logging predictions to %s", model.prediction_log.display_url)
+    model.workers = workers
     model.load()
     register_served(model)
     install_http_hooks()
@@ -478,6 +541,10 @@ def serve(
         enable_docs_url=False,
     )
     server.register_model(model)
+    truthful_readiness(server)
+    if grpc_port:
+        where = "the server process, beside the HTTP workers" if workers > 1 else "the server process"
+        log.info("gRPC (Open Inference Protocol v2) on port %d, served by %s", grpc_port, where)
     if workers == 1:
         _single_worker_event_loop(event_loop)
         freeze_startup_objects()  # with several workers, each one does so when it has its model
