@@ -25,7 +25,7 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from churnflow.artifact import MODEL_FILE, verify_files
+from churnflow.artifact import METADATA_FILE, MODEL_FILE, sha256_file, verify_files
 from churnflow.contract import FeatureContract
 from churnflow.decision import Calibrator, load_calibrator
 from churnflow.errors import ChurnflowError
@@ -98,19 +98,51 @@ def resolve_model_dir(uri: str) -> Path:
     return Path(Storage.download(uri, out_dir=tempfile.mkdtemp(prefix="churnflow-model-")))
 
 
-def load_model_dir(directory: Path, prefer_compiled: bool = True) -> LoadedModel:
-    """Verifies every file's SHA-256 first, then reads contract, reference and model."""
+def load_model_dir(directory: Path, prefer_compiled: bool = True, metadata_sha256: str | None = None) -> LoadedModel:
+    """Checks metadata.json against the digest the deployment pinned (when one is given) before
+    reading anything else, then every file's SHA-256, then reads contract, reference and model.
+
+    The per-file digests live beside the files they guard, so on their own they catch corruption,
+    not tampering; the pinned digest of metadata.json (rendered into the InferenceService by the
+    deploy step) extends the check to whoever can write the model bucket. The pickle is not loaded
+    when a compiled forest serves (see scoring.py)."""
+    directory = directory.resolve()  # one release, even if its symlink is swapped while we read
+    if metadata_sha256 is not None:
+        check_metadata_digest(directory, metadata_sha256)
     metadata = verify_files(directory)
     contract = FeatureContract.load(directory)
     return LoadedModel(
         directory=directory,
         contract=contract,
         aligner=Aligner(contract),
-        scorer=Scorer(directory, prefer_compiled=prefer_compiled),
+        scorer=Scorer(directory, prefer_compiled=prefer_compiled, sklearn_sha256=metadata["files"][MODEL_FILE]),
         metadata=metadata,
         reference=load_reference(directory),
         calibrator=load_calibrator(directory),
     )
+
+
+def check_metadata_digest(directory: Path, expected: str) -> None:
+    path = directory / METADATA_FILE
+    try:
+        actual = sha256_file(path)
+    except FileNotFoundError:
+        raise ChurnflowError(f"model directory {directory}: no {METADATA_FILE}") from None
+    if actual != expected:
+        raise ChurnflowError(
+            f"{path}: SHA-256 {actual} does not match the expected {expected} "
+            f"($CHURNFLOW_METADATA_SHA256 / --metadata-sha256); refusing the model"
+        )
+
+
+def normalize_sha256(value: str | None, source: str = "--metadata-sha256") -> str | None:
+    """A SHA-256 as 64 lowercase hex digits ("sha256:" prefix allowed); None when unset or blank."""
+    if value is None or not value.strip():
+        return None
+    digest = value.strip().lower().removeprefix("sha256:")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ChurnflowError(f"{source}: expected a SHA-256 (64 hex digits), got {value[:80]!r}")
+    return digest
 
 
 class ChurnModel(Model):
@@ -120,9 +152,16 @@ class ChurnModel(Model):
     """set by serve(store_url=...): every scored batch is handed to it (asynchronous, never blocks)"""
 
     def __init__(
-        self, name: str, model_dir: str, max_batch: int = DEFAULT_MAX_BATCH, prefer_compiled: bool = True
+        self,
+        name: str,
+        model_dir: str,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        prefer_compiled: bool = True,
+        metadata_sha256: str | None = None,
     ) -> None:
         super().__init__(name)
+        self.metadata_sha256 = normalize_sha256(metadata_sha256)
+        """the pinned digest of metadata.json: a model directory that does not match is refused"""
         self.model_dir = model_dir
         self.max_batch = max_batch
         self.prefer_compiled = prefer_compiled
@@ -132,6 +171,8 @@ class ChurnModel(Model):
         self.watch_seconds = 0.0
         self.unloaded = False
         """set by a repository unload: no automatic reload until a load request or a new release"""
+        self.repository_api = False
+        """whether the model repository's load and unload requests are served (off unless enabled)"""
         self.workers = 1
         """how many processes serve this model over HTTP (set by serve()); a repository load or unload
         reaches only one of them, so with several it is refused"""
@@ -156,7 +197,7 @@ class ChurnModel(Model):
         """
         fingerprint = _fingerprint(self.model_dir)  # before reading: a release during the read is seen next time
         try:
-            loaded = load_model_dir(resolve_model_dir(self.model_dir), self.prefer_compiled)
+            loaded = load_model_dir(resolve_model_dir(self.model_dir), self.prefer_compiled, self.metadata_sha256)
         except Exception as error:  # nothing half-loaded is ever installed, whatever went wrong
             self.load_error = f"{error}" if isinstance(error, ChurnflowError) else f"{type(error).__name__}: {error}"
             self._next_load_attempt = time.monotonic() + RETRY_LOAD_SECONDS

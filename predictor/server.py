@@ -25,6 +25,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from churnflow.errors import ChurnflowError
@@ -317,7 +318,7 @@ def install_http_hooks(app: Any = None) -> None:
         previous model keeps serving, and the answer says why) or when several worker processes
         serve (the request would reach only one of them)."""
         model = _served_model(app)
-        refused = _repository_refusal(model, model_name, "load")
+        refused = _refusal_answer(model, model_name, "load")
         if refused is not None:
             return refused
         if not model.reload():
@@ -332,7 +333,7 @@ def install_http_hooks(app: Any = None) -> None:
         """KServe's repository `unload` route: the model stops answering (503, not ready) until a
         `load` request or a new release brings it back."""
         model = _served_model(app)
-        refused = _repository_refusal(model, model_name, "unload")
+        refused = _refusal_answer(model, model_name, "unload")
         if refused is not None:
             return refused
         model.unload()
@@ -347,18 +348,51 @@ def install_http_hooks(app: Any = None) -> None:
     app.add_middleware(RequestGuard)
 
 
-def _repository_refusal(model: Any, model_name: str, action: str) -> ORJSONResponse | None:
-    """Why a repository load or unload cannot be done here, as the answer to send; None when it can."""
-    if model is None or model.name != model_name:
-        return ORJSONResponse(status_code=404, content={"error": f"model {model_name!r} is not served here"})
+def repository_refusal(model: Any, model_name: str, action: str) -> tuple[int, str] | None:
+    """Why a repository load or unload cannot be done here, as (HTTP status, message); None when it can."""
+    if model is None or not model.repository_api:
+        return 403, (
+            f"repository {action}: the model repository API is off; start the server with "
+            "--enable-repository-api (or CHURNFLOW_REPOSITORY_API=true) to load and unload models"
+        )
+    if model.name != model_name:
+        return 404, f"model {model_name!r} is not served here"
     if model.workers > 1:
-        message = (
+        return 409, (
             f"repository {action}: refused, {model.workers} worker processes serve this model and a request "
             "reaches only one of them; release the model into its directory and serve with --watch, "
             "or serve with one worker"
         )
-        return ORJSONResponse(status_code=409, content={"error": message})
     return None
+
+
+def _refusal_answer(model: Any, model_name: str, action: str) -> ORJSONResponse | None:
+    refusal = repository_refusal(model, model_name, action)
+    return None if refusal is None else ORJSONResponse(status_code=refusal[0], content={"error": refusal[1]})
+
+
+class GuardedRepository(ModelRepositoryExtension):
+    """KServe's model repository extension behind the same rules as the HTTP routes, for gRPC's
+    RepositoryModelLoad/Unload (which KServe serves from the server process whatever the HTTP workers)."""
+
+    async def load(self, model_name: str) -> None:
+        from grpc_interceptor.exceptions import FailedPrecondition, NotFound, PermissionDenied
+
+        model = _served_model(None)
+        refusal = repository_refusal(model, model_name, "load")
+        if refusal is not None:
+            raise {403: PermissionDenied, 404: NotFound}.get(refusal[0], FailedPrecondition)(refusal[1])
+        if not model.reload():
+            raise FailedPrecondition(f"new model refused, the previous one keeps serving: {model.load_error}")
+
+    async def unload(self, model_name: str) -> None:
+        from grpc_interceptor.exceptions import FailedPrecondition, NotFound, PermissionDenied
+
+        model = _served_model(None)
+        refusal = repository_refusal(model, model_name, "unload")
+        if refusal is not None:
+            raise {403: PermissionDenied, 404: NotFound}.get(refusal[0], FailedPrecondition)(refusal[1])
+        model.unload()
 
 
 def _drop_timing_middleware(app: Any) -> None:
@@ -476,6 +510,7 @@ def truthful_readiness(server: Any) -> None:
     repository load and unload go through the same guard as the HTTP routes.
     """
     server.dataplane = ReadyWhenModelsAre(model_registry=server.registered_models)
+    server.model_repository_extension = GuardedRepository(model_registry=server.registered_models)
 
 
 def register_served(model: Any) -> None:
@@ -493,6 +528,8 @@ def serve(
     watch_seconds: float = 0.0,
     store_url: str | None = None,
     event_loop: str = "asyncio",
+    metadata_sha256: str | None = None,
+    enable_repository_api: bool | None = None,
 ) -> None:
     """Loads the model and runs KServe's ModelServer until interrupted.
 
@@ -513,11 +550,20 @@ def serve(
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
     from kserve import ModelServer
 
-    from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel
+    from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel, normalize_sha256
 
     model = ChurnModel(
-        model_name, model_dir, max_batch=max_batch or int(os.environ.get("CHURNFLOW_MAX_BATCH", DEFAULT_MAX_BATCH))
+        model_name,
+        model_dir,
+        max_batch=max_batch or int(os.environ.get("CHURNFLOW_MAX_BATCH", DEFAULT_MAX_BATCH)),
+        metadata_sha256=normalize_sha256(
+            metadata_sha256 or os.environ.get("CHURNFLOW_METADATA_SHA256"),
+            "--metadata-sha256" if metadata_sha256 else "CHURNFLOW_METADATA_SHA256",
+        ),
     )
+    if enable_repository_api is None:
+        enable_repository_api = os.environ.get("CHURNFLOW_REPOSITORY_API", "").strip().lower() in ("1", "true", "yes")
+    model.repository_api = enable_repository_api
     store_url = store_url or os.environ.get("CHURNFLOW_STORE_URL")
     if store_url:
         from churnflow.store.logger import DEFAULT_CAPACITY, PredictionLogger

@@ -117,6 +117,20 @@ async def grpc_version(port: int) -> str:
         await client.close()
 
 
+async def grpc_repository_load(port: int) -> grpc.StatusCode:
+    from kserve import InferenceGRPCClient
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    client = InferenceGRPCClient(f"127.0.0.1:{port}", timeout=5)
+    try:
+        await client._client_stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="churn"))
+        return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    finally:
+        await client.close()
+
+
 def test_every_worker_serves_a_release_within_one_watch_interval(start_server, model_dir, tmp_path):
     """Two HTTP workers and gRPC, under load: after a release every answer carries the new model_version
     within one watch interval (plus the time to load it), and no request fails during the switch."""
@@ -125,7 +139,9 @@ def test_every_worker_serves_a_release_within_one_watch_interval(start_server, m
     served.parent.mkdir()
     publish_directory(versioned_copy(model_dir, tmp_path / "one", "v-one"), served)
     grpc_port = free_port()
-    server = start_server(served, "--workers", "2", "--watch", str(interval), "--grpc-port", str(grpc_port))
+    server = start_server(
+        served, "--workers", "2", "--watch", str(interval), "--grpc-port", str(grpc_port), "--enable-repository-api"
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -172,4 +188,96 @@ def test_every_worker_serves_a_release_within_one_watch_interval(start_server, m
     assert load.status_code == 409 and "2 worker processes" in load.json()["error"], load.text
     unload = httpx.post(f"{server.url}/v2/repository/models/churn/unload")
     assert unload.status_code == 409, unload.text
+    assert asyncio.run(grpc_repository_load(grpc_port)) == grpc.StatusCode.FAILED_PRECONDITION
     assert httpx.post(f"{server.url}/v2/models/churn/infer", json=v2_body(ROW)).status_code == 200
+
+
+# -- issue 12 item 9: no unpickling to serve, a pinned metadata digest, repository API off --------------
+
+
+class WritesMarker:
+    """A pickle that runs code when loaded: it creates a file (what an attacker's pickle would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def tampered(model_dir: Path, target: Path, marker: Path, onnx: bool = True) -> Path:
+    """The shared model with model.joblib replaced by a code-running pickle and metadata.json rewritten
+    to match, as whoever can write the model bucket could do."""
+    import pickle
+
+    shutil.copytree(model_dir, target)
+    if not onnx:
+        (target / "model.onnx").unlink()
+    (target / "model.joblib").write_bytes(pickle.dumps(WritesMarker(marker)))
+    metadata = read_metadata(target)
+    metadata.pop("files")
+    write_metadata(target, metadata)
+    return target
+
+
+def test_a_compiled_model_serves_without_unpickling_the_pickle(model_dir, tmp_path):
+    from churnflow.predictor.model import ChurnModel
+
+    marker = tmp_path / "pickle-ran"
+    model = ChurnModel("churn", str(tampered(model_dir, tmp_path / "model", marker)))
+    assert model.load(), model.load_error
+    assert model.loaded.scorer.backend == "onnxruntime"
+    batch = model.predict(model.preprocess({"instances": [ROW]}))
+    assert 0.0 <= float(batch.probability[0]) <= 1.0
+    assert not marker.exists()
+
+
+def test_a_pinned_metadata_digest_refuses_a_rewritten_artifact(start_server, model_dir, tmp_path):
+    from churnflow.artifact import sha256_file
+    from churnflow.predictor.model import ChurnModel
+
+    pinned = sha256_file(model_dir / "metadata.json")
+    assert ChurnModel("churn", str(model_dir), metadata_sha256=f"sha256:{pinned.upper()}").load()
+    marker = tmp_path / "pickle-ran"
+    rewritten = tampered(model_dir, tmp_path / "model", marker, onnx=False)  # no ONNX: the pickle would load
+    server = start_server(rewritten, ready=False, env={"CHURNFLOW_METADATA_SHA256": pinned})
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 503
+    assert httpx.get(f"{server.url}/v2/models/churn/ready").status_code == 503
+    assert httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": [ROW]}).status_code == 503
+    refusals = [line for line in server.log().splitlines() if "not loaded from" in line]
+    assert len(refusals) == 1 and "metadata.json: SHA-256" in refusals[0] and pinned in refusals[0], server.log()
+    assert "Traceback" not in server.log()
+    assert not marker.exists()
+
+
+def test_a_malformed_pinned_digest_is_one_line(tmp_path, model_dir):
+    import subprocess
+
+    from .conftest import CHURNFLOW
+
+    done = subprocess.run(
+        [CHURNFLOW, "serve", "--model-dir", str(model_dir), "--metadata-sha256", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "churnflow: error: --metadata-sha256: expected a SHA-256 (64 hex digits), got 'abc'"
+    ]
+
+
+def test_repository_routes_are_off_unless_enabled(server, start_server, model_dir):
+    for action in ("load", "unload"):
+        answer = httpx.post(f"{server.url}/v2/repository/models/churn/{action}")
+        assert answer.status_code == 403 and "--enable-repository-api" in answer.json()["error"], answer.text
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200  # nothing was unloaded
+
+    enabled = start_server(model_dir, env={"CHURNFLOW_REPOSITORY_API": "true"})
+    assert httpx.post(f"{enabled.url}/v2/repository/models/other/load").status_code == 404
+    assert httpx.post(f"{enabled.url}/v2/repository/models/churn/unload").status_code == 200
+    assert httpx.get(f"{enabled.url}/v2/health/ready").status_code == 503  # readiness follows the unload
+    assert httpx.post(f"{enabled.url}/v1/models/churn:predict", json={"instances": [ROW]}).status_code == 503
+    loaded = httpx.post(f"{enabled.url}/v2/repository/models/churn/load")
+    assert loaded.status_code == 200 and loaded.json()["model_version"], loaded.text
+    assert httpx.get(f"{enabled.url}/v2/health/ready").status_code == 200
