@@ -281,3 +281,51 @@ def test_repository_routes_are_off_unless_enabled(server, start_server, model_di
     loaded = httpx.post(f"{enabled.url}/v2/repository/models/churn/load")
     assert loaded.status_code == 200 and loaded.json()["model_version"], loaded.text
     assert httpx.get(f"{enabled.url}/v2/health/ready").status_code == 200
+
+
+# -- issue 14: python -m churnflow.predictor on KServe's own argument parser ---------------------------
+
+
+def test_python_m_takes_kserve_flags_and_refuses_unknown_ones(model_dir, tmp_path):
+    """KServe's flags mean what they mean for any KServe predictor (here --enable_docs_url, which the
+    old parser dropped silently); an unknown flag is an error, not ignored."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import free_port
+
+    unknown = subprocess.run(
+        [sys.executable, "-m", "churnflow.predictor", "--model_dir", str(model_dir), "--no_such_flag", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2 and "unrecognized arguments: --no_such_flag" in unknown.stderr
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "churnflow.predictor", f"--model_dir={model_dir}", "--model_name=churn"]
+        + [f"--http_port={port}", "--enable_docs_url", "true", "--max_threads", "2", "--timeout-keep-alive", "30"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn:predict", json={"instances": [ROW]})
+        assert answer.status_code == 200, answer.text
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+        log.close()
