@@ -104,6 +104,18 @@ def _errors(text: str) -> int:
     return (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
 
 
+def before_source(source: Path, target: Path) -> Path:
+    """A directory that, first on PYTHONPATH, makes `churnflow` (with its predictor, components and
+    pipelines subpackages, laid out as setuptools installs them) import from the source tree at `source`."""
+    package = target / "churnflow"
+    package.mkdir(parents=True)
+    for entry in (source / "churnflow").iterdir():
+        (package / entry.name).symlink_to(entry.resolve())
+    for name in ("predictor", "components", "pipelines"):
+        (package / name).symlink_to((source / name).resolve())
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -111,6 +123,12 @@ def main() -> None:
     parser.add_argument("--event-loop", choices=["asyncio", "uvloop"], default="asyncio", help="churnflow serve's loop")
     parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
     parser.add_argument("--json", help="write the results here (default bench/results/serve_bench-<loop>.json)")
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also serve with the churnflow source tree at SRC (e.g. `git archive main | tar -x -C SRC`), "
+        "as before-1w / before-2w, interleaved with ours: a before/after comparison in one run",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk, or bash scripts/system-deps.sh)")
@@ -144,6 +162,17 @@ def main() -> None:
             "/v2/models/churn/ready",
         ),
     }
+    if args.before:
+        shim = before_source(Path(args.before), work / "before")
+        before_env = {"PYTHONPATH": str(shim)}
+        before_cli = [PYTHON, "-m", "churnflow.cli", "serve", "--model-dir", model_dir]
+        ours_1w, ours_2w = setups.pop("ours-1w"), setups.pop("ours-2w")
+        setups["ours-1w"] = ours_1w
+        setups["before-1w"] = lambda p: Server([*before_cli, "--port", str(p)], p, "/v2/models/churn/ready", before_env)
+        setups["ours-2w"] = ours_2w
+        setups["before-2w"] = lambda p: Server(
+            [*before_cli, "--port", str(p), "--workers", "2"], p, "/v2/models/churn/ready", before_env
+        )
     results: dict[str, dict] = {}
     for name, start in setups.items():
         port = free_port()

@@ -168,6 +168,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         watch_seconds=args.watch,
         store_url=args.store,
         event_loop=args.event_loop,
+        metadata_sha256=args.metadata_sha256,
+        enable_repository_api=args.enable_repository_api or None,
     )
     return 0
 
@@ -523,6 +525,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="asyncio",
         help="the server's event loop (default asyncio; auto or uvloop: more throughput under overload, but "
         "new connections can wait seconds; see the README)",
+    )
+    srv.add_argument(
+        "--metadata-sha256",
+        metavar="HEX",
+        help="refuse the model unless its metadata.json has this SHA-256 (default: $CHURNFLOW_METADATA_SHA256)",
+    )
+    srv.add_argument(
+        "--enable-repository-api",
+        action="store_true",
+        help="serve the model repository's load/unload requests (default: off, or $CHURNFLOW_REPOSITORY_API=true)",
     )
     srv.set_defaults(func=_cmd_serve)
 

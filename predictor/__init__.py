@@ -1,8 +1,21 @@
-"""The KServe custom predictor. The request path, in order:
+"""The KServe custom predictor.
 
-server.py      starts KServe's ModelServer with our HTTP hooks (limits, 400s, metrics)
-model.py       ChurnModel: decode (v1 / v2) → align → score → answer
+The request path (model.py reads top to bottom):
+model.py       ChurnModel: decode (v1 here, v2 in codec_v2.py) → align → score → answer
+codec_v2.py    Open Inference Protocol tensors in, InferResponse out
 alignment.py   requests → model matrix, pandas semantics without pandas' per-request cost
 scoring.py     the compiled forest (ONNX Runtime) with scikit-learn as the fallback
+explain.py     reasons per prediction (:explain)
 metrics.py     what /metrics exports beyond KServe's own latency histograms
+loading.py     a model directory → LoadedModel (pinned digest, file digests, then contents)
+watch.py       reloading on a release (--watch), in every serving process
+
+Serving around it:
+server.py      serve(): KServe's ModelServer with everything below in place
+__main__.py    `python -m churnflow.predictor` on KServe's own argument parser (the image's entrypoint)
+guard.py       ASGI request guard: load shedding, body limit, request metrics, caller mistakes
+routes.py      /predict, error shapes, multi-worker /metrics; repository.py: load/unload (off by default)
+patches.py     KServe/uvicorn/asyncio behaviour changed from outside, each with its upstream reference
+process.py     what each serving process (and spawned worker) does before it serves; served.py, logs.py,
+               gc_freeze.py its parts
 """

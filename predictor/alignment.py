@@ -7,7 +7,8 @@ dictionary look-ups; tests check the two agree on thousands of random rows, incl
 levels, blanks and extra columns.
 
 What a request may contain, per feature:
-- numeric: a JSON number; null means blank and takes the training median; anything else is a 400.
+- numeric: a JSON number; null, "" or whitespace means blank and takes the training median; anything
+  else is a 400.
 - categorical: a string (numbers and booleans are read as their text, as in training); null or an
   absent field reads as all-zero one-hot columns, and so does a level unseen in training, unless
   the contract is strict, where both are a 400.
@@ -77,11 +78,11 @@ class Aligner:
         if isinstance(value, bool) or not isinstance(value, int | float | np.number | str):
             raise RequestError(f"{where}field {column!r}: expected a number, got {type(value).__name__}")
         if isinstance(value, str):
+            text = value.strip()
+            if not text:  # blank, as a CSV cell or a form field sends it: the training median, on every route
+                return self.fill[index]
             if not strings:
                 raise RequestError(f"{where}field {column!r}: expected a number, got a string {value[:40]!r}")
-            text = value.strip()
-            if not text:
-                return self.fill[index]
             try:
                 value = float(text)
             except ValueError:

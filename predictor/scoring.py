@@ -1,5 +1,9 @@
 """Scoring a model matrix: the compiled forest when there is one, scikit-learn otherwise.
 
+A pickle runs code when it is loaded, so with a compiled forest the scikit-learn model (model.joblib)
+is not unpickled to serve: only when `sklearn` is first asked for (the :explain route), and then only
+after its SHA-256 matches the one recorded when the model was loaded.
+
 ONNX Runtime sessions hold native state that does not pickle, and KServe starts extra workers by
 pickling the model into spawned processes, so the scorer drops its session when pickled and builds
 it again on first use in the new process.
@@ -7,6 +11,8 @@ it again on first use in the new process.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ import joblib
 import numpy as np
 
 from churnflow.artifact import MODEL_FILE, ONNX_FILE, ONNX_INPUT
+from churnflow.errors import ChurnflowError
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +29,42 @@ log = logging.getLogger(__name__)
 class Scorer:
     """Churn probability for each row of a float64 matrix."""
 
-    def __init__(self, model_dir: str | Path, prefer_compiled: bool = True) -> None:
+    def __init__(self, model_dir: str | Path, prefer_compiled: bool = True, sklearn_sha256: str | None = None) -> None:
         self.model_dir = Path(model_dir)
-        self.sklearn = joblib.load(self.model_dir / MODEL_FILE)
-        self.sklearn.n_jobs = None  # one request is fastest on one thread
+        self.sklearn_sha256 = sklearn_sha256
+        self._sklearn: Any = None
         self._onnx_bytes: bytes | None = None
         self._session: Any = None
         if prefer_compiled and (self.model_dir / ONNX_FILE).is_file():
             self._onnx_bytes = (self.model_dir / ONNX_FILE).read_bytes()
             self._session = self._new_session()
+        else:
+            self._sklearn = self._load_sklearn()
+
+    @property
+    def sklearn(self) -> Any:
+        """The scikit-learn forest, unpickled on first use (eagerly when it is what scores)."""
+        if self._sklearn is None:
+            self._sklearn = self._load_sklearn()
+        return self._sklearn
+
+    def _load_sklearn(self) -> Any:
+        path = self.model_dir / MODEL_FILE
+        if self.sklearn_sha256 is not None:
+            # The directory was verified when the model loaded; the pickle is read later, so check again.
+            with open(path, "rb") as handle:
+                data = handle.read()
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != self.sklearn_sha256:
+                raise ChurnflowError(
+                    f"{path}: SHA-256 {actual[:12]}… does not match the recorded {self.sklearn_sha256[:12]}…; "
+                    "refusing to load it"
+                )
+            model = joblib.load(io.BytesIO(data))
+        else:
+            model = joblib.load(path)
+        model.n_jobs = None  # one request is fastest on one thread
+        return model
 
     @property
     def backend(self) -> str:

@@ -72,7 +72,7 @@ def test_a_hot_reload_frees_the_replaced_model_even_when_frozen(model_dir, tmp_p
     import gc
     import weakref
 
-    from churnflow.predictor.server import freeze_startup_objects
+    from churnflow.predictor.gc_freeze import freeze_startup_objects
 
     model = ChurnModel("churn", str(model_dir))
     assert model.load()

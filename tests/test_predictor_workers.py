@@ -82,7 +82,7 @@ def test_connections_accepted_by_several_workers_disable_nagle():
     without it every keep-alive response waits ~40 ms on the client's delayed ACK (kserve#6050)."""
     from uvicorn.config import Config
 
-    from churnflow.predictor.server import listening_sockets_keep_tcp_nodelay
+    from churnflow.predictor.patches import listening_sockets_keep_tcp_nodelay
 
     listening_sockets_keep_tcp_nodelay()
     listening_sockets_keep_tcp_nodelay()  # idempotent: one wrapper, however often the server starts

@@ -19,7 +19,7 @@ from churnflow.artifact import publish_directory, read_metadata, verify_files
 from churnflow.config import load_config
 from churnflow.data import read_table, validate_table
 from churnflow.errors import ChurnflowError
-from churnflow.predictor.server import is_inference
+from churnflow.predictor.guard import is_inference
 
 from .conftest import CHURNFLOW, build_model
 
@@ -117,7 +117,7 @@ def test_overload_is_shed_with_503_and_the_server_recovers(start_server, model_d
 def test_hot_reload_swaps_good_models_and_refuses_bad_ones(start_server, model_dir, tmp_path):
     releases = tmp_path / "serving"
     publish_directory(model_dir, releases / "model")
-    server = start_server(releases / "model", "--watch", "0.2")
+    server = start_server(releases / "model", "--watch", "0.2", "--enable-repository-api")
     first = version_of(server)
 
     bad = tmp_path / "bad"
