@@ -6,7 +6,7 @@ Two request shapes are accepted:
   numeric columns, BYTES for categorical ones; inputs not in the contract are ignored and counted;
 - a single input of shape [rows, columns] in contract column order (BYTES allows mixed values).
 KServe's stock decoding reads only the first tensor unless the request says "pd", and builds a
-DataFrame per request; this reads the tensors' lists directly (numpy costs ~30 µs for one row).
+DataFrame per request; this reads the tensors' lists directly (a numpy round trip costs more than a row's work).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def encode(
 def _tensor_values(tensor: Any) -> tuple[list[int], list[Any]]:
     """A v2 input's shape and its values as one flat Python list (row-major), checked against each other.
 
-    JSON tensors are read from their lists directly (numpy costs ~30 µs a request for one row); binary
+    JSON tensors are read from their lists directly (a numpy round trip costs more than one row's work); binary
     tensors go through KServe's as_numpy.
     """
     datatype = tensor.datatype
