@@ -115,6 +115,42 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from churnflow.config import load_config
+    from churnflow.plan import FORMULA, Campaign, explain_list, make_plan, read_scores, write_plan
+
+    campaign = Campaign(
+        contact_cost=args.contact_cost,
+        offer_cost=args.offer_cost,
+        save_rate=args.save_rate,
+        budget=args.budget,
+        top=args.top,
+        control_fraction=args.control_fraction,
+        seed=args.seed,
+    )
+    campaign.check()
+    if bool(args.model_dir) != bool(args.data):
+        raise ChurnflowError("plan: give --model-dir and --data together (for the reasons), or neither")
+    scores, id_column = read_scores(args.scores)
+    plan = make_plan(scores, id_column, campaign)
+    if args.model_dir:
+        explain_list(plan, args.model_dir, args.data, load_config(args.config))
+    else:
+        plan.notes.append("no --model-dir/--data given: the call list has no reasons")
+    paths = write_plan(plan, args.output)
+    summary = plan.summary()
+    print(f"churnflow: {FORMULA}")
+    print(
+        f"  contact {summary['contacted']:,} of {summary['customers_scored']:,} customers "
+        f"(control group {summary['control']:,}, not contacted); expected spend {summary['expected_spend']:,.2f}"
+    )
+    print(f"  expected net saving of the contacted list: {summary['expected_net_saving']:,.2f}")
+    for note in plan.notes:
+        print(f"  note: {note}")
+    print(f"  call list: {paths['call_list']}; charts: {paths['expected_saving']}, {paths['cumulative_gains']}")
+    return 0
+
+
 def _store_url(args: argparse.Namespace) -> str:
     url = args.store or os.environ.get("CHURNFLOW_STORE_URL")
     if not url:
@@ -319,6 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--config", help="dataset config: id column and value for value at risk (default: built-in)")
     score.add_argument("--rejects", help="rejects CSV (default: beside the output, NAME.rejects.csv)")
     score.set_defaults(func=_cmd_score)
+
+    plan = sub.add_parser("plan", help="choose whom to contact from the scores: budget or top K, control group")
+    plan.add_argument("--scores", required=True, help="output of churnflow score (path or URI)")
+    plan.add_argument("--output", required=True, help="directory for call_list.csv, plan.json and the charts")
+    limit = plan.add_mutually_exclusive_group()
+    limit.add_argument("--budget", type=float, help="most expected spend (contacts plus offers paid)")
+    limit.add_argument("--top", type=int, help="contact at most K customers")
+    plan.add_argument("--contact-cost", type=float, required=True, help="cost of contacting one customer")
+    plan.add_argument("--offer-cost", type=float, required=True, help="cost of the offer to a customer it saves")
+    plan.add_argument("--save-rate", type=float, required=True, help="share of contacted churners the offer keeps")
+    plan.add_argument("--control-fraction", type=float, default=0.1, help="random share kept as control (0.1)")
+    plan.add_argument("--seed", type=int, default=0, help="seed of the control group draw (default 0)")
+    plan.add_argument("--model-dir", help="model directory or URI, for each customer's top three reasons")
+    plan.add_argument("--data", help="the customer table that was scored, for the reasons")
+    plan.add_argument("--config", help="dataset config (the id column), as given to churnflow score")
+    plan.set_defaults(func=_cmd_plan)
 
     srv = sub.add_parser("serve", help="serve a model directory with KServe's ModelServer")
     srv.add_argument("--model-dir", required=True, help="model directory or storage URI (pvc://, s3://, gs://)")

@@ -52,8 +52,8 @@ def sample_table(rows: int = 400, seed: int = 3) -> pd.DataFrame:
     return frame
 
 
-def served(server, frame: pd.DataFrame) -> np.ndarray:
-    """What `churnflow serve` answers for these rows (blank numbers sent as JSON null)."""
+def served_instances(frame: pd.DataFrame) -> list[dict]:
+    """The table's rows as v1 instances (blank numbers sent as JSON null)."""
     instances = []
     for record in frame.to_dict("records"):
         row = {}
@@ -62,6 +62,12 @@ def served(server, frame: pd.DataFrame) -> np.ndarray:
             row[column] = float(text) if text else None
         row["contract_type"] = record["contract_type"]
         instances.append(row)
+    return instances
+
+
+def served(server, frame: pd.DataFrame) -> np.ndarray:
+    """What `churnflow serve` answers for these rows."""
+    instances = served_instances(frame)
     answer = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": instances}, timeout=30)
     assert answer.status_code == 200, answer.text
     return np.array([p["probability"] for p in answer.json()["predictions"]])
@@ -234,3 +240,36 @@ def test_value_section_of_the_dataset_config_is_strict():
     for message, section in bad.items():
         with pytest.raises(ChurnflowError, match=re.escape(message)):
             parse_config({**base, "value": section})
+
+
+@pytest.mark.slow
+def test_plan_call_list_carries_the_reasons_explain_gives(server, model_dir, config_path, tmp_path):
+    frame = sample_table(200, seed=21)
+    source = tmp_path / "base.csv"
+    frame.to_csv(source, index=False)
+    score_table(str(model_dir), str(source), str(tmp_path / "s.parquet"), config=load_config(config_path))
+    result = subprocess.run(
+        [CHURNFLOW, "plan", "--scores", str(tmp_path / "s.parquet"), "--output", str(tmp_path / "plan"),
+         "--top", "20", "--contact-cost", "2", "--offer-cost", "10", "--save-rate", "0.3", "--seed", "1",
+         "--model-dir", str(model_dir), "--data", str(source), "--config", str(config_path)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "expected net saving = save_rate × value_at_risk − contact_cost − save_rate × offer_cost" in result.stdout
+    assert "expected net saving of the contacted list" in result.stdout
+    calls = pd.read_csv(tmp_path / "plan" / "call_list.csv", keep_default_na=False)
+    assert (calls.group == "contact").sum() == 20 and (calls.group == "control").sum() == 3  # 23 × 10% ≈ 3
+    for name in ("expected_saving.png", "cumulative_gains.png"):
+        assert (tmp_path / "plan" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    listed = frame.set_index("customer_id").loc[calls.customer_id]
+    explained = httpx.post(
+        f"{server.url}/v1/models/churn:explain",
+        json={"instances": served_instances(listed.reset_index())},
+        timeout=60,
+    ).json()["explanations"]
+    for (_, call), answer in zip(calls.iterrows(), explained, strict=True):
+        expected = [f"{column}=" for column, _ in answer["top_increasing"][:3]]
+        got = [call[f"reason_{k}"] for k in (1, 2, 3) if call[f"reason_{k}"]]
+        assert [g.split("=")[0] + "=" for g in got] == expected
+        pushes = [float(g.rsplit("(+", 1)[1].rstrip(")")) for g in got]
+        assert pushes == pytest.approx([round(v, 3) for _, v in answer["top_increasing"][:3]], abs=1e-3)
