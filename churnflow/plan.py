@@ -162,11 +162,11 @@ class Plan:
         }
 
 
-def read_scores(uri: str) -> tuple[pa.Table, str]:
+def read_scores(uri: str, fmt: str | None = None) -> tuple[pa.Table, str]:
     """The ranked scores (only the columns the plan needs), sorted by rank."""
     from churnflow.score import open_table
 
-    dataset, _ = open_table(uri, ["probability", "value_at_risk"], 1 << 16)
+    dataset, _ = open_table(uri, ["probability", "value_at_risk"], 1 << 16, fmt)
     names = dataset.schema.names
     id_column = next((n for n in names if n not in ("probability", "churn", "value_at_risk", "rank")), None)
     if id_column is None:

@@ -124,8 +124,10 @@ def _format_of(names: list[str], uri: str) -> str:
     return kinds.pop()
 
 
-def open_table(uri: str, columns: list[str], batch_rows: int) -> tuple[ds.Dataset, str]:
-    """A pyarrow dataset over one file, a directory or a prefix; checks the required columns exist."""
+def open_table(uri: str, columns: list[str], batch_rows: int, fmt: str | None = None) -> tuple[ds.Dataset, str]:
+    """A pyarrow dataset over one file, a directory or a prefix; checks the required columns exist.
+
+    The format comes from the file names (.csv, .parquet) unless `fmt` says it."""
     fs, path = filesystem(uri)
     try:
         if fs.isdir(path):
@@ -138,8 +140,9 @@ def open_table(uri: str, columns: list[str], batch_rows: int) -> tuple[ds.Datase
             raise ChurnflowError(f"data {uri}: no such file or directory")
     except OSError as error:
         raise ChurnflowError(f"data {uri}: cannot read it ({error})") from None
-    kind = _format_of(names, uri)
-    names = [n for n in names if _format_of([n], uri) == kind]
+    kind = fmt or _format_of(names, uri)
+    if fmt is None:
+        names = [n for n in names if _format_of([n], uri) == kind]
     if kind == "csv":
         file_format: Any = ds.CsvFileFormat(
             read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64)),
