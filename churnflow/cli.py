@@ -49,7 +49,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_compile(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import compile_pipeline
 
-    path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"))
+    pipeline = None
+    if getattr(args, "pipeline", "training") == "scoring":
+        from churnflow.pipelines.scoring_pipeline import make_scoring_pipeline
+
+        if args.parallelism < 1:
+            raise ChurnflowError(f"--parallelism: expected at least 1, got {args.parallelism}")
+        pipeline = make_scoring_pipeline(args.parallelism)
+        if args.output == "churn_pipeline.yaml":
+            args.output = "scoring_pipeline.yaml"
+    path = compile_pipeline(args.output, image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"), pipeline=pipeline)
     print(f"churnflow: wrote {path}")
     return 0
 
@@ -335,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--output", default="churn_pipeline.yaml")
     comp.add_argument(
         "--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE or the published tag)"
+    )
+    comp.add_argument(
+        "--pipeline",
+        choices=["training", "scoring"],
+        default="training",
+        help="which pipeline: training (default) or scoring (score the base in shards, then plan)",
+    )
+    comp.add_argument(
+        "--parallelism", type=int, default=8, help="scoring pipeline: most shards scored at once (default 8)"
     )
     comp.set_defaults(func=_cmd_compile)
 

@@ -13,8 +13,8 @@ import yaml
 from churnflow.errors import ChurnflowError
 
 
-def compile_pipeline(output: str | Path, image: str | None = None) -> Path:
-    """Writes the pipeline spec; every component runs in `image` (default: the train image).
+def compile_pipeline(output: str | Path, image: str | None = None, pipeline: Any = None) -> Path:
+    """Writes the pipeline spec (default: the training pipeline); every component runs in `image`.
 
     The image is set on the compiled spec's executors rather than at import time, so one process can
     compile for several registries.
@@ -25,7 +25,7 @@ def compile_pipeline(output: str | Path, image: str | None = None) -> Path:
 
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(churn_training_pipeline, str(output))
+    compiler.Compiler().compile(pipeline or churn_training_pipeline, str(output))
     if image:
         documents = list(yaml.safe_load_all(output.read_text()))
         for executor in documents[0]["deploymentSpec"]["executors"].values():

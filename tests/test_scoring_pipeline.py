@@ -63,3 +63,39 @@ def test_scoring_pipeline_ranks_200k_rows_as_one_process_would(tmp_path):
     assert '"reason_1"' in calls[0] and "(+0." in calls[1]
     report = result.report.read_text()
     assert "Risk distribution" in report and report.count("data:image/png;base64,") == 2
+
+
+def test_compiled_scoring_pipeline_bounds_parallelism_and_requests_resources(tmp_path):
+    import subprocess
+
+    import yaml
+
+    from .conftest import CHURNFLOW
+
+    output = tmp_path / "scoring.yaml"
+    done = subprocess.run(
+        [CHURNFLOW, "compile", "--pipeline", "scoring", "--parallelism", "3", "--output", str(output)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    spec = yaml.safe_load(output.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    assert len(executors) == 4
+    for name, executor in executors.items():
+        resources = executor["container"]["resources"]
+        for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert resources.get(key), (name, key)
+    tasks = spec["root"]["dag"]["tasks"]
+    loop = next(task for name, task in tasks.items() if name.startswith("for-loop"))
+    assert loop["iteratorPolicy"]["parallelismLimit"] == 3
+    assert "list-shards-op" in loop["dependentTasks"]
+    assert tasks["merge-scores-op"]["dependentTasks"] == [next(n for n in tasks if n.startswith("for-loop"))]
+    assert tasks["plan-op"]["dependentTasks"] == ["merge-scores-op"]
+    refused = subprocess.run(
+        [CHURNFLOW, "compile", "--pipeline", "scoring", "--parallelism", "0", "--output", str(output)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (
+        refused.returncode == 2
+        and refused.stderr.strip() == "churnflow: error: --parallelism: expected at least 1, got 0"
+    )
