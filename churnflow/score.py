@@ -40,6 +40,8 @@ from churnflow.storage import filesystem, local_directory
 log = logging.getLogger("churnflow.score")
 
 DEFAULT_BATCH_ROWS = 200_000
+RUN_ROW_GROUP = 16_384
+"""Row groups of the sorted runs: small, so the merge holds a few of them per run, not whole batches."""
 FORMATS = ("parquet", "csv")
 ROW_COLUMN = "row"
 """Position of the row in the input (0-based, files in name order), written when the config has no id."""
@@ -325,7 +327,7 @@ def score_table(
                 summary.total_value_at_risk += float(at_risk.sum())
                 summary.predicted_churners += int((probability > contract.threshold).sum())
                 run = run_dir / f"run-{len(runs):06d}.parquet"
-                pq.write_table(sort_run(table), run)
+                pq.write_table(sort_run(table), run, row_group_size=RUN_ROW_GROUP)
                 runs.append(run)
                 out_schema = table.schema
             meter.update(batch.num_rows, summary.rows_rejected)
