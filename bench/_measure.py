@@ -1,7 +1,7 @@
-"""Runs one command and prints its wall time and the peak RSS of its largest process (JSON).
+"""Runs one command and prints its wall time, CPU time and the peak RSS of its largest process (JSON).
 
-Peak RSS comes from getrusage(RUSAGE_CHILDREN), which covers every descendant that was waited for —
-so a kfp.local run's component subprocesses count too.
+Peak RSS and CPU time come from getrusage(RUSAGE_CHILDREN), which covers every descendant that was
+waited for — so a kfp.local run's component subprocesses count too.
 """
 
 from __future__ import annotations
@@ -18,13 +18,15 @@ def main() -> None:
     started = time.perf_counter()
     completed = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kib = usage.ru_maxrss
     print(
         json.dumps(
             {
                 "returncode": completed.returncode,
                 "seconds": wall,
                 "peak_rss_mib": peak_kib / 1024,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
                 "stderr": completed.stderr[-2000:],
             }
         )

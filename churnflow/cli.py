@@ -128,7 +128,16 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         path = Path(compile_drift_pipeline(args.output, image=image, backend=backend, resources=resources))
     else:
-        path = compile_pipeline(args.output, image=image, backend=backend, resources=resources)
+        pipeline = None
+        if args.pipeline == "scoring":
+            from churnflow.pipelines.scoring_pipeline import make_scoring_pipeline
+
+            if args.parallelism < 1:
+                raise ChurnflowError(f"--parallelism: expected at least 1, got {args.parallelism}")
+            pipeline = make_scoring_pipeline(args.parallelism)
+            if args.output == "churn_pipeline.yaml":
+                args.output = "scoring_pipeline.yaml"
+        path = compile_pipeline(args.output, image=image, pipeline=pipeline, backend=backend, resources=resources)
     needs = minimum_backend(list(yaml.safe_load_all(path.read_text())))
     print(f"churnflow: wrote {path} (runs on KFP backend {show(needs)} or newer)")
     return 0
@@ -171,6 +180,77 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         metadata_sha256=args.metadata_sha256,
         enable_repository_api=args.enable_repository_api or None,
     )
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import logging
+
+    from churnflow.config import load_config
+    from churnflow.score import rejects_uri, score_table
+
+    logging.basicConfig(level=logging.INFO, format="churnflow: %(message)s")
+    output = args.output or f"scores.{args.format}"
+    summary = score_table(
+        args.model_dir,
+        args.data,
+        output,
+        config=load_config(args.config),
+        fmt=args.format,
+        batch_rows=args.batch_rows,
+        rejects=args.rejects or rejects_uri(output),
+    )
+    rate = summary.rows_read / max(summary.seconds, 1e-9)
+    print(
+        f"churnflow: scored {summary.rows_scored} of {summary.rows_read} rows in {summary.seconds:.1f} s "
+        f"({rate:,.0f} rows/s) → {summary.output}"
+    )
+    if summary.rows_rejected:
+        reasons = ", ".join(f"{field}: {count}" for field, count in summary.reject_reasons.most_common(5))
+        print(f"  rejected {summary.rows_rejected} rows ({reasons}) → {summary.rejects}")
+    else:
+        print("  rejected 0 rows")
+    for kind, counts in (("unseen", summary.unseen), ("missing", summary.missing)):
+        if counts:
+            detail = ", ".join(f"{column}: {count}" for column, count in counts.items())
+            print(f"  {kind} category levels read as all-zero ({detail})")
+    print(f"  {summary.value_note}; total value at risk {summary.total_value_at_risk:,.2f}")
+    return 0
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from churnflow.config import load_config
+    from churnflow.plan import FORMULA, Campaign, explain_list, make_plan, read_scores, write_plan
+
+    campaign = Campaign(
+        contact_cost=args.contact_cost,
+        offer_cost=args.offer_cost,
+        save_rate=args.save_rate,
+        budget=args.budget,
+        top=args.top,
+        control_fraction=args.control_fraction,
+        seed=args.seed,
+    )
+    campaign.check()
+    if bool(args.model_dir) != bool(args.data):
+        raise ChurnflowError("plan: give --model-dir and --data together (for the reasons), or neither")
+    scores, id_column = read_scores(args.scores)
+    plan = make_plan(scores, id_column, campaign)
+    if args.model_dir:
+        explain_list(plan, args.model_dir, args.data, load_config(args.config))
+    else:
+        plan.notes.append("no --model-dir/--data given: the call list has no reasons")
+    paths = write_plan(plan, args.output)
+    summary = plan.summary()
+    print(f"churnflow: {FORMULA}")
+    print(
+        f"  contact {summary['contacted']:,} of {summary['customers_scored']:,} customers "
+        f"(control group {summary['control']:,}, not contacted); expected spend {summary['expected_spend']:,.2f}"
+    )
+    print(f"  expected net saving of the contacted list: {summary['expected_net_saving']:,.2f}")
+    for note in plan.notes:
+        print(f"  note: {note}")
+    print(f"  call list: {paths['call_list']}; charts: {paths['expected_saving']}, {paths['cumulative_gains']}")
     return 0
 
 
@@ -474,9 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument(
         "--pipeline",
-        choices=["training", "drift"],
+        choices=["training", "drift", "scoring"],
         default="training",
-        help="which pipeline: the training pipeline (default) or the drift check",
+        help="which pipeline: training (default), drift (the drift check) or scoring (score the base in shards, "
+        "then plan)",
+    )
+    comp.add_argument(
+        "--parallelism", type=int, default=8, help="scoring pipeline: most shards scored at once (default 8)"
     )
     _add_resource_options(comp)
     comp.set_defaults(func=_cmd_compile)
@@ -497,6 +581,34 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"CSV to write (default {IMPLICIT_DATA}, which `churnflow run` without --data then trains on)",
     )
     gen.set_defaults(func=_cmd_generate)
+
+    score = sub.add_parser("score", help="score a whole customer table (CSV or Parquet) in bulk")
+    score.add_argument("--model-dir", required=True, help="released model directory or URI (s3://, minio://, gs://)")
+    score.add_argument(
+        "--data", required=True, help="CSV or Parquet file, directory or prefix: path, file://, s3://, minio://, gs://"
+    )
+    score.add_argument("--output", help="scores file or URI (default: scores.parquet or scores.csv)")
+    score.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="output format")
+    score.add_argument("--batch-rows", type=int, default=200_000, help="rows per batch: bounds memory (default 200000)")
+    score.add_argument("--config", help="dataset config: id column and value for value at risk (default: built-in)")
+    score.add_argument("--rejects", help="rejects CSV (default: beside the output, NAME.rejects.csv)")
+    score.set_defaults(func=_cmd_score)
+
+    plan = sub.add_parser("plan", help="choose whom to contact from the scores: budget or top K, control group")
+    plan.add_argument("--scores", required=True, help="output of churnflow score (path or URI)")
+    plan.add_argument("--output", required=True, help="directory for call_list.csv, plan.json and the charts")
+    limit = plan.add_mutually_exclusive_group()
+    limit.add_argument("--budget", type=float, help="most expected spend (contacts plus offers paid)")
+    limit.add_argument("--top", type=int, help="contact at most K customers")
+    plan.add_argument("--contact-cost", type=float, required=True, help="cost of contacting one customer")
+    plan.add_argument("--offer-cost", type=float, required=True, help="cost of the offer to a customer it saves")
+    plan.add_argument("--save-rate", type=float, required=True, help="share of contacted churners the offer keeps")
+    plan.add_argument("--control-fraction", type=float, default=0.1, help="random share kept as control (0.1)")
+    plan.add_argument("--seed", type=int, default=0, help="seed of the control group draw (default 0)")
+    plan.add_argument("--model-dir", help="model directory or URI, for each customer's top three reasons")
+    plan.add_argument("--data", help="the customer table that was scored, for the reasons")
+    plan.add_argument("--config", help="dataset config (the id column), as given to churnflow score")
+    plan.set_defaults(func=_cmd_plan)
 
     srv = sub.add_parser("serve", help="serve a model directory with KServe's ModelServer")
     srv.add_argument("--model-dir", required=True, help="model directory or storage URI (pvc://, s3://, gs://)")

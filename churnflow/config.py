@@ -12,11 +12,42 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churnflow.errors import ChurnflowError
 
-CONFIG_KEYS = ("id", "target", "positive_label", "numeric", "categorical", "strict_categories")
+CONFIG_KEYS = ("id", "target", "positive_label", "numeric", "categorical", "strict_categories", "value")
+VALUE_KEYS = ("column", "horizon_months", "constant")
+
+
+class ValueConfig(BaseModel):
+    """What a customer is worth, for value at risk: a column times a horizon, or one constant.
+
+    `value_at_risk = probability × value × horizon_months` where value is the column's number for the
+    row (for example monthly charges) or the constant for every customer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    column: str | None = None
+    """Numeric column holding each customer's value per month (read from the scored table)."""
+    horizon_months: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    """How many months of that value a churned customer takes with them."""
+    constant: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """One value per customer for everyone, instead of a column."""
+
+    @field_validator("column")
+    @classmethod
+    def _column_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty column name")
+        return value
+
+    @model_validator(mode="after")
+    def _column_or_constant(self) -> ValueConfig:
+        if (self.column is None) == (self.constant is None):
+            raise ValueError("give exactly one of column (with horizon_months) or constant")
+        return self
 
 
 class DatasetConfig(BaseModel):
@@ -35,6 +66,8 @@ class DatasetConfig(BaseModel):
     strict_categories: bool = False
     """When true, a category level unseen in training is rejected at predict time instead of read as
     all-zero one-hot columns."""
+    value: ValueConfig | None = None
+    """Customer value for `churnflow score`'s value at risk; without it every customer is worth 1."""
 
     @field_validator("target", "id")
     @classmethod
@@ -54,6 +87,8 @@ class DatasetConfig(BaseModel):
         for role, column in (("target", self.target), ("id", self.id)):
             if column is not None and column in features:
                 raise ValueError(f"{role} column {column!r} is also listed as a feature")
+        if self.value is not None and self.value.column is not None and self.value.column in (self.target, self.id):
+            raise ValueError(f"value column {self.value.column!r} is the target or id column")
         return self
 
     @property
@@ -70,7 +105,8 @@ def _one_line(error: ValidationError, source: str) -> str:
     for item in error.errors():
         location = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            parts.append(f"unknown key {location!r} (expected one of: {', '.join(CONFIG_KEYS)})")
+            keys = VALUE_KEYS if item["loc"][0] == "value" and len(item["loc"]) > 1 else CONFIG_KEYS
+            parts.append(f"unknown key {location!r} (expected one of: {', '.join(keys)})")
         elif item["type"] == "missing":
             parts.append(f"missing required key {location!r}")
         else:
@@ -117,5 +153,8 @@ def load_config(path: str | Path | None) -> DatasetConfig:
 
 
 def config_to_json(config: DatasetConfig) -> str:
-    """The compact JSON form passed to the pipeline as a parameter."""
-    return json.dumps(config.model_dump(), sort_keys=True)
+    """The compact JSON form passed to the pipeline as a parameter (an unset value section is left out)."""
+    data = config.model_dump()
+    if data.get("value") is None:
+        data.pop("value", None)
+    return json.dumps(data, sort_keys=True)

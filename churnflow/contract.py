@@ -4,8 +4,7 @@ Preprocessing builds it from the dataset config and the training split; it is sa
 `contract.json` inside the model artifact, and the predictor reads it back from there. Nothing else
 in the project restates column names, types, category levels or the one-hot column order.
 
-Encoding follows pandas semantics (`pd.get_dummies` keeping every level, reindexed to the training
-columns), which is what `encode_frame` does literally; the predictor's fast path must match it.
+Encoding itself lives in churnflow/encoding.py, the one implementation every route calls.
 """
 
 from __future__ import annotations
@@ -125,38 +124,17 @@ class FeatureContract(BaseModel):
             feature_columns=feature_columns,
         )
 
-    # -- encoding (the reference, pandas semantics) ---------------------------------------------------
+    # -- encoding ----------------------------------------------------------------------------------
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Turns raw feature columns into the model matrix exactly as training did.
+        """Turns a typed feature frame into the model matrix exactly as serving does (churnflow/encoding.py).
 
-        Numeric blanks take the training median; categorical values are one-hot encoded with
-        `pd.get_dummies` and reindexed to the training columns, so a level unseen in training becomes
-        all zeros (or an error when the contract is strict). Extra columns are ignored.
+        Numeric blanks take the training median; a level unseen in training becomes all zeros (or an
+        error when the contract is strict). Extra columns are ignored.
         """
-        missing = [c for c in self.numeric if c not in frame.columns]
-        if missing:
-            raise ChurnflowError(f"missing required numeric column(s): {', '.join(missing)}")
-        numeric = frame[self.numeric].apply(pd.to_numeric, errors="raise").astype("float64")
-        numeric = numeric.fillna(self.numeric_fill)
-        categorical = pd.DataFrame(index=frame.index)
-        for column, levels in self.categorical.items():
-            values = frame[column] if column in frame.columns else pd.Series(None, index=frame.index)
-            normalized = values.map(normalize_level)
-            if self.strict_categories:
-                self._reject_unseen(column, normalized, levels)
-            categorical[column] = normalized
-        dummies = pd.get_dummies(categorical, prefix_sep=ONE_HOT_SEPARATOR, dtype="float64")
-        encoded = pd.concat([numeric, dummies], axis=1).reindex(columns=self.feature_columns, fill_value=0.0)
-        return encoded.to_numpy(dtype="float64")
+        from churnflow.encoding import ColumnEncoder, encode_frame
 
-    def _reject_unseen(self, column: str, values: pd.Series, levels: list[str]) -> None:
-        known = set(levels)
-        unseen = sorted({v for v in values.dropna().unique() if v not in known})
-        if unseen:
-            raise ChurnflowError(
-                f"field {column!r}: unseen category {unseen[0]!r} (expected one of: {', '.join(levels)})"
-            )
+        return encode_frame(ColumnEncoder(self), frame)
 
     # -- persistence ----------------------------------------------------------------------------
 

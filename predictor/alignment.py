@@ -1,10 +1,9 @@
-"""Aligning requests to the training columns, fast.
+"""Reading requests into columns for the one encoder (churnflow/encoding.py).
 
-The reference semantics are `FeatureContract.encode_frame` (pandas: `get_dummies` keeping every
-level, reindexed to the training columns). Building a DataFrame per request costs many times the
-rest of the request, so this module does the same thing with a preallocated numpy row and
-dictionary look-ups; tests check the two agree on thousands of random rows, including unseen
-levels, blanks and extra columns.
+This module only validates: each value is checked where the request put it, so a bad one is a 400
+naming the row and field, then the columns go to `ColumnEncoder`, which training and bulk scoring
+call too. Tests check the result against pandas `get_dummies` on thousands of random rows, including
+unseen levels, blanks and extra columns.
 
 What a request may contain, per feature:
 - numeric: a JSON number; null, "" or whitespace means blank and takes the training median; anything
@@ -18,17 +17,17 @@ What a request may contain, per feature:
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from churnflow.contract import FeatureContract, normalize_level
+from churnflow.encoding import FLOAT32_MAX, CategoryRefused, ColumnEncoder, Encoded, Levels, number_problem
 from churnflow.errors import ChurnflowError
 
 _ABSENT = object()
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class RequestError(ChurnflowError):
@@ -43,8 +42,10 @@ class Aligned:
     """rows × feature_columns, float64"""
     levels: dict[str, list[str | None]]
     """each categorical column's normalized level per row (None: missing), for drift counting"""
-    unseen: Counter = field(default_factory=Counter)
-    missing: Counter = field(default_factory=Counter)
+    unseen: dict[str, int] = field(default_factory=dict)
+    """categorical column → rows with a level unseen in training (only columns that had some)"""
+    missing: dict[str, int] = field(default_factory=dict)
+    """categorical column → rows without a level (only columns that had some)"""
     extra_fields: int = 0
 
     @property
@@ -61,26 +62,21 @@ class Aligner:
         self.categorical = list(contract.categorical)
         self.input_columns = contract.input_columns
         self.known = set(self.input_columns)
-        self.width = len(contract.feature_columns)
-        self.fill = [contract.numeric_fill[c] for c in self.numeric]
-        position = {name: i for i, name in enumerate(contract.feature_columns)}
-        self.level_position = {
-            column: {level: position[contract.one_hot_column(column, level)] for level in levels}
-            for column, levels in contract.categorical.items()
-        }
         self.strict = contract.strict_categories
+        self.encoder = ColumnEncoder(contract)
 
     # -- scalar readers ---------------------------------------------------------------------------
 
     def _number(self, value: Any, where: str, column: str, strings: bool, index: int) -> float:
+        """The value as a float; NaN for blank (the encoder reads it as the training median)."""
         if value is None:
-            return self.fill[index]
+            return math.nan
         if isinstance(value, bool) or not isinstance(value, int | float | np.number | str):
             raise RequestError(f"{where}field {column!r}: expected a number, got {type(value).__name__}")
         if isinstance(value, str):
             text = value.strip()
             if not text:  # blank, as a CSV cell or a form field sends it: the training median, on every route
-                return self.fill[index]
+                return math.nan
             if not strings:
                 raise RequestError(f"{where}field {column!r}: expected a number, got a string {value[:40]!r}")
             try:
@@ -91,11 +87,9 @@ class Aligner:
             number = float(value)
         except OverflowError:
             raise RequestError(f"{where}field {column!r}: number out of range") from None
-        if not math.isfinite(number):
-            raise RequestError(f"{where}field {column!r}: expected a finite number, got {number}")
-        if abs(number) > _FLOAT32_MAX:  # the forest compares float32: it would read this as infinity
-            raise RequestError(f"{where}field {column!r}: number out of range, got {number:g} (limit ±3.4e38)")
-        return number
+        if -FLOAT32_MAX <= number <= FLOAT32_MAX:  # finite and readable by the compiled forest
+            return number
+        raise RequestError(f"{where}field {column!r}: {number_problem(number)}")
 
     def _level(self, value: Any, where: str, column: str) -> str | None:
         if value is None or isinstance(value, str | int | float | bool | np.generic):
@@ -105,46 +99,43 @@ class Aligner:
             return level
         raise RequestError(f"{where}field {column!r}: expected a string category, got {type(value).__name__}")
 
-    def _place_level(self, out: Aligned, row: int, column: str, level: str | None, where: str) -> None:
-        out.levels[column].append(level)
-        if level is None:
-            if self.strict:
-                raise RequestError(f"{where}missing required field {column!r}")
-            out.missing[column] += 1
-            return
-        position = self.level_position[column].get(level)
-        if position is None:
-            if self.strict:
-                expected = ", ".join(self.contract.categorical[column])
-                raise RequestError(f"{where}field {column!r}: unseen category {level!r} (expected one of: {expected})")
-            out.unseen[column] += 1
-            return
-        out.features[row, position] = 1.0
+    def _encode(
+        self, numbers: list[float], rows: int, levels: dict[str, list[str | None]], where: Callable[[int, str], str]
+    ) -> Aligned:
+        """Hands the validated columns to the one encoder; a strict refusal becomes a 400 at its row."""
+        categorical = {column: Levels.from_values(values) for column, values in levels.items()}
+        matrix = np.array(numbers, dtype=np.float64).reshape(rows, len(self.numeric))
+        try:
+            encoded: Encoded = self.encoder.encode(
+                matrix, categorical, blanks=rows > 8 or any(map(math.isnan, numbers))
+            )
+        except CategoryRefused as refused:
+            raise RequestError(refused.describe(where(refused.row, refused.column))) from None
+        return Aligned(features=encoded.features, levels=levels, unseen=encoded.unseen, missing=encoded.missing)
 
-    # -- batch encoders ---------------------------------------------------------------------------
-
-    def _empty(self, rows: int) -> Aligned:
-        return Aligned(features=np.zeros((rows, self.width)), levels={c: [] for c in self.categorical})
+    # -- adapters: records and columns ------------------------------------------------------------
 
     def encode_records(self, records: list[Any], label: str = "instances", numeric_strings: bool = False) -> Aligned:
         """Encodes v1 instances: each a dict keyed by column, or a list in contract column order."""
-        out = self._empty(len(records))
-        features = out.features
-        n_numeric = len(self.numeric)
+        numeric, categorical = self.numeric, self.categorical
+        numbers: list[float] = []
+        levels: dict[str, list[str | None]] = {column: [] for column in categorical}
+        n_numeric = len(numeric)
         expected = len(self.input_columns)
+        extra = 0
         for row, record in enumerate(records):
             where = f"{label}[{row}]: "
             if isinstance(record, dict):
-                for j, column in enumerate(self.numeric):
+                for j, column in enumerate(numeric):
                     value = record.get(column, _ABSENT)
                     if value is _ABSENT:
                         raise RequestError(f"{where}missing required field {column!r}")
-                    features[row, j] = self._number(value, where, column, numeric_strings, j)
-                for column in self.categorical:
+                    numbers.append(self._number(value, where, column, numeric_strings, j))
+                for column in categorical:
                     level = self._level(record.get(column), where, column)
-                    self._place_level(out, row, column, level, where)
+                    levels[column].append(level)
                 if len(record) > expected or any(key not in self.known for key in record):
-                    out.extra_fields += sum(1 for key in record if key not in self.known)
+                    extra += sum(1 for key in record if key not in self.known)
             elif isinstance(record, list | tuple):
                 if len(record) != expected:
                     raise RequestError(
@@ -152,31 +143,43 @@ class Aligner:
                         f"got {len(record)}"
                     )
                 for j in range(n_numeric):
-                    features[row, j] = self._number(record[j], where, self.numeric[j], numeric_strings, j)
-                for k, column in enumerate(self.categorical):
+                    numbers.append(self._number(record[j], where, numeric[j], numeric_strings, j))
+                for k, column in enumerate(categorical):
                     level = self._level(record[n_numeric + k], where, column)
-                    self._place_level(out, row, column, level, where)
+                    levels[column].append(level)
             else:
                 raise RequestError(
                     f"{where}expected an object keyed by column name or a list of {expected} values, "
                     f"got {type(record).__name__}"
                 )
-        return out
+        aligned = self._encode(numbers, len(records), levels, lambda row, _: f"{label}[{row}]: ")
+        aligned.extra_fields = extra
+        return aligned
 
     def encode_columns(self, columns: dict[str, list[Any]], rows: int, label: str = "inputs") -> Aligned:
         """Encodes column-oriented data (v2 named inputs): column name → one value per row."""
-        out = self._empty(rows)
+        width = len(self.numeric)
+        numbers = [0.0] * (rows * width)
         for j, column in enumerate(self.numeric):
             values = columns.get(column)
             if values is None:
                 raise RequestError(f"{label}: missing required input {column!r}")
             for row, value in enumerate(values):
-                out.features[row, j] = self._number(value, f"{label}[{column!r}][{row}]: ", column, False, j)
+                numbers[row * width + j] = self._number(value, f"{label}[{column!r}][{row}]: ", column, False, j)
+        levels: dict[str, list[str | None]] = {}
         for column in self.categorical:
             values = columns.get(column)
+            column_levels: list[str | None] = []
             for row in range(rows):
                 where = f"{label}[{column!r}][{row}]: "
                 level = None if values is None else self._level(values[row], where, column)
-                self._place_level(out, row, column, level, where if values is not None else f"{label}: ")
-        out.extra_fields = sum(1 for name in columns if name not in self.known)
-        return out
+                column_levels.append(level)
+            levels[column] = column_levels
+        aligned = self._encode(
+            numbers,
+            rows,
+            levels,
+            lambda row, column: f"{label}[{column!r}][{row}]: " if column in columns else f"{label}: ",
+        )
+        aligned.extra_fields = sum(1 for name in columns if name not in self.known)
+        return aligned

@@ -1,6 +1,6 @@
 """Issue 3: the predictor's alignment, scoring and both protocols against the real ModelServer.
 
-Alignment must equal the pandas reference (FeatureContract.encode_frame) exactly; the served
+Alignment (churnflow/encoding.py, every route) must equal a pandas get_dummies oracle exactly; the served
 probabilities must equal the trained scikit-learn model's predict_proba (exactly on the sklearn path,
 within 1e-15 on the compiled path, as the README claims); every bad request is a 400 naming the field.
 """
@@ -20,7 +20,7 @@ from kserve import InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churnflow.contract import FeatureContract
+from churnflow.contract import FeatureContract, normalize_level
 from churnflow.decision import load_calibrator
 from churnflow.errors import ChurnflowError
 from churnflow.predictor.alignment import Aligner
@@ -52,10 +52,16 @@ def random_rows(count: int, seed: int = 0) -> list[dict]:
 
 
 def reference_matrix(contract: FeatureContract, rows: list[dict]) -> np.ndarray:
+    """The oracle, independent of churnflow/encoding.py: pandas `get_dummies` keeping every level,
+    reindexed to the training columns, blanks filled with the training medians."""
     frame = pd.DataFrame(rows)
     if "contract_type" not in frame:
         frame["contract_type"] = None
-    return contract.encode_frame(frame.astype({"contract_type": object}))
+    numeric = frame[contract.numeric].astype("float64").fillna(contract.numeric_fill)
+    levels = frame[list(contract.categorical)].astype(object).map(normalize_level)
+    dummies = pd.get_dummies(levels, prefix_sep="_", dtype="float64")
+    encoded = pd.concat([numeric, dummies], axis=1).reindex(columns=contract.feature_columns, fill_value=0.0)
+    return encoded.to_numpy(dtype="float64")
 
 
 def test_alignment_equals_pandas_semantics_on_thousands_of_rows(model_dir):
@@ -70,6 +76,11 @@ def test_alignment_equals_pandas_semantics_on_thousands_of_rows(model_dir):
     assert np.array_equal(aligner.encode_records(as_lists).features, aligned.features)
     columns = {c: [r.get(c) for r in rows] for c in contract.input_columns}
     assert np.array_equal(aligner.encode_columns(columns, len(rows)).features, aligned.features)
+    # training and evaluation read typed frames through the same encoder
+    frame = pd.DataFrame(rows).astype({"contract_type": object})
+    assert np.array_equal(contract.encode_frame(frame), aligned.features)
+    for row in rows[:300]:  # one-row requests take the encoder's one-level shortcut
+        assert np.array_equal(aligner.encode_records([row]).features[0], aligned.features[rows.index(row)])
 
 
 def test_strict_contract_rejects_unseen_and_missing_levels(model_dir):

@@ -1,0 +1,252 @@
+"""Benchmark: scoring the whole base, against the original design's approach and the model format's limit.
+
+Run on purpose (not a test):  .venv/bin/python bench/score_bench.py [--sizes 1000000,10000000]
+
+All in one run, on the same tables from `churnflow generate` (CSV, and the same rows as two Parquet
+files), with one 100-tree forest trained here:
+  (a) baseline     the original design in one process: pandas read_csv, get_dummies, scikit-learn
+                   predict_proba of the same forest, CSV write
+  (b) onnx_only    ONNX Runtime alone on the already-encoded matrix (one thread): our format's limit
+  (c) score_csv / score_parquet   `churnflow score` end to end, one process;
+      score_parquet_2_shards      two `churnflow score` processes at once, one Parquet file each
+  (d) http_v1      100,000 of the rows through `churnflow serve` (v1, batches of 1,000)
+Each figure has wall-clock rows/s and rows per CPU-second (the per-core rate; the machine may be
+shared, which slows wall time more than CPU time). Peak RSS is the largest single process. Ratios are
+against (a) and (b) of the same run. Results: bench/results/score_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTHON = sys.executable
+CHURNFLOW = str(Path(PYTHON).with_name("churnflow"))
+CONFIG = """\
+id: customer_id
+target: churn
+numeric: [tenure, usage, age, monthly_charges]
+categorical: [contract_type]
+value: {column: monthly_charges, horizon_months: 12}
+"""
+
+
+def measure(command: list[str]) -> dict:
+    output = subprocess.run(
+        [PYTHON, str(HERE / "_measure.py"), *command], capture_output=True, text=True, check=True
+    ).stdout
+    result = json.loads(output)
+    if result["returncode"] != 0:
+        raise SystemExit(f"failed: {' '.join(command)}\n{result['stderr']}")
+    return result
+
+
+def rates(rows: int, seconds: float, cpu_seconds: float, peak: float | None = None) -> dict:
+    out = {
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+        "rows_per_second": round(rows / seconds),
+        "rows_per_cpu_second": round(rows / cpu_seconds),
+    }
+    if peak is not None:
+        out["peak_rss_mib"] = round(peak, 1)
+    return out
+
+
+def train_model(directory: Path, trees: int) -> Path:
+    from churnflow.components.preprocess.logic import preprocess
+    from churnflow.components.train.logic import train
+    from churnflow.config import load_config
+    from churnflow.hyperparameters import ForestParams
+
+    config = load_config(None)
+    preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=20_000)
+    train(directory / "train", directory / "contract", directory / "model", ForestParams(n_estimators=trees))
+    return directory / "model"
+
+
+def make_tables(directory: Path, rows: int) -> tuple[Path, Path]:
+    """base.csv from `churnflow generate`, and the same rows as two Parquet files (streamed, bounded)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    csv = directory / "base.csv"
+    subprocess.run(
+        [CHURNFLOW, "generate", "--rows", str(rows), "--output", str(csv)], check=True, stdout=subprocess.DEVNULL
+    )
+    parquet = directory / "parquet"
+    parquet.mkdir()
+    half = rows // 2
+    reader = pacsv.open_csv(csv, convert_options=pacsv.ConvertOptions(column_types={"customer_id": pa.string()}))
+    writers: list = [None, None]
+    written = 0
+    for batch in reader:
+        for part in (0, 1):
+            lo, hi = (0, half) if part == 0 else (half, rows)
+            start, stop = max(lo - written, 0), min(hi - written, batch.num_rows)
+            if stop > start:
+                piece = batch.slice(start, stop - start)
+                if writers[part] is None:
+                    writers[part] = pq.ParquetWriter(parquet / f"part-{part}.parquet", piece.schema)
+                writers[part].write_table(pa.Table.from_batches([piece]), row_group_size=200_000)
+        written += batch.num_rows
+    for writer in writers:
+        writer.close()
+    return csv, parquet
+
+
+def score_cmd(model: Path, data: Path, output: Path, config: Path) -> list[str]:
+    return [CHURNFLOW, "score", "--model-dir", str(model), "--data", str(data), "--output", str(output),
+            "--config", str(config)]  # fmt: skip
+
+
+def two_shards(model: Path, parquet: Path, work: Path, config: Path, rows: int) -> dict:
+    started = time.perf_counter()
+    processes = [
+        subprocess.Popen(
+            [
+                PYTHON,
+                str(HERE / "_measure.py"),
+                *score_cmd(model, parquet / f"part-{i}.parquet", work / f"shard-{i}.parquet", config),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in (0, 1)
+    ]
+    results = [json.loads(p.communicate()[0]) for p in processes]
+    wall = time.perf_counter() - started
+    if any(r["returncode"] for r in results):
+        raise SystemExit(f"shard failed: {results}")
+    out = rates(rows, wall, sum(r["cpu_seconds"] for r in results), max(r["peak_rss_mib"] for r in results))
+    out["processes"] = 2
+    return out
+
+
+def http_v1(model: Path, csv: Path, rows: int = 100_000, batch: int = 1000) -> dict:
+    import httpx
+    import orjson
+    import pandas as pd
+
+    sys.path.insert(0, str(HERE))
+    from _server import Server, free_port
+
+    frame = pd.read_csv(csv, nrows=rows)
+    columns = ["tenure", "usage", "age", "monthly_charges", "contract_type"]
+    bodies = [
+        orjson.dumps({"instances": frame.iloc[i : i + batch][columns].to_dict("records")})
+        for i in range(0, len(frame), batch)
+    ]
+    port = free_port()
+    server = Server([CHURNFLOW, "serve", "--model-dir", str(model), "--port", str(port)], port, "/v2/health/ready")
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/churn:predict"
+        with httpx.Client(timeout=60) as client:
+            client.post(url, content=bodies[0], headers={"content-type": "application/json"})
+            started = time.perf_counter()
+            for body in bodies:
+                answer = client.post(url, content=body, headers={"content-type": "application/json"})
+                answer.raise_for_status()
+            wall = time.perf_counter() - started
+    finally:
+        server.stop()
+    return {
+        "rows": len(frame),
+        "batch": batch,
+        "seconds": round(wall, 3),
+        "rows_per_second": round(len(frame) / wall),
+        "note": "wall clock; the server and this client share the machine",
+    }
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000", help="comma-separated table sizes (default 1000000)")
+    parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument("--skip-baseline-over", type=int, default=10_000_000, help="largest size for (a)")
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "score_bench.json"))
+    parser.add_argument("--shared", default="", help="say what else ran on the machine (recorded in the JSON)")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results: dict = {
+        "bench": "score_bench",
+        "commit": git_commit(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "shared_machine": args.shared,
+        "trees": args.trees,
+        "sizes": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="score-bench-") as temporary:
+        work = Path(temporary)
+        model = train_model(work / "model-build", args.trees)
+        config = work / "dataset.yaml"
+        config.write_text(CONFIG)
+        for rows in sizes:
+            print(f"score_bench: {rows:,} rows", file=sys.stderr)
+            directory = work / f"rows-{rows}"
+            directory.mkdir()
+            csv, parquet = make_tables(directory, rows)
+            entry: dict = {"rows": rows}
+            sample = str(min(rows, 2_000_000))
+            onnx = json.loads(
+                subprocess.run(
+                    [PYTHON, str(HERE / "_onnx_only.py"), str(model), str(parquet), sample, "200000"],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+            )  # fmt: skip
+            entry["onnx_only"] = rates(onnx["rows"], onnx["seconds"], onnx["cpu_seconds"])
+            if rows <= args.skip_baseline_over:
+                m = measure([PYTHON, str(HERE / "_score_baseline.py"), str(model), str(csv), str(directory / "a.csv")])
+                entry["baseline"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
+            m = measure(score_cmd(model, csv, directory / "c.parquet", config))
+            entry["score_csv"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
+            m = measure(score_cmd(model, parquet, directory / "p.parquet", config))
+            entry["score_parquet"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
+            entry["score_parquet_2_shards"] = two_shards(model, parquet, directory, config, rows)
+            if rows == sizes[0]:
+                entry["http_v1"] = http_v1(model, csv)
+            limit = entry["onnx_only"]["rows_per_cpu_second"]
+            entry["ratios"] = {
+                "score_parquet_per_cpu_vs_onnx_only": round(entry["score_parquet"]["rows_per_cpu_second"] / limit, 3),
+                "score_parquet_2_shards_per_cpu_vs_onnx_only": round(
+                    entry["score_parquet_2_shards"]["rows_per_cpu_second"] / limit, 3
+                ),
+            }
+            if "baseline" in entry:
+                for name in ("score_csv", "score_parquet", "score_parquet_2_shards"):
+                    entry["ratios"][f"{name}_wall_vs_baseline"] = round(
+                        entry[name]["rows_per_second"] / entry["baseline"]["rows_per_second"], 2
+                    )
+            results["sizes"].append(entry)
+            print(json.dumps(entry, indent=2), file=sys.stderr)
+            for path in directory.iterdir():  # free the disk before the next size
+                if path.is_file():
+                    path.unlink()
+    output = Path(args.json)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"score_bench: wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,380 @@
+"""`churnflow score`: the whole customer base through the released model, in bounded memory.
+
+    dataset (CSV blocks or Parquet row groups, pyarrow streaming)
+      → BatchEncoder (the one encoding; unreadable rows → rejects file with field and reason)
+      → Scorer (ONNX Runtime, the same calibrator as serving) → probability, churn, value at risk
+      → a sorted run per batch on local disk → k-way merge → output with rank (1 = most value at risk)
+
+Probabilities equal what `churnflow serve` answers for the same row: the same contract, encoder,
+compiled forest and calibrator.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from churnflow.artifact import verify_files
+from churnflow.bulk_input import BatchEncoder
+from churnflow.bulk_rank import merge_runs, sort_run
+from churnflow.config import DatasetConfig
+from churnflow.contract import FeatureContract
+from churnflow.decision import load_calibrator
+from churnflow.errors import ChurnflowError
+from churnflow.predictor.scoring import Scorer
+from churnflow.storage import filesystem, local_directory
+
+log = logging.getLogger("churnflow.score")
+
+DEFAULT_BATCH_ROWS = 200_000
+RUN_ROW_GROUP = 16_384
+"""Row groups of the sorted runs: small, so the merge holds a few of them per run, not whole batches."""
+FORMATS = ("parquet", "csv")
+ROW_COLUMN = "row"
+"""Position of the row in the input (0-based, files in name order), written when the config has no id."""
+VALUE_NOTE_NONE = "no value configured: value_at_risk = probability × 1 (set `value` in the dataset config)"
+
+
+@dataclass
+class ScoreSummary:
+    """What one scoring run did; printed by the CLI and logged as metrics by the pipeline."""
+
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    reject_reasons: Counter = field(default_factory=Counter)
+    unseen: Counter = field(default_factory=Counter)
+    missing: Counter = field(default_factory=Counter)
+    total_value_at_risk: float = 0.0
+    predicted_churners: int = 0
+    seconds: float = 0.0
+    value_note: str = ""
+    output: str = ""
+    rejects: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read,
+            "rows_scored": self.rows_scored,
+            "rows_rejected": self.rows_rejected,
+            "reject_reasons": dict(self.reject_reasons),
+            "unseen_levels": dict(self.unseen),
+            "missing_levels": dict(self.missing),
+            "total_value_at_risk": self.total_value_at_risk,
+            "predicted_churners": self.predicted_churners,
+            "seconds": self.seconds,
+            "value_note": self.value_note,
+            "output": self.output,
+            "rejects": self.rejects,
+        }
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    """What scoring needs from a model directory, checked the way serving checks it (SHA-256 first)."""
+
+    directory: Path
+    contract: FeatureContract
+    scorer: Scorer
+    calibrator: Any
+    version: str
+
+    @classmethod
+    def load(cls, uri: str) -> ReleasedModel:
+        directory = local_directory(uri)
+        metadata = verify_files(directory)
+        return cls(
+            directory=directory,
+            contract=FeatureContract.load(directory),
+            scorer=Scorer(directory),
+            calibrator=load_calibrator(directory),
+            version=str(metadata.get("model_version", "")),
+        )
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """Exactly serving's computation: compiled forest, then the calibrator."""
+        return self.calibrator.apply(self.scorer.probability(np.ascontiguousarray(features)))
+
+
+# -- input ----------------------------------------------------------------------------------------
+
+
+def _format_of(names: list[str], uri: str) -> str:
+    kinds = set()
+    for name in names:
+        lower = name.lower()
+        if lower.endswith((".parquet", ".pq", ".parq")):
+            kinds.add("parquet")
+        elif lower.endswith((".csv", ".csv.gz", ".csv.bz2", ".csv.zst")):
+            kinds.add("csv")
+    if len(kinds) != 1:
+        found = "no .csv or .parquet files" if not kinds else "both CSV and Parquet files"
+        raise ChurnflowError(f"data {uri}: expected CSV (.csv) or Parquet (.parquet) files, found {found}")
+    return kinds.pop()
+
+
+def open_table(uri: str, columns: list[str], batch_rows: int, fmt: str | None = None) -> tuple[ds.Dataset, str]:
+    """A pyarrow dataset over one file, a directory or a prefix; checks the required columns exist.
+
+    The format comes from the file names (.csv, .parquet) unless `fmt` says it."""
+    fs, path = filesystem(uri)
+    try:
+        if fs.isdir(path):
+            names = sorted(
+                name for name in fs.find(path) if not Path(name).name.startswith(("_", ".")) and not name.endswith("/")
+            )
+        elif fs.isfile(path):
+            names = [path]
+        else:
+            raise ChurnflowError(f"data {uri}: no such file or directory")
+    except OSError as error:
+        raise ChurnflowError(f"data {uri}: cannot read it ({error})") from None
+    kind = fmt or _format_of(names, uri)
+    if fmt is None:
+        names = [n for n in names if _format_of([n], uri) == kind]
+    if kind == "csv":
+        file_format: Any = ds.CsvFileFormat(
+            read_options=pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64)),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    else:
+        file_format = ds.ParquetFileFormat()
+    try:
+        dataset = ds.dataset(names, filesystem=fs, format=file_format)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ChurnflowError(f"data {uri}: not a readable {kind} table ({_first_line(error)})") from None
+    missing = [c for c in columns if c not in dataset.schema.names]
+    if missing:
+        raise ChurnflowError(
+            f"data {uri}: required column(s) {', '.join(map(repr, missing))} not in the table "
+            f"(it has: {', '.join(dataset.schema.names[:20])})"
+        )
+    return dataset, kind
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+# -- output ---------------------------------------------------------------------------------------
+
+
+class TableSink:
+    """Streams tables to a Parquet or CSV file at a path or URI."""
+
+    def __init__(self, uri: str, fmt: str, what: str = "output") -> None:
+        self.uri, self.fmt, self.what = uri, fmt, what
+        fs, path = filesystem(uri, what)
+        parent = path.rsplit("/", 1)[0] if "/" in path else ""
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        self._file = fs.open(path, "wb")
+        self._writer: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self._file, table.schema)
+            else:
+                self._writer = pacsv.CSVWriter(self._file, table.schema)
+        self._writer.write_table(table)
+
+    def close(self, schema: pa.Schema | None = None) -> None:
+        if self._writer is None and schema is not None:  # nothing written: still a valid empty table
+            self.write(schema.empty_table())
+        if self._writer is not None:
+            self._writer.close()
+        self._file.close()
+
+
+def rejects_uri(output: str) -> str:
+    """Where the rejects go: beside the output, `<name>.rejects.csv`."""
+    stem = output
+    for suffix in (".parquet", ".csv", ".pq"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return stem + ".rejects.csv"
+
+
+# -- scoring --------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress bar on a terminal (rows, rows/s, time left), log lines every few seconds otherwise."""
+
+    def __init__(self, total: int | None, enabled: bool | None = None) -> None:
+        self.total = total
+        self.bar = None
+        self.started = self.last = time.monotonic()
+        self.done = 0
+        interactive = sys.stderr.isatty() if enabled is None else enabled
+        if interactive:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit=" rows", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, rows: int, rejected: int) -> None:
+        self.done += rows
+        if self.bar is not None:
+            self.bar.update(rows)
+            self.bar.set_postfix(rejected=rejected, refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last >= 5.0:
+            self.last = now
+            rate = self.done / max(now - self.started, 1e-9)
+            left = f", about {(self.total - self.done) / rate:.0f} s left" if self.total else ""
+            of = f" of {self.total}" if self.total else ""
+            log.info("scored %d%s rows (%.0f rows/s%s), %d rejected", self.done, of, rate, left, rejected)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def value_settings(config: DatasetConfig | None) -> tuple[str | None, float, str]:
+    """(value column, multiplier, note): value_at_risk = probability × (column value or 1) × multiplier."""
+    value = config.value if config is not None else None
+    if value is None:
+        return None, 1.0, VALUE_NOTE_NONE
+    if value.column is not None:
+        return (
+            value.column,
+            value.horizon_months,
+            f"value_at_risk = probability × {value.column} × {value.horizon_months:g} months",
+        )
+    multiplier = float(value.constant) * value.horizon_months
+    return None, multiplier, f"value_at_risk = probability × {multiplier:g} (constant value per customer)"
+
+
+def score_table(
+    model_uri: str,
+    data_uri: str,
+    output_uri: str,
+    config: DatasetConfig | None = None,
+    fmt: str = "parquet",
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    rejects: str | None = None,
+    progress: bool | None = None,
+    model: ReleasedModel | None = None,
+) -> ScoreSummary:
+    """Scores every row of the table at `data_uri` and writes the ranked scores and the rejects."""
+    if fmt not in FORMATS:
+        raise ChurnflowError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if batch_rows < 1:
+        raise ChurnflowError(f"--batch-rows: expected a positive number, got {batch_rows}")
+    started = time.monotonic()
+    model = model or ReleasedModel.load(model_uri)
+    contract = model.contract
+    id_column = (config.id if config is not None else None) or contract.id
+    value_column, multiplier, note = value_settings(config)
+    columns = list(dict.fromkeys([*([id_column] if id_column else []), *contract.input_columns]))
+    if value_column:
+        columns = list(dict.fromkeys([*columns, value_column]))
+    dataset, _ = open_table(data_uri, columns, batch_rows)
+    encoder = BatchEncoder(contract, value_column)
+    summary = ScoreSummary(value_note=note, output=output_uri, rejects=rejects or rejects_uri(output_uri))
+    total = _count_rows(dataset)
+    meter = Progress(total, progress)
+    run_dir = Path(tempfile.mkdtemp(prefix="churnflow-score-"))
+    reject_sink = TableSink(summary.rejects, "csv", "rejects")
+    runs: list[Path] = []
+    out_schema = None
+    try:
+        for batch in _batches(dataset, columns, batch_rows, data_uri):
+            start = summary.rows_read
+            summary.rows_read += batch.num_rows
+            encoded = encoder.encode(batch)
+            ids = batch.column(id_column) if id_column else pa.array(np.arange(start, start + batch.num_rows))
+            if encoded.rejects:
+                reject_sink.write(_rejects_table(encoded.rejects, ids, id_column, start))
+                summary.rows_rejected += len(encoded.rejects)
+                summary.reject_reasons.update(f for f, _ in encoded.rejects.values())
+            summary.unseen.update(encoded.unseen)
+            summary.missing.update(encoded.missing)
+            if len(encoded.features):
+                probability = model.probability(encoded.features)
+                value = encoded.value if encoded.value is not None else 1.0
+                at_risk = probability * value * multiplier
+                keep = pa.array(np.flatnonzero(encoded.good))
+                table = pa.table(
+                    {
+                        (id_column or ROW_COLUMN): ids.take(keep) if not encoded.good.all() else ids,
+                        "probability": probability,
+                        "churn": (probability > contract.threshold).astype(np.int64),
+                        "value_at_risk": at_risk,
+                    }
+                )
+                summary.rows_scored += table.num_rows
+                summary.total_value_at_risk += float(at_risk.sum())
+                summary.predicted_churners += int((probability > contract.threshold).sum())
+                run = run_dir / f"run-{len(runs):06d}.parquet"
+                pq.write_table(sort_run(table), run, row_group_size=RUN_ROW_GROUP)
+                runs.append(run)
+                out_schema = table.schema
+            meter.update(batch.num_rows, summary.rows_rejected)
+        meter.close()
+        if out_schema is None:  # nothing scored: an empty output with the right columns
+            out_schema = pa.schema(
+                [(id_column or ROW_COLUMN, pa.string() if id_column else pa.int64())]
+                + [("probability", pa.float64()), ("churn", pa.int64()), ("value_at_risk", pa.float64())]
+            )
+        sink = TableSink(output_uri, fmt)
+        merge_runs(runs, sink.write, chunk_rows=batch_rows)
+        sink.close(out_schema.append(pa.field("rank", pa.int64())))
+        reject_sink.close(_rejects_schema(id_column, None))
+    finally:
+        meter.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _count_rows(dataset: ds.Dataset) -> int | None:
+    """Parquet knows its row count from metadata; CSV would need a read, so it has no total."""
+    if isinstance(dataset.format, ds.ParquetFileFormat):
+        return dataset.count_rows()
+    return None
+
+
+def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int, uri: str):
+    try:
+        for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+            if batch.num_rows:
+                yield batch
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
+        raise ChurnflowError(f"data {uri}: cannot read it ({_first_line(error)})") from None
+
+
+def _rejects_schema(id_column: str | None, id_type: pa.DataType | None) -> pa.Schema:
+    fields = [(id_column, id_type or pa.string())] if id_column else []
+    return pa.schema([*fields, (ROW_COLUMN, pa.int64()), ("field", pa.string()), ("reason", pa.string())])
+
+
+def _rejects_table(rejects: dict[int, tuple[str, str]], ids: pa.Array, id_column: str | None, start: int) -> pa.Table:
+    rows = sorted(rejects)
+    data: dict[str, Any] = {}
+    if id_column:
+        data[id_column] = ids.take(pa.array(rows)).cast(pa.string())
+    data[ROW_COLUMN] = pa.array([start + r for r in rows], pa.int64())
+    data["field"] = pa.array([rejects[r][0] for r in rows], pa.string())
+    data["reason"] = pa.array([rejects[r][1] for r in rows], pa.string())
+    return pa.table(data)
