@@ -57,4 +57,3 @@ def test_demo_says_trained_but_not_released_and_exits_4_when_nothing_can_be_serv
     assert "not deployed: roc_auc" in result.stdout
     assert "demo: the model was trained but not released (the evaluation gate refused it" in result.stderr
     assert not (tmp_path / "demo" / "model").exists() and (tmp_path / "demo" / "candidate").is_dir()
-
