@@ -368,6 +368,18 @@ def test_a_broken_command_or_a_changed_answer_fails(tmp_path):
 # -- the README ------------------------------------------------------------------------------------------
 
 
+def test_the_readme_markers_are_well_formed():
+    """Seconds, not minutes: a merged block with a malformed marker or a reasonless not-run fails here first."""
+    blocks = parse_blocks((ROOT / "README.md").read_text())
+    kinds = [b.kind for b in blocks]
+    assert kinds.count("background") >= 2 and kinds.count("run") >= 5, kinds
+    for block in blocks:
+        if block.kind == "background":
+            assert len([line for line in block.text.splitlines() if line.strip()]) == 1, block.text
+        if block.kind == "not-run":
+            print(f"README line {block.line}: not run: {block.reason}")
+
+
 def venv_is_current() -> bool:
     """Whether scripts/setup.sh would leave the .venv alone (its stamp: SHA-256 of pyproject + constraints).
 
