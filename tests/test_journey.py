@@ -74,7 +74,7 @@ def test_the_quick_start_serve_and_drift_use_the_same_folder():
     run_output = cli.build_parser().parse_args(["run"]).output
     assert demo_output == run_output == "runs/latest"
     readme = (ROOT / "README.md").read_text()
-    model_dirs = set(re.findall(r"--model-dir ([^\s`]+)", readme)) - {"DIR"}
+    model_dirs = set(re.findall(r"churnflow (?:serve|drift) [^\n]*?--model-dir ([^\s`]+)", readme)) - {"DIR"}
     assert model_dirs == {f"{run_output}/model"}, model_dirs
     assert "### What next" in readme
 

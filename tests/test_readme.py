@@ -18,7 +18,8 @@ The convention (also in the README, "The README is tested"):
 - Expected answers: a comment line holding JSON right after a command (`# {"predictions":[...]}`,
   possibly continued on the next `#` lines) is the expected output of the commands since the previous
   expectation in that block; the last JSON value they printed must equal it, numbers to the precision
-  written (0.934 matches 0.93412..., 0.8244425564099428 must match to 16 places).
+  written (0.934 matches 0.93412...; a full-precision 0.8244425564099428 must match within 1e-15, as
+  the forest's summation order may move the last bit).
 - Port 8080 in a block becomes a free port, and CHURNFLOW_PORT is set to it (scripts/demo.sh), so the
   test can run beside other servers. CHURNFLOW_* variables of the calling shell are not passed on.
 
@@ -27,6 +28,7 @@ Cost: the README's pipeline runs (about five, 10-20 s each on a quiet machine) d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -366,10 +368,35 @@ def test_a_broken_command_or_a_changed_answer_fails(tmp_path):
 # -- the README ------------------------------------------------------------------------------------------
 
 
+def test_the_readme_markers_are_well_formed():
+    """Seconds, not minutes: a merged block with a malformed marker or a reasonless not-run fails here first."""
+    blocks = parse_blocks((ROOT / "README.md").read_text())
+    kinds = [b.kind for b in blocks]
+    assert kinds.count("background") >= 2 and kinds.count("run") >= 5, kinds
+    for block in blocks:
+        if block.kind == "background":
+            assert len([line for line in block.text.splitlines() if line.strip()]) == 1, block.text
+        if block.kind == "not-run":
+            print(f"README line {block.line}: not run: {block.reason}")
+
+
+def venv_is_current() -> bool:
+    """Whether scripts/setup.sh would leave the .venv alone (its stamp: SHA-256 of pyproject + constraints).
+
+    scripts/demo.sh runs setup.sh from the copy; with a stale stamp it would re-install churnflow into
+    the project's .venv from the temporary copy, which is deleted after the test.
+    """
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + (ROOT / "constraints.txt").read_bytes()).hexdigest()
+    stamp = VENV / ".churnflow-installed"
+    return stamp.is_file() and stamp.read_text().strip() == want
+
+
 @pytest.mark.slow
 def test_the_readme_runs_as_written(tmp_path):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.fail("this test copies the repository as git tracks it: it needs git and the project's checkout")
+    if not venv_is_current():
+        pytest.fail(f"{VENV} is older than pyproject.toml/constraints.txt: run `bash scripts/setup.sh` first")
     workdir = tmp_path / "churnflow"
     workdir.mkdir()
     fresh_copy(workdir)
