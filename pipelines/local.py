@@ -20,6 +20,7 @@ import contextlib
 import json
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,14 @@ def run_local(
     )
     log_path = output_dir / LOG_FILE
     original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with (
+        open(log_path, "w") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        warnings.catch_warnings(),
+    ):
+        # CPU and memory are set for the cluster (pipelines/resources.py); locally they mean nothing.
+        warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")
         try:
             task = (pipeline or churn_training_pipeline)(**parameters)
             failure = None

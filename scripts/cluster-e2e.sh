@@ -251,6 +251,7 @@ fi
 ok "churnflow-storage-s3 holds MinIO's keys"
 
 step "submit: upload and run the training pipeline (deploy_mode=apply, deployment_mode=$MODE)"
+run "$CHURNFLOW" upload --host "$KFP_HOST" --image "$TRAIN_IMAGE" --name "churnflow-e2e-$(date -u +%Y%m%d%H%M%S)"
 RUN_ID=DRY-RUN
 say "$CHURNFLOW submit --host $KFP_HOST --image $TRAIN_IMAGE ... --set deploy_mode=apply --set deployment_mode=$MODE"
 if ! ((DRY_RUN)); then

@@ -69,6 +69,7 @@ def test_dry_run_walks_every_step_and_renders_valid_manifests(tmp_path, isvc_val
     # the cluster commands are shown, not run
     for command in (
         f"+ kubectl apply -f {tmp_path}/manifests.yaml",
+        "upload --host http://localhost:8888",
         "submit --host http://localhost:8888",
         f"--set deployment_mode={mode}",
         "kubectl wait --for=condition=Ready inferenceservice/churn -n churn-e2e",

@@ -65,6 +65,11 @@ def test_long_names_sharing_a_prefix_get_different_labels(suffix_a, suffix_b):
     assert label_value(a) != label_value(b)
 
 
+@pytest.mark.parametrize("text", ["\n", "run-1\n", "a" * 63 + "\n", "-", "é", " "])
+def test_edge_cases_found_by_the_property_test(text):
+    assert is_label_value(label_value(text)) and label_value(text)
+
+
 def test_a_display_name_becomes_a_readable_label_and_an_exact_annotation():
     manifest = render_inferenceservice(
         name="churn", namespace="ns", storage_uri="s3://b/m", pipeline_run=DISPLAY_NAME, model_version="v 1:2"

@@ -12,7 +12,7 @@ import hashlib
 import re
 
 MAX_LABEL_VALUE = 63
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")  # the API server's own pattern
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")  # the API server's pattern, fullmatch
 _INVALID = re.compile(r"[^A-Za-z0-9._-]+")
 _HASH_CHARS = 8
 
@@ -25,7 +25,7 @@ def label_value(text: str) -> str:
     """A valid label value that reads like `text`: invalid runs become "-", the ends are trimmed to
     alphanumerics, and a text that had to be shortened (or had nothing usable) ends in 8 hex digits of
     its SHA-256, so two long names that share a prefix still get different labels."""
-    if LABEL_VALUE.match(text) and len(text) <= MAX_LABEL_VALUE:
+    if len(text) <= MAX_LABEL_VALUE and LABEL_VALUE.fullmatch(text):  # not match(): "$" admits a final "\n"
         return text
     cleaned = _INVALID.sub("-", text).strip("-_.")
     if not cleaned:
