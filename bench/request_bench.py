@@ -109,7 +109,11 @@ def gc_pauses(model_dir: Path) -> dict[str, float]:
 
     before = {"tracked_objects": len(gc.get_objects()), "full_collection_ms": collect_ms()}
     gc.freeze()
-    after = {"tracked_objects": len(gc.get_objects()), "full_collection_ms": collect_ms()}
+    after = {
+        "tracked_objects": len(gc.get_objects()),
+        "frozen_objects": gc.get_freeze_count(),
+        "full_collection_ms": collect_ms(),
+    }
     gc.unfreeze()
     return {"before_freeze": before, "after_freeze": after}
 
