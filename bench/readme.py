@@ -64,7 +64,7 @@ def request(document: dict[str, Any]) -> str:
     figures = document["figures"]
     steps = {k: v for k, v in figures["steps_us"].items() if k != "backend"}
     ceiling = figures["ceiling"]
-    noop, ours = ceiling["no-op KServe model"], ceiling["churnflow serve"]
+    noop, ours = ceiling["no-op model"], ceiling["churnflow serve"]
     before, after = figures["gc"]["before_freeze"], figures["gc"]["after_freeze"]
     lines = [
         _provenance(document),
@@ -73,10 +73,11 @@ def request(document: dict[str, Any]) -> str:
         "|---|---|",
         *(f"| {name} | {value:.1f} |" for name, value in steps.items()),
         "",
-        f"The ceiling: KServe's ModelServer with a model that does no work at all answers {_n(noop['rps'])} "
-        f"single-row v1 requests/s (p99 {noop['p99_ms']:.2f} ms, its loop: {noop.get('event_loop')}); "
-        f"`churnflow serve` on {ours['event_loop']}, same load, same run: {_n(ours['rps'])} req/s "
-        f"(p99 {ours['p99_ms']:.2f} ms), {ceiling['ours_fraction_of_ceiling']:.0%} of the ceiling.",
+        f"The ceiling: the same server with the model's steps doing no work at all (KServe's stack and "
+        f"churnflow's hooks alone, on {noop['event_loop']}) answers {_n(noop['rps'])} single-row v1 "
+        f"requests/s (p99 {noop['p99_ms']:.2f} ms); with the real model, same load, same run: "
+        f"{_n(ours['rps'])} req/s (p99 {ours['p99_ms']:.2f} ms), {ceiling['ours_fraction_of_ceiling']:.0%} "
+        "of the ceiling.",
         "",
         f"Garbage collection with the server's libraries and model loaded: {_n(before['tracked_objects'])} "
         f"tracked objects, a full collection {before['full_collection_ms']:.1f} ms (median of 7); after "
