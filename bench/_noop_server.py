@@ -1,29 +1,33 @@
-"""KServe's ModelServer with a model that does no work at all: the ceiling any predictor can reach.
+"""`churnflow serve` with the model's steps doing no work at all: the ceiling of the serving stack.
 
-Started by request_bench.py as `python _noop_server.py PORT`; answers every v1 predict with a constant.
+Started by request_bench.py as `python _noop_server.py --model-dir DIR --port PORT [serve flags]`. The
+server, its hooks, flags and event loop are churnflow's own; only ChurnModel's preprocess, predict and
+postprocess are replaced by ones that return a constant answer, so what remains is KServe's
+FastAPI/uvicorn stack plus churnflow's request guard: what no predictor on it can beat.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sys
+from typing import Any
 
-from kserve import Model, ModelServer
+from churnflow.cli import main
+from churnflow.predictor.model import ChurnModel
+
+ANSWER = {"predictions": [{"churn": 0, "probability": 0.0}]}
 
 
-class NoWork(Model):
-    def __init__(self) -> None:
-        super().__init__("churn")
-        self.ready = True
+def _pass(self: ChurnModel, payload: Any, headers: dict[str, str] | None = None) -> Any:
+    return payload
 
-    def load(self) -> bool:
-        return True
 
-    def predict(self, payload, headers=None):  # noqa: ANN001 - KServe's signature
-        return {"predictions": [{"churn": 0, "probability": 0.0}], "loop": type(asyncio.get_running_loop()).__module__}
+def _answer(self: ChurnModel, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    return ANSWER
 
+
+ChurnModel.preprocess = _pass
+ChurnModel.predict = _answer
+ChurnModel.postprocess = _pass
 
 if __name__ == "__main__":
-    ModelServer(http_port=int(sys.argv[1]), workers=1, enable_grpc=False, enable_latency_logging=False).start(
-        [NoWork()]
-    )
+    sys.exit(main(["serve", *sys.argv[1:]]))

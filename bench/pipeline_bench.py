@@ -8,7 +8,8 @@ baseline is the original design's training script on the same rows (bench/baseli
 "tuned" is the default `churnflow run` (6 candidates × 5-fold CV, calibration, threshold), timed up to
 --max-tuned-rows; its ratio is against the seed-exact pipeline, i.e. the tuning cost. "fit" is the forest
 fit alone: ours (n_jobs=-1) against the seed's RandomForestClassifier(n_estimators=100, random_state=42).
-Ratios are measured in the same run. Peak RSS is the largest single process.
+Ratios are measured in the same run. Peak RSS is the largest single process. The results go to
+bench/results/pipeline_bench.json (or --json) with the commit, date and machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _results import write_results
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -46,7 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--max-tuned-rows", type=int, default=100_000)
-    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
+    parser.add_argument("--json", help="write the results here (default bench/results/pipeline_bench.json)")
     args = parser.parse_args()
     results = []
     print(
@@ -89,12 +93,11 @@ def main() -> None:
                 "tuned_metrics": tuned_metrics,
             }
         )
-    if args.json:
-        for r in results:
-            for key in ("pipeline", "baseline_script", "tuned"):
-                if r[key]:
-                    r[key].pop("stderr", None)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    for r in results:
+        for key in ("pipeline", "baseline_script", "tuned"):
+            if r[key]:
+                r[key].pop("stderr", None)
+    write_results("pipeline_bench", {"sizes": results}, args.note, args.json)
 
 
 if __name__ == "__main__":

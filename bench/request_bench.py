@@ -7,9 +7,9 @@ In one run, on a model trained by `churnflow run --set tune=false` (1,000 synthe
 1. steps: each step of one single-row request through ChurnModel, timed in a loop in this process (no
    server): v1 decoding with alignment, v2 decoding with alignment, the compiled forest, calibration,
    metrics, the prediction-log hand-off, postprocess, and the whole v1 path; median of 5 rounds, µs/call;
-2. ceiling: KServe's ModelServer with a model that does no work at all (bench/_noop_server.py) against
-   `churnflow serve`, one worker each, the same wrk load (v1 single row, 4 connections): req/s of both
-   and ours as a fraction of the ceiling;
+2. ceiling: `churnflow serve` with the model's steps doing no work at all (bench/_noop_server.py:
+   the same server, hooks and event loop) against `churnflow serve`, one worker each, the same wrk
+   load (v1 single row, 4 connections): req/s of both and ours as a fraction of the ceiling;
 3. gc: in a process that has imported the server's libraries and loaded the model, the objects the
    collector tracks and the time of a full collection (median of 7), before and after gc.freeze(),
    which the server does once it has its model (predictor/server.py, freeze_startup_objects).
@@ -109,34 +109,31 @@ def gc_pauses(model_dir: Path) -> dict[str, float]:
 
     before = {"tracked_objects": len(gc.get_objects()), "full_collection_ms": collect_ms()}
     gc.freeze()
-    after = {"tracked_objects": len(gc.get_objects()), "full_collection_ms": collect_ms()}
+    after = {
+        "tracked_objects": len(gc.get_objects()),
+        "frozen_objects": gc.get_freeze_count(),
+        "full_collection_ms": collect_ms(),
+    }
     gc.unfreeze()
     return {"before_freeze": before, "after_freeze": after}
 
 
 def ceiling(model_dir: Path, seconds: int, event_loop: str) -> dict[str, dict]:
     results = {}
-    for name in ("no-op KServe model", "churnflow serve"):
+    flags = ["--model-dir", str(model_dir), "--event-loop", event_loop]
+    programs = {
+        "no-op model": [sys.executable, str(HERE / "_noop_server.py")],
+        "churnflow serve": [str(BIN / "churnflow"), "serve"],
+    }
+    for name, program in programs.items():
         port = free_port()
-        if name == "churnflow serve":
-            command = [str(BIN / "churnflow"), "serve", "--model-dir", str(model_dir), "--port", str(port)]
-            command += ["--event-loop", event_loop]
-        else:
-            command = [sys.executable, str(HERE / "_noop_server.py"), str(port)]
-        server = Server(command, port, "/v2/models/churn/ready")
+        server = Server([*program, *flags, "--port", str(port)], port, "/v2/models/churn/ready")
         try:
-            results[name] = wrk(
-                f"http://127.0.0.1:{port}/v1/models/churn:predict", {"instances": [ROW]}, seconds, 4, server
-            )
-            if name == "no-op KServe model":
-                import httpx
-
-                answer = httpx.post(f"http://127.0.0.1:{port}/v1/models/churn:predict", json={"instances": [ROW]})
-                results[name]["event_loop"] = answer.json().get("loop")
+            url = f"http://127.0.0.1:{port}/v1/models/churn:predict"
+            results[name] = {**wrk(url, {"instances": [ROW]}, seconds, 4, server), "event_loop": event_loop}
         finally:
             server.stop()
-    results["churnflow serve"]["event_loop"] = event_loop
-    results["ours_fraction_of_ceiling"] = results["churnflow serve"]["rps"] / results["no-op KServe model"]["rps"]
+    results["ours_fraction_of_ceiling"] = results["churnflow serve"]["rps"] / results["no-op model"]["rps"]
     return results
 
 
@@ -171,7 +168,7 @@ def main() -> None:
         print(f"{name:<36} {value}")
     c = figures["ceiling"]
     print(
-        f"ceiling: no-op KServe model {c['no-op KServe model']['rps']:.0f} req/s, churnflow serve "
+        f"ceiling: no-op model {c['no-op model']['rps']:.0f} req/s, churnflow serve "
         f"{c['churnflow serve']['rps']:.0f} req/s ({c['ours_fraction_of_ceiling']:.0%} of it)"
     )
     before, after = figures["gc"]["before_freeze"], figures["gc"]["after_freeze"]

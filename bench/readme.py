@@ -1,0 +1,159 @@
+"""Renders the README's benchmark figures from bench/results/*.json, so every figure quoted there is
+one a bench wrote, next to the command that wrote it.
+
+    .venv/bin/python bench/readme.py           # exit 1 and show the difference when the README is stale
+    .venv/bin/python bench/readme.py --write   # rewrite the generated blocks in README.md
+
+A block sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, NAME being a results file's
+stem (e.g. serve_bench-asyncio); tests/test_readme_figures.py runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
+
+
+def _n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def _provenance(document: dict[str, Any]) -> str:
+    machine = document["machine"]
+    commit = document["commit"][:10] + (" + uncommitted changes" if document.get("uncommitted_changes") else "")
+    note = f" {document['note'].rstrip('.')}." if document.get("note") else ""
+    return (
+        f"`{document['command']}` → `bench/results/{document['_stem']}.json` (commit {commit}, "
+        f"{document['date'][:10]}, {machine['cpus']} × {machine['cpu']}, {machine['memory_gib']} GiB).{note}\n"
+    )
+
+
+def serve(document: dict[str, Any]) -> str:
+    figures = document["figures"]
+    lines = [
+        _provenance(document),
+        f"wrk, {figures['connections']} connections, {figures['seconds_per_load']} s per load; churnflow on "
+        f"{figures['event_loop']}; baseline: the original Flask app.\n",
+        "| server | load | req/s | × Flask dev server | p50 ms | p99 ms | errors | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in figures["results"].items():
+        server, load = (part.strip() for part in key.split("|"))
+        ratio = _n(r["x_baseline_dev"], 1) if r.get("x_baseline_dev") is not None else "—"
+        rps = _n(r["rps"])
+        if "batch100" in load:
+            rps += f" ({_n(r['rps'] * 100)} rows/s)"
+        lines.append(
+            f"| {server} | {load} | {rps} | {ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
+            f"{_n(r['peak_rss_mib'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def request(document: dict[str, Any]) -> str:
+    figures = document["figures"]
+    steps = {k: v for k, v in figures["steps_us"].items() if k != "backend"}
+    ceiling = figures["ceiling"]
+    noop, ours = ceiling["no-op model"], ceiling["churnflow serve"]
+    before, after = figures["gc"]["before_freeze"], figures["gc"]["after_freeze"]
+    lines = [
+        _provenance(document),
+        f"One single-row request's steps, timed in a loop in one process (forest: {figures['steps_us']['backend']}):\n",
+        "| step | µs per call |",
+        "|---|---|",
+        *(f"| {name} | {value:.1f} |" for name, value in steps.items()),
+        "",
+        f"The ceiling: the same server with the model's steps doing no work at all (KServe's stack and "
+        f"churnflow's hooks alone, on {noop['event_loop']}) answers {_n(noop['rps'])} single-row v1 "
+        f"requests/s (p99 {noop['p99_ms']:.2f} ms); with the real model, same load, same run: "
+        f"{_n(ours['rps'])} req/s (p99 {ours['p99_ms']:.2f} ms), {ceiling['ours_fraction_of_ceiling']:.0%} "
+        "of the ceiling.",
+        "",
+        f"Garbage collection with the server's libraries and model loaded: {_n(before['tracked_objects'])} "
+        f"tracked objects, a full collection {before['full_collection_ms']:.1f} ms (median of 7); after "
+        f"`gc.freeze()`, as the server does at start, {_n(after['frozen_objects'])} objects frozen, "
+        f"{_n(after['tracked_objects'])} left in reach and a full collection {after['full_collection_ms']:.1f} ms "
+        "(objects made while serving add to that).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def soak(document: dict[str, Any]) -> str:
+    figures = document["figures"]
+    store = "on (SQLite)" if figures.get("prediction_store") else "off"
+    lines = [
+        _provenance(document),
+        f"Mixed v1/v2 single rows and batches of 10 on {figures['event_loop']}; prediction logging {store}; "
+        f"soak {figures['minutes']:g} min at 80% of the measured peak; overload 30 s at "
+        f"{figures['overload_factor_asked']:g}× the peak.\n",
+        "| workers | peak req/s | soak req/s | soak statuses | soak p50 / p99 / p99.9 ms | RSS start → end MiB "
+        "| prediction log written / pending / dropped | overload offered req/s (× peak) | overload 200 / 503 "
+        "| overload p99 ms | readiness probes answered | recovered in s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workers, r in figures["results"].items():
+        soak_run, overload = r["soak"], r["overload"]
+        log = r.get("prediction_log") or {}
+        logged = f"{_n(log['written'])} / {_n(log['pending'])} / {_n(log['dropped'])}" if log else "—"
+        statuses = ", ".join(f"{k}: {_n(v)}" for k, v in sorted(soak_run["statuses"].items()))
+        probes = r.get("readiness_probes") or {}
+        lines.append(
+            f"| {workers.split()[0]} | {_n(r['peak']['rps'])} | {_n(soak_run['rps'])} | {statuses} | "
+            f"{soak_run['p50_ms']:.1f} / {soak_run['p99_ms']:.1f} / {soak_run['p999_ms']:.1f} | "
+            f"{_n(r['rss_start_mib'])} → {_n(r['rss_end_mib'])} | {logged} | "
+            f"{_n(overload['offered_rps'])} ({overload['offered_x_peak']:.1f}×) | "
+            f"{_n(overload['statuses'].get('200', 0))} / {_n(overload['statuses'].get('503', 0))} | "
+            f"{overload['p99_ms']:.0f} | {probes.get('answered_200', '?')} of {probes.get('sent', '?')} | "
+            f"{r['recovery_seconds']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "serve_bench": serve,
+    "request_bench": request,
+    "soak_bench": soak,
+}
+
+
+def render(name: str) -> str:
+    path = HERE / "results" / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"bench/readme.py: README block {name!r} has no results file {path}")
+    document = json.loads(path.read_text())
+    document["_stem"] = name
+    return RENDERERS[document["benchmark"]](document)
+
+
+def rendered_readme(text: str) -> str:
+    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="rewrite the generated blocks in README.md")
+    args = parser.parse_args()
+    text = README.read_text()
+    fresh = rendered_readme(text)
+    if args.write:
+        README.write_text(fresh)
+        return 0
+    if fresh != text:
+        sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), fresh.splitlines(True), "README.md", "fresh"))
+        print("bench/readme.py: README figures differ from bench/results (run bench/readme.py --write)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
