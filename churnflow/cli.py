@@ -215,6 +215,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         storage_uri=args.model_uri,
         image=args.image or DEFAULT_SERVE_IMAGE,
         model_version=args.model_version,
+        store_secret=args.store_secret,
     )
     if args.dry_run:
         print(to_yaml(manifest), end="")
@@ -363,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--name", default="churn", help="InferenceService (and model) name")
     deploy.add_argument("--image", help="serve image (default: the published churnflow-serve tag)")
     deploy.add_argument("--model-version", default="", help="label churnflow.io/model-version")
+    deploy.add_argument(
+        "--store-secret",
+        default="churnflow-store",
+        help="Secret whose key `url` is the prediction store the predictor logs to ('' logs nothing)",
+    )
     deploy.add_argument(
         "--canary",
         type=int,

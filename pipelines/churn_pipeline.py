@@ -6,11 +6,11 @@ locally through kfp.local; there is no second code path.
 
 from typing import NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.deploy.component import deploy_op
-from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE
+from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, STORE_SECRET
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
@@ -18,6 +18,8 @@ from churnflow.components.tune.component import candidates_op, cv_score_op, sele
 from churnflow.config import config_to_json, load_config
 
 PIPELINE_NAME = "churnflow-training"
+DATA_SECRET = "churnflow-data"
+DATA_SECRET_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
 DEFAULT_DATASET_CONFIG = config_to_json(load_config(None))
 
 
@@ -58,6 +60,8 @@ def churn_training_pipeline(
     deploy_mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600.0,
+    store_secret: str = STORE_SECRET,
+    data_secret: str = DATA_SECRET,
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -66,6 +70,8 @@ def churn_training_pipeline(
         seed=seed,
         test_size=test_size,
     )
+    # Object-storage credentials and endpoint for data_uri, from a Secret (never parameters); kfp.local ignores it.
+    kubernetes.use_secret_as_env(preprocess, secret_name=data_secret, secret_key_to_env=DATA_SECRET_KEYS)
     # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
     # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
     candidates = candidates_op(
@@ -119,6 +125,7 @@ def churn_training_pipeline(
             deploy_mode=deploy_mode,
             canary_percent=canary_percent,
             ready_timeout_seconds=ready_timeout_seconds,
+            store_secret=store_secret,  # a Secret's name: the store URL itself never is a parameter
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)

@@ -18,6 +18,7 @@ def deploy_op(
     canary_percent: int,
     ready_timeout_seconds: float,
     inferenceservice: Output[Artifact],
+    store_secret: str = "",
 ):
     """Renders the InferenceService for the new model; locally, also releases the model directory."""
     import json
@@ -40,5 +41,6 @@ def deploy_op(
         mode=deploy_mode,
         canary_percent=canary_percent,
         ready_timeout_seconds=ready_timeout_seconds,
+        store_secret=store_secret,
     )
     print(f"deploy: InferenceService {namespace}/{model_name} for {model.uri}")

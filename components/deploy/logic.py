@@ -48,6 +48,7 @@ def deploy(
     mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600,
+    store_secret: str = "",
 ) -> dict[str, Any]:
     """Writes the InferenceService manifest; releases locally when `local_release_dir` is set, and in
     "apply" mode creates or patches it on the cluster (components/deploy/kubernetes.py).
@@ -66,6 +67,7 @@ def deploy(
         image=image,
         model_version=model_version,
         pipeline_run=pipeline_run,
+        store_secret=store_secret,
     )
     text = to_yaml(manifest)
     Path(manifest_path).parent.mkdir(parents=True, exist_ok=True)
