@@ -148,6 +148,12 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     if args.report:
         paths = write_report(report, args.report)
         print(f"  report: {paths['html']} ({paths['json'].name}, {paths['prom'].name})")
+    gateway = args.pushgateway or os.environ.get("CHURNFLOW_PUSHGATEWAY", "")
+    if gateway:
+        from churnflow.drift_report import push_report
+
+        group = push_report(report, gateway, namespace=args.namespace)
+        print(f"  pushed to {gateway} ({', '.join(f'{k}={v}' for k, v in group.items())})")
     return DRIFT_EXIT if report["drift"] else 0
 
 
@@ -326,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--since", metavar="ISO", help="every prediction since this time (e.g. 2026-05-01T00:00:00Z)")
     drift.add_argument("--report", metavar="DIR", help="write drift.json, drift.html and drift.prom here")
     drift.add_argument("--evaluation", help="evaluation.json to compare with (default: the model directory's)")
+    drift.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="push the results to this Prometheus Pushgateway, e.g. http://localhost:9091 "
+        "(default: $CHURNFLOW_PUSHGATEWAY; unset: not pushed)",
+    )
+    drift.add_argument("--namespace", default="", help="namespace label of the pushed results (default: none)")
     drift.add_argument(
         "--any-version", action="store_true", help="include predictions of earlier model versions (default: this one)"
     )

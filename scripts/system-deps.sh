@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests start for real (Prometheus + promtool, PostgreSQL, wrk),
+# Installs the Debian packages the tests start for real (Prometheus + promtool, the Pushgateway, PostgreSQL, wrk),
 # when they are missing and we may (root). Without them the tests that need them are skipped with
 # the reason; CI runs as root, so there they always run.
 set -euo pipefail
 packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
+command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if ((${#packages[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
@@ -14,7 +15,7 @@ if ((${#packages[@]})); then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
     # The Debian package starts its own Prometheus on :9090; the tests start theirs on free ports.
-    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true; fi
     pkill -x prometheus 2>/dev/null || true
     # Likewise its PostgreSQL cluster on :5432: the tests run private clusters (initdb) on free ports.
     if [[ " ${packages[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null 2>&1; then
