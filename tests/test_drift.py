@@ -264,10 +264,12 @@ def test_the_drift_pipeline_compiles(tmp_path: Path) -> None:
     assert inner == "inputs.parameter_values['pipelinechannel--retrain'] == true"
     assert "retrain-op" in spec["components"]["comp-condition-2"]["dag"]["tasks"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"model_uri", "evaluation_uri", "store_url", "kfp_host", "data_uri", "precision_drop"} <= set(params)
+    assert {"model_uri", "evaluation_uri", "store_secret", "pushgateway", "kfp_host", "data_uri"} <= set(params)
+    assert "store_url" not in params  # the URL holds a password: a Secret's name is the parameter
     secret = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-drift-check-op"]
     assert secret["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "CHURNFLOW_STORE_URL", "secretKey": "url"}]
-    assert secret["secretAsEnv"][0]["optional"] is True
+    assert secret["secretAsEnv"][0]["secretNameParameter"] == {"componentInputParameter": "store_secret"}
+    assert secret["secretAsEnv"][0].get("optional") is not True  # backends before KFP 2.14 reject optional
 
 
 def test_retraining_starts_the_training_pipeline_through_kfp_client(kfp_api: str) -> None:
@@ -280,15 +282,19 @@ def test_retraining_starts_the_training_pipeline_through_kfp_client(kfp_api: str
     assert len(runs) == 1
     run = runs[0]
     assert run["display_name"] == "retrain on drift" and run["experiment_id"] == "exp-1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
+    spec = run["pipeline_spec"].get("pipeline_spec", run["pipeline_spec"])  # beside its platform spec (Secrets)
+    assert spec["pipelineInfo"]["name"] == "churnflow-training"
     assert run["runtime_config"]["parameters"] == arguments
     with pytest.raises(ChurnflowError, match="'learning_rate' is not a training pipeline parameter"):
         retraining_arguments("", '{"learning_rate": 0.1}', {"data_uri": "STRING"})
 
 
 @pytest.mark.slow
-def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(released: Path, tmp_path: Path, kfp_api: str) -> None:
-    """kfp.local runs the check in a task process; on drift the retrain task submits the training run."""
+def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(
+    released: Path, tmp_path: Path, kfp_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kfp.local runs the check in a task process; on drift the retrain task submits the training run.
+    The store URL reaches the task as the store Secret's env does on a cluster (kfp.local ignores Secrets)."""
     from kfp import local
 
     from churnflow.pipelines.drift_pipeline import drift_check_pipeline
@@ -300,11 +306,12 @@ def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(released: Path, t
     frame = shifted(synthetic_customers(500, seed=11), seed=12)
     model.predict(model.preprocess({"instances": frame.drop(columns=["churn"]).to_dict("records")}))
     model.prediction_log.close()
+    monkeypatch.setenv("CHURNFLOW_STORE_URL", url)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
     task = drift_check_pipeline(
         model_uri=str(released),
         evaluation_uri=str(released / "evaluation.json"),
-        store_url=url,
+        pushgateway="",
         kfp_host=kfp_api,
         data_uri="/data/customers-latest.csv",
     )

@@ -52,8 +52,11 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api, capsys):
     assert "started run run-42" in capsys.readouterr().out
     (run,) = posted("/apis/v2beta1/runs")
     assert run["display_name"] == "nightly" and run["experiment_id"] == "exp-1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
-    images = {e["container"]["image"] for e in run["pipeline_spec"]["deploymentSpec"]["executors"].values()}
+    # the pipeline spec travels beside its platform spec (the Secrets the tasks read)
+    spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
+    assert spec["pipelineInfo"]["name"] == "churnflow-training"
+    assert "exec-preprocess-op" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/train:3"}
     parameters = run["runtime_config"]["parameters"]
     assert parameters["data_uri"] == "s3://data/customers.csv" and parameters["min_roc_auc"] == 0.8
@@ -69,7 +72,7 @@ def test_schedule_creates_a_recurring_run(kfp_api, capsys):
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert job["max_concurrency"] == "1" or job["max_concurrency"] == 1
     assert job["runtime_config"]["parameters"]["data_uri"] == "s3://data/latest.csv"
-    assert job["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
+    assert job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "churnflow-training"
 
 
 def test_upload_sends_the_compiled_pipeline(kfp_api, capsys):

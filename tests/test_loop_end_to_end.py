@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "manifests" / "monitoring"
 NAMESPACE = "churn-e2e"
 ROWS_PER_PHASE, ROWS_PER_REQUEST = 400, 50
+# Debian's Pushgateway persists to /var/lib/prometheus by default: a test's must keep nothing
+PUSHGATEWAY_FLAGS = ["--persistence.file="]
 
 
 def binary(name: str) -> str:
@@ -267,7 +269,11 @@ def test_the_loop_closes_with_real_parts(tmp_path, s3_server, postgres, kfp_api,
         pushgateway = f"http://127.0.0.1:{gateway_port}"
         daemons.append(
             Daemon(
-                [binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{gateway_port}"],
+                [
+                    binary("prometheus-pushgateway"),
+                    f"--web.listen-address=127.0.0.1:{gateway_port}",
+                    *PUSHGATEWAY_FLAGS,
+                ],
                 f"{pushgateway}/-/ready",
                 tmp_path / "pushgateway.log",
             )
