@@ -141,3 +141,67 @@ def test_a_model_directory_is_downloaded_from_s3(s3_server, monkeypatch, model_d
     assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in Path(model_dir).iterdir())
     with pytest.raises(ChurnflowError, match=r"^model URI s3://models/absent: no such object"):
         resolve_model_dir("s3://models/absent")
+
+
+GCS_READ = """
+import sys
+from churnflow.data import read_table
+from churnflow.errors import ChurnflowError
+print(len(read_table(sys.argv[1])))
+try:
+    read_table(sys.argv[2])
+except ChurnflowError as error:
+    print(error)
+"""
+
+
+def test_a_table_is_read_from_gcs(tmp_path):
+    """gs:// through gcsfs against a local GCS API (gcp-storage-emulator). In a child process whose Google
+    auth never looks for a metadata server (that lookup would leave loopback)."""
+    port = free_port()
+    emulator = subprocess.Popen(
+        [str(Path(sys.executable).with_name("gcp-storage-emulator")), "start", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--in-memory", "--default-bucket", "customers"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{endpoint}/storage/v1/b", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and emulator.poll() is None, "the GCS emulator did not start"
+                time.sleep(0.1)
+        body = synthetic_customers(60, 2).to_csv(index=False).encode()
+        upload = httpx.post(
+            f"{endpoint}/upload/storage/v1/b/customers/o",
+            params={"uploadType": "media", "name": "table/customers.csv"},
+            content=body,
+            timeout=10,
+        )
+        assert upload.status_code == 200, upload.text
+        env = {
+            **os.environ,
+            "STORAGE_EMULATOR_HOST": endpoint,
+            "NO_GCE_CHECK": "true",
+            "GCE_METADATA_HOST": "127.0.0.1:9",
+            "GCE_METADATA_IP": "127.0.0.1:9",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", GCS_READ, "gs://customers/table/customers.csv", "gs://customers/table/gone.csv"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        rows, error = done.stdout.strip().splitlines()
+        assert rows == "60"
+        assert error == "data gs://customers/table/gone.csv: no such object (check the bucket and key)"
+    finally:
+        emulator.terminate()
+        emulator.wait(timeout=10)
