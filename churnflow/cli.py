@@ -365,6 +365,12 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     if args.report:
         paths = write_report(report, args.report)
         print(f"  report: {paths['html']} ({paths['json'].name}, {paths['prom'].name})")
+    gateway = args.pushgateway or os.environ.get("CHURNFLOW_PUSHGATEWAY", "")
+    if gateway:
+        from churnflow.drift_report import push_report
+
+        group = push_report(report, gateway, namespace=args.namespace)
+        print(f"  pushed to {gateway} ({', '.join(f'{k}={v}' for k, v in group.items())})")
     return status
 
 
@@ -459,6 +465,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         service_account=args.service_account,
         deployment_mode=args.deployment_mode,
         metadata_sha256=_deploy_metadata_digest(args),
+        store_secret=args.store_secret,
     )
     if args.dry_run:
         print(to_yaml(manifest), end="")
@@ -675,6 +682,13 @@ def build_parser() -> argparse.ArgumentParser:
     drift.add_argument("--report", metavar="DIR", help="write drift.json, drift.html and drift.prom here")
     drift.add_argument("--evaluation", help="evaluation.json to compare with (default: the model directory's)")
     drift.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="push the results to this Prometheus Pushgateway, e.g. http://localhost:9091 "
+        "(default: $CHURNFLOW_PUSHGATEWAY; unset: not pushed)",
+    )
+    drift.add_argument("--namespace", default="", help="namespace label of the pushed results (default: none)")
+    drift.add_argument(
         "--any-version",
         action="store_true",
         help="count the predictions of every model version in the window (default: only the --model-dir's version; "
@@ -744,6 +758,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="SHA-256 of the model's metadata.json, which the predictor checks before loading "
         "(default: computed when --model-uri is a local directory)",
+    )
+    deploy.add_argument(
+        "--store-secret",
+        default="churnflow-store",
+        help="Secret whose key `url` is the prediction store the predictor logs to ('' logs nothing)",
     )
     deploy.add_argument(
         "--canary",

@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -18,35 +19,52 @@ import pandas as pd
 from churnflow.config import DatasetConfig
 from churnflow.contract import label_key, label_matches, normalize_level
 from churnflow.errors import ChurnflowError
+from churnflow.storage import OBJECT_SCHEMES, is_object_uri, open_object
 
 LOCAL_SCHEMES = ("", "file")
 DEFAULT_MAX_DATA_BYTES = 5 * 1024**3
 # Text a spreadsheet would run as a formula if the table were exported and opened (CSV injection).
 FORMULA_LIKE = re.compile(r"^(?:[=@\t\r]|[+-][^\d.\s])")
-PANDAS_SCHEMES = ("http", "https", "s3", "gs", "gcs", "abfs", "az")
+PANDAS_SCHEMES = ("http", "https", "abfs", "az")
 
 
 def read_table(source: str) -> pd.DataFrame:
-    """Reads a CSV from a local path, file:// URI or any URI pandas can open (http, s3, gs via fsspec)."""
+    """Reads a CSV from a local path, file:// URI, object storage (s3://, minio://, gs:// through
+    churnflow.storage) or any other URI pandas can open (http)."""
     scheme = urlparse(source).scheme.lower()
+    if is_object_uri(source):
+        try:
+            with open_object(source) as handle:
+                _check_size(source, int(getattr(handle, "size", 0) or 0))
+                return _read_csv(handle, source)
+        except ChurnflowError as error:
+            message = str(error)
+            raise ChurnflowError(message if message.startswith("data ") else f"data {message}") from None
     if scheme in LOCAL_SCHEMES or (len(scheme) == 1 and Path(source).exists()):
         path = Path(urlparse(source).path if scheme == "file" else source)
         if not path.is_file():
             raise ChurnflowError(f"data {source}: no such file")
-        limit = int(os.environ.get("CHURNFLOW_MAX_DATA_BYTES", DEFAULT_MAX_DATA_BYTES))
-        if path.stat().st_size > limit:
-            raise ChurnflowError(
-                f"data {source}: {path.stat().st_size} bytes exceed the limit of {limit} "
-                "(set CHURNFLOW_MAX_DATA_BYTES to raise it)"
-            )
+        _check_size(source, path.stat().st_size)
         target: str | Path = path
     elif scheme in PANDAS_SCHEMES:
         target = source
     else:
         raise ChurnflowError(
             f"data {source}: unsupported URI scheme {scheme!r} (expected a path, file://, "
-            f"{', '.join(s + '://' for s in PANDAS_SCHEMES)})"
+            f"{', '.join(s + '://' for s in (*OBJECT_SCHEMES, *PANDAS_SCHEMES))})"
         )
+    return _read_csv(target, source)
+
+
+def _check_size(source: str, size: int) -> None:
+    limit = int(os.environ.get("CHURNFLOW_MAX_DATA_BYTES", DEFAULT_MAX_DATA_BYTES))
+    if size > limit:
+        raise ChurnflowError(
+            f"data {source}: {size} bytes exceed the limit of {limit} (set CHURNFLOW_MAX_DATA_BYTES to raise it)"
+        )
+
+
+def _read_csv(target: Any, source: str) -> pd.DataFrame:
     try:
         # Everything is read as text first so that type errors are ours to report, per column.
         return pd.read_csv(target, dtype=str, keep_default_na=False, skipinitialspace=True)

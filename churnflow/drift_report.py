@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from churnflow.drift import DRIFT, OK, WATCH
+from churnflow.errors import ChurnflowError
 
 JSON_FILE, HTML_FILE, PROM_FILE = "drift.json", "drift.html", "drift.prom"
 STATUS_VALUE = {OK: 0, WATCH: 1, DRIFT: 2}
 
-# name → (help, extra labels); every one also has model_name
+# name → (help, extra labels); every one also has model_name and model_version
 GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "churnflow_feature_drift_psi": ("PSI of a feature's live distribution against training.", ("feature",)),
     "churnflow_feature_drift_p_value": (
@@ -65,30 +66,53 @@ def prometheus_registry(report: dict[str, Any], now: float | None = None) -> Col
     """The report's numbers as gauges in a registry of their own."""
     registry = CollectorRegistry()
     gauges = {
-        name: Gauge(name, help_text, ["model_name", *labels], registry=registry)
+        name: Gauge(name, help_text, ["model_name", "model_version", *labels], registry=registry)
         for name, (help_text, labels) in GAUGES.items()
     }
-    model = report.get("model_name", "churn")
+    model = (report.get("model_name", "churn"), report.get("model_version") or "")
     for feature, result in report["data_drift"].get("features", {}).items():
-        gauges["churnflow_feature_drift_psi"].labels(model, feature).set(result["psi"])
-        gauges["churnflow_feature_drift_status"].labels(model, feature).set(STATUS_VALUE.get(result["status"], 0))
+        gauges["churnflow_feature_drift_psi"].labels(*model, feature).set(result["psi"])
+        gauges["churnflow_feature_drift_status"].labels(*model, feature).set(STATUS_VALUE.get(result["status"], 0))
         if result.get("p_value") is not None:
-            gauges["churnflow_feature_drift_p_value"].labels(model, feature, result["test"]).set(result["p_value"])
+            gauges["churnflow_feature_drift_p_value"].labels(*model, feature, result["test"]).set(result["p_value"])
     prediction = report["prediction_drift"]
     if prediction.get("psi") is not None:
-        gauges["churnflow_prediction_drift_psi"].labels(model).set(prediction["psi"])
+        gauges["churnflow_prediction_drift_psi"].labels(*model).set(prediction["psi"])
     accuracy = report["accuracy"]
     for name in ("precision", "recall", "roc_auc"):
         value = accuracy.get("live", {}).get(name)
         if value is not None:
-            gauges[f"churnflow_live_{name}"].labels(model).set(value)
+            gauges[f"churnflow_live_{name}"].labels(*model).set(value)
     if accuracy.get("precision_drop") is not None:
-        gauges["churnflow_precision_drop_ratio"].labels(model).set(accuracy["precision_drop"])
-    gauges["churnflow_drift_labelled_predictions"].labels(model).set(accuracy["labelled"])
-    gauges["churnflow_drift_window_predictions"].labels(model).set(report["window"]["rows"])
-    gauges["churnflow_drift_detected"].labels(model).set(1 if report["drift"] else 0)
-    gauges["churnflow_drift_check_timestamp_seconds"].labels(model).set(time.time() if now is None else now)
+        gauges["churnflow_precision_drop_ratio"].labels(*model).set(accuracy["precision_drop"])
+    gauges["churnflow_drift_labelled_predictions"].labels(*model).set(accuracy["labelled"])
+    gauges["churnflow_drift_window_predictions"].labels(*model).set(report["window"]["rows"])
+    gauges["churnflow_drift_detected"].labels(*model).set(1 if report["drift"] else 0)
+    gauges["churnflow_drift_check_timestamp_seconds"].labels(*model).set(time.time() if now is None else now)
     return registry
+
+
+PUSH_JOB = "churnflow-drift"
+
+
+def push_report(report: dict[str, Any], gateway: str, *, namespace: str = "", timeout: float = 10.0) -> dict[str, str]:
+    """Pushes the report's gauges to a Prometheus Pushgateway; returns the grouping key.
+
+    The group is job="churnflow-drift" plus the model name (and the namespace when given), not the
+    model version: each check replaces the previous check's numbers, so when a retrained version takes
+    over, the retired version's precision drop does not linger and keep its alert firing. The version
+    is a label on every series. Prometheus scrapes the Pushgateway with honor_labels, keeping these.
+    """
+    grouping = {"model_name": str(report.get("model_name", "churn"))}
+    if namespace:
+        grouping["namespace"] = namespace
+    try:
+        push_to_gateway(
+            gateway, job=PUSH_JOB, registry=prometheus_registry(report), grouping_key=grouping, timeout=timeout
+        )
+    except OSError as error:  # urllib's URLError/HTTPError: unreachable, refused, or a 4xx/5xx answer
+        raise ChurnflowError(f"pushgateway {gateway}: the drift results were not pushed ({error})") from None
+    return grouping
 
 
 # -- HTML ---------------------------------------------------------------------------------------------

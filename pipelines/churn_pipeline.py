@@ -8,11 +8,15 @@ of loop outputs) `training_pipeline` compiles the same function with tuning in o
 import contextvars
 from typing import Any, NamedTuple
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.deploy.component import deploy_op
-from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, DEFAULT_STORAGE_SERVICE_ACCOUNT
+from churnflow.components.deploy.inferenceservice import (
+    DEFAULT_SERVE_IMAGE,
+    DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    STORE_SECRET,
+)
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
@@ -22,6 +26,8 @@ from churnflow.pipelines.resources import set_resources
 
 PIPELINE_NAME = "churnflow-training"
 PIPELINE_DESCRIPTION = "Train, evaluate and (if good enough) deploy the churn model."
+DATA_SECRET = "churnflow-data"
+DATA_SECRET_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
 DEFAULT_DATASET_CONFIG = config_to_json(load_config(None))
 # Whether tuning fans out over pods and collects the scores (dsl.Collected, KFP backend 2.14+). KFP
 # traces the pipeline function when it is decorated, so the choice is read at that moment.
@@ -64,6 +70,8 @@ def _training_dag(
     deploy_mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600.0,
+    store_secret: str = STORE_SECRET,
+    data_secret: str = DATA_SECRET,
     storage_service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
     deployment_mode: str = "Serverless",
 ) -> PipelineOutputs:
@@ -75,6 +83,8 @@ def _training_dag(
         test_size=test_size,
     )
     set_resources(preprocess, "compute")
+    # Object-storage credentials and endpoint for data_uri, from a Secret (never parameters); kfp.local ignores it.
+    kubernetes.use_secret_as_env(preprocess, secret_name=data_secret, secret_key_to_env=DATA_SECRET_KEYS)
     # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
     # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
     if not _FAN_IN.get():  # backends before 2.14: every candidate scored in one task
@@ -152,6 +162,7 @@ def _training_dag(
             ready_timeout_seconds=ready_timeout_seconds,
             storage_service_account=storage_service_account,
             deployment_mode=deployment_mode,
+            store_secret=store_secret,  # a Secret's name: the store URL itself never is a parameter
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)

@@ -5,29 +5,32 @@
 
 Meant to run on a schedule (a KFP recurring run, e.g. daily). The model and its evaluation report
 are imported by URI: the train step's `model` artifact (the InferenceService's storageUri) and the
-evaluate step's `report` artifact of the run that deployed it. The store URL comes from the
-`store_url` parameter or, better (it holds a password), from the `churnflow-store` Secret's `url`
-key, mounted as CHURNFLOW_STORE_URL when the Secret exists.
+evaluate step's `report` artifact of the run that deployed it. The store URL holds a password, so it is
+never a parameter: it comes from the Secret named by `store_secret` (key `url`, the same Secret the
+InferenceService logs with), as CHURNFLOW_STORE_URL. The results are pushed to the Pushgateway at
+`pushgateway` (empty: not pushed), where Prometheus' precision-drop alert reads them.
 """
 
 from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
+from churnflow.components.deploy.inferenceservice import STORE_ENV, STORE_SECRET, STORE_SECRET_KEY
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
 from churnflow.components.image import TRAIN_IMAGE
 from churnflow.pipelines.resources import set_resources
 from churnflow.psi import PSI_ACT, PSI_WATCH
 
 PIPELINE_NAME = "churnflow-drift-check"
-STORE_SECRET = "churnflow-store"
 KFP_ACCESS_LABEL = "access-ml-pipeline"
+DEFAULT_PUSHGATEWAY = "http://prometheus-pushgateway.monitoring.svc:9091"
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Check served predictions for drift; retrain the churn model on drift.")
 def drift_check_pipeline(
     model_uri: str,
     evaluation_uri: str,
-    store_url: str = "",
+    store_secret: str = STORE_SECRET,
+    pushgateway: str = DEFAULT_PUSHGATEWAY,
     model_name: str = "churn",
     window: int = 10000,
     psi_watch: float = PSI_WATCH,
@@ -50,7 +53,7 @@ def drift_check_pipeline(
     model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
     evaluation = dsl.importer(artifact_uri=evaluation_uri, artifact_class=Artifact, reimport=False)
     check = drift_check_op(
-        store_url=store_url,
+        store_url="",  # read from the Secret below, never a parameter
         model=model.output,
         evaluation=evaluation.output,
         model_name=model_name,
@@ -61,10 +64,13 @@ def drift_check_pipeline(
         precision_drop=precision_drop,
         min_rows=min_rows,
         min_labelled=min_labelled,
+        pushgateway=pushgateway,
+        namespace=namespace,
     )
     set_resources(check, "compute")
     check.set_caching_options(False)  # the store changes under the same inputs: every scheduled run checks anew
-    kubernetes.use_secret_as_env(check, STORE_SECRET, {"url": "CHURNFLOW_STORE_URL"}, optional=True)
+    # Not optional=True: backends before KFP 2.14 reject that field; a missing Secret fails the task loudly.
+    kubernetes.use_secret_as_env(check, secret_name=store_secret, secret_key_to_env={STORE_SECRET_KEY: STORE_ENV})
     drifted = dsl.If(check.outputs["Output"] == True, name="drift-detected")  # noqa: E712
     with drifted, dsl.If(retrain == True, name="retraining-enabled"):  # noqa: E712
         start = retrain_op(

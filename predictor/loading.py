@@ -31,14 +31,22 @@ class LoadedModel:
 
 
 def resolve_model_dir(uri: str) -> Path:
-    """A local path as is; a storage URI (pvc://, s3://, gs://, ...) downloaded by KServe's storage helper."""
+    """A local path as is; s3://, minio:// and gs:// downloaded through fsspec (the storage extra, credentials
+    from the AWS_* environment); any other URI (pvc://, https://, ...) by KServe's storage helper."""
     if "://" not in uri or uri.startswith("file://"):
         return Path(uri.removeprefix("file://"))
+    from churnflow.storage import download_directory, is_object_uri
+
+    if is_object_uri(uri):
+        try:
+            return Path(download_directory(uri, tempfile.mkdtemp(prefix="churnflow-model-")))
+        except ChurnflowError as error:
+            raise ChurnflowError(f"model URI {error}") from None
     try:
         from kserve_storage import Storage
     except ImportError:
         raise ChurnflowError(
-            f"model URI {uri}: downloading needs KServe's storage helper (pip install 'churnflow[storage]')"
+            f"model URI {uri}: downloading it needs KServe's storage helper (pip install kserve-storage)"
         ) from None
     return Path(Storage.download(uri, out_dir=tempfile.mkdtemp(prefix="churnflow-model-")))
 

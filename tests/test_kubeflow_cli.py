@@ -59,6 +59,9 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api: KfpApi, caps
     assert run["display_name"] == "nightly" and run["experiment_id"] == experiment["experiment_id"]
     assert pipeline_spec(run)["pipelineInfo"]["name"] == "churnflow-training"
     images = {e["container"]["image"] for e in pipeline_spec(run)["deploymentSpec"]["executors"].values()}
+    # the pipeline spec travels beside its platform spec (the Secrets the tasks read)
+    platform = run["pipeline_spec"]["platform_spec"]
+    assert "exec-preprocess-op" in platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert images == {"registry.example/train:3"}
     parameters = run["runtime_config"]["parameters"]
     assert parameters["data_uri"] == "s3://data/customers.csv" and parameters["min_roc_auc"] == 0.8

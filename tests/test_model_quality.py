@@ -241,7 +241,7 @@ def test_compiled_pipeline_fans_tuning_out_and_collects_it(tmp_path):
 
     from churnflow.pipelines.kubeflow import compile_pipeline
 
-    spec = yaml.safe_load(compile_pipeline(tmp_path / "p.yaml").read_text())
+    spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
     tasks = spec["root"]["dag"]["tasks"]
     loop = tasks["for-loop-2"] if "for-loop-2" in tasks else next(t for t in tasks.values() if "parameterIterator" in t)
     assert loop["parameterIterator"]["items"]["inputParameter"]

@@ -37,7 +37,7 @@ def test_compiles_reloads_and_parses_as_a_pipeline_spec(tmp_path):
     result = churnflow("compile", "--output", str(tmp_path / "p.yaml"), "--image", "registry.example/train:7")
     assert result.returncode == 0, result.stderr
     assert components.load_component_from_file(str(tmp_path / "p.yaml")).name == "churnflow-training"
-    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    spec, _platform = yaml.safe_load_all((tmp_path / "p.yaml").read_text())
     parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
     tasks = parsed.root.dag.tasks
     assert {"preprocess-op", "candidates-op", "select-params-op", "train-op", "evaluate-op"} <= set(tasks)

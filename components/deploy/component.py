@@ -20,6 +20,7 @@ def deploy_op(
     storage_service_account: str,
     deployment_mode: str,
     inferenceservice: Output[Artifact],
+    store_secret: str = "",
 ):
     """Renders the InferenceService for the new model; locally, also releases the model directory."""
     import json
@@ -44,5 +45,6 @@ def deploy_op(
         ready_timeout_seconds=ready_timeout_seconds,
         service_account=storage_service_account,
         deployment_mode=deployment_mode,
+        store_secret=store_secret,
     )
     print(f"deploy: InferenceService {namespace}/{model_name} for {model.uri}")

@@ -26,6 +26,10 @@ METADATA_DIGEST_ENV = "CHURNFLOW_METADATA_SHA256"
 TMP_VOLUME = "tmp"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+METRICS_PATH = "/metrics"
+STORE_SECRET = "churnflow-store"
+STORE_SECRET_KEY = "url"
+STORE_ENV = "CHURNFLOW_STORE_URL"
 
 
 def kserve_storage_uri(uri: str) -> str:
@@ -70,6 +74,39 @@ def _check_inputs(service_account: str, metadata_sha256: str) -> None:
         raise ChurnflowError(f"metadata_sha256: expected 64 lower-case hex digits, got {metadata_sha256!r}")
 
 
+def scrape_annotations(port: int = HTTP_PORT) -> dict[str, str]:
+    """Pod annotations that make Prometheus scrape the predictor's own /metrics in both KServe modes.
+
+    KServe's pod mutator, when `serving.kserve.io/enable-prometheus-scraping` is "true" (per pod or as the
+    cluster default in inferenceservice-config), overwrites `prometheus.io/port` with the queue-proxy's
+    port (9091) or, with metric aggregation on, the aggregation port (9088): never the model's. Nothing
+    listens on either in RawDeployment. So the flag is pinned to "false" here (a cluster default of "true"
+    must not win) and the standard annotations are ours. `prometheus.kserve.io/*` tell the queue-proxy
+    where our metrics are, should someone turn metric aggregation on.
+    """
+    return {
+        "serving.kserve.io/enable-prometheus-scraping": "false",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": METRICS_PATH,
+        "prometheus.kserve.io/port": str(port),
+        "prometheus.kserve.io/path": METRICS_PATH,
+    }
+
+
+def store_env(store_secret: str) -> list[dict[str, Any]]:
+    """CHURNFLOW_STORE_URL from the Secret `store_secret` (key `url`): predictions are logged to that store.
+
+    The URL holds a password, so it never travels as a plain value (pipeline parameter, manifest or ML
+    Metadata); an empty `store_secret` logs nothing. Not optional: a missing Secret keeps the pod from
+    starting, which is louder than a predictor that silently logs nothing.
+    """
+    if not store_secret:
+        return []
+    reference = {"name": store_secret, "key": STORE_SECRET_KEY}
+    return [{"name": STORE_ENV, "valueFrom": {"secretKeyRef": reference}}]
+
+
 def render_inferenceservice(
     *,
     name: str,
@@ -87,6 +124,7 @@ def render_inferenceservice(
     deployment_mode: str = SERVERLESS,
     cpu_utilization: int = 80,
     metadata_sha256: str = "",
+    store_secret: str = "",
 ) -> dict[str, Any]:
     """The InferenceService manifest as a dict: custom predictor container, storageUri, scraping.
 
@@ -97,13 +135,13 @@ def render_inferenceservice(
     mode = check_deployment_mode(deployment_mode)
     _check_inputs(service_account, metadata_sha256)
     labels = {"app": APP_LABEL, "app.kubernetes.io/part-of": "churnflow"}
-    annotations = {"serving.kserve.io/enable-prometheus-scraping": "true", MODE_ANNOTATION: mode}
+    annotations = {MODE_ANNOTATION: mode}
     if model_version:
         labels["churnflow.io/model-version"] = label_value(model_version)
     if pipeline_run:
         labels[PIPELINE_RUN_LABEL] = label_value(pipeline_run)
         annotations[PIPELINE_RUN_ANNOTATION] = pipeline_run
-    env = [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}]
+    env = [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}, *store_env(store_secret)]
     if metadata_sha256:
         env.append({"name": METADATA_DIGEST_ENV, "value": metadata_sha256})
     predictor: dict[str, Any] = {
@@ -111,11 +149,7 @@ def render_inferenceservice(
         "maxReplicas": max_replicas,
         **autoscaling(mode, scale_target, cpu_utilization),
         "labels": dict(labels),
-        "annotations": {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(HTTP_PORT),
-            "prometheus.io/path": "/metrics",
-        },
+        "annotations": scrape_annotations(),
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
             {

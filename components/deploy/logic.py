@@ -68,6 +68,7 @@ def deploy(
     ready_timeout_seconds: float = 600,
     service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
     deployment_mode: str = SERVERLESS,
+    store_secret: str = "",
 ) -> dict[str, Any]:
     """Writes the InferenceService manifest; releases locally when `local_release_dir` is set, and in
     "apply" mode creates or patches it on the cluster (components/deploy/kubernetes.py).
@@ -90,6 +91,7 @@ def deploy(
         service_account=service_account,
         deployment_mode=deployment_mode,
         metadata_sha256=metadata_digest(model_dir),
+        store_secret=store_secret,
     )
     text = to_yaml(manifest)
     Path(manifest_path).parent.mkdir(parents=True, exist_ok=True)

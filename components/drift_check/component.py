@@ -22,11 +22,15 @@ def drift_check_op(
     report_json: Output[Artifact],
     prometheus: Output[Artifact],
     metrics: Output[Metrics],
+    pushgateway: str = "",
+    namespace: str = "",
 ) -> bool:
     """Checks the store's newest `window` predictions for data, prediction and accuracy drift.
 
     Returns whether there is drift (the pipeline's dsl.If reads it). An empty `store_url` reads
-    CHURNFLOW_STORE_URL, which the pipeline fills from the `churnflow-store` Secret when one exists.
+    CHURNFLOW_STORE_URL, which the pipeline fills from the store Secret. With `pushgateway` set, the
+    results go to that Prometheus Pushgateway (where the precision-drop alert reads them); a failed
+    push is reported in the log and does not stop the check's verdict from acting.
     """
     import os
     import shutil
@@ -65,6 +69,15 @@ def drift_check_op(
     if result["accuracy"].get("precision_drop") is not None:
         metrics.log_metric("precision_drop", round(result["accuracy"]["precision_drop"], 6))
     print(summary(result))
+    if pushgateway:
+        from churnflow.drift_report import push_report
+        from churnflow.errors import ChurnflowError
+
+        try:
+            group = push_report(result, pushgateway, namespace=namespace)
+            print(f"drift-check: results pushed to {pushgateway} (group {group})")
+        except ChurnflowError as error:
+            print(f"drift-check: warning: {error}")
     return bool(result["drift"])
 
 

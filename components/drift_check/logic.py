@@ -64,7 +64,7 @@ def in_kfp_runtime() -> bool:
 
 def pipeline_parameters(package: str | Path) -> dict[str, str]:
     """Name → KFP parameter type of every input of a compiled pipeline."""
-    spec = yaml.safe_load(Path(package).read_text())
+    spec = next(yaml.safe_load_all(Path(package).read_text()))  # the pipeline spec; a platform spec may follow
     parameters = spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})
     return {name: str(definition.get("parameterType", "STRING")) for name, definition in parameters.items()}
 
