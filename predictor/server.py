@@ -312,9 +312,27 @@ def install_http_hooks(app: Any = None) -> None:
         version = model.loaded.metadata.get("model_version") if model.loaded else None
         return ORJSONResponse({"name": model_name, "load": True, "model_version": version})
 
+    async def model_metadata(model_name: str) -> ORJSONResponse:
+        """KServe's v2 model metadata plus `versions`: the model_version this server answers with, which
+        a rollout reads to know the new model serves (components/deploy/kubernetes.py)."""
+        model = _served_model(app)
+        if model is None or model.name != model_name:
+            return ORJSONResponse(status_code=404, content={"error": f"Model with name {model_name} does not exist."})
+        version = model.loaded.metadata.get("model_version") if model.loaded else None
+        return ORJSONResponse(
+            {
+                "name": model_name,
+                "versions": [version] if version else [],
+                "platform": "",
+                "inputs": model.get_input_types(),
+                "outputs": model.get_output_types(),
+            }
+        )
+
     app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)
     # Registered before KServe's own routes (hooks are installed first), so these take precedence.
     app.add_api_route("/v2/repository/models/{model_name}/load", reload_model, methods=["POST"])
+    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestGuard)
