@@ -58,6 +58,12 @@ def churn_training_pipeline(
     deploy_mode: str = "render",
     canary_percent: int = 0,
     ready_timeout_seconds: float = 600.0,
+    deployment_mode: str = "",
+    canary_bake_seconds: float = 300.0,
+    prometheus_url: str = "",
+    canary_max_error_ratio_increase: float = 0.01,
+    canary_max_p99_ratio: float = 1.5,
+    canary_min_requests: int = 20,
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -119,6 +125,12 @@ def churn_training_pipeline(
             deploy_mode=deploy_mode,
             canary_percent=canary_percent,
             ready_timeout_seconds=ready_timeout_seconds,
+            deployment_mode=deployment_mode,
+            canary_bake_seconds=canary_bake_seconds,
+            prometheus_url=prometheus_url,
+            canary_max_error_ratio_increase=canary_max_error_ratio_increase,
+            canary_max_p99_ratio=canary_max_p99_ratio,
+            canary_min_requests=canary_min_requests,
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)

@@ -138,7 +138,7 @@ _TYPES = {
 def schema_errors(value: Any, schema: dict, path: str, unknown: list[str]) -> list[str]:
     """Validates `value` against a CRD structural schema; unknown fields are collected in `unknown` and pruned."""
     if value is None:
-        return [] if schema.get("nullable") else [f"{path}: Invalid value: \"null\": must not be null"]
+        return [] if schema.get("nullable") else [f'{path}: Invalid value: "null": must not be null']
     if schema.get("x-kubernetes-int-or-string"):
         if isinstance(value, bool) or not isinstance(value, int | str):
             return [f"{path}: Invalid value: {value!r}: must be an integer or a string"]
@@ -269,9 +269,7 @@ class KubeAPIDouble:
         replicas: int = 2,
     ) -> None:
         self.namespace = namespace
-        self.rules = (
-            rbac if isinstance(rbac, list) else load_rules(Path(rbac), namespace, service_account)
-        )
+        self.rules = rbac if isinstance(rbac, list) else load_rules(Path(rbac), namespace, service_account)
         self.user = f"system:serviceaccount:{namespace}:{service_account}"
         self.token = "pipeline-sa-token"
         self.default_mode = default_mode
@@ -379,7 +377,7 @@ class KubeAPIDouble:
                 return self._status(401, "Unauthorized", "Unauthorized")
             match = GROUPED.match(request.path) or CORE.match(request.path)
             if not match:
-                return self._status(404, "NotFound", f"the server could not find the requested resource ({request.path})")
+                return self._status(404, "NotFound", f"the server could not find the resource ({request.path})")
             parts = match.groupdict()
             group, resource, namespace = parts.get("group") or "", parts["resource"], parts["ns"]
             name, sub = parts["name"], parts["sub"]
@@ -475,7 +473,7 @@ class KubeAPIDouble:
         if metadata.get("namespace", namespace) != namespace:
             return self._status(400, "BadRequest", "the namespace of the object does not match the request")
         if obj.get("apiVersion") != "serving.kserve.io/v1beta1" or obj.get("kind") != "InferenceService":
-            return self._status(400, "BadRequest", "apiVersion/kind: expected serving.kserve.io/v1beta1 InferenceService")
+            return self._status(400, "BadRequest", "apiVersion/kind: expected a serving.kserve.io/v1beta1 ISVC")
         if errors := self._validate(obj, field_validation):
             return self._invalid(name, errors)
         key = ("InferenceService", namespace, name)
@@ -583,8 +581,12 @@ class KubeAPIDouble:
             if latest.ready:
                 if canary is not None and serving.rolled_out and serving.rolled_out != latest.name:
                     serving.traffic = [
-                        {"revisionName": serving.rolled_out, "percent": 100 - canary, "latestRevision": False,
-                         "tag": "prev"},
+                        {
+                            "revisionName": serving.rolled_out,
+                            "percent": 100 - canary,
+                            "latestRevision": False,
+                            "tag": "prev",
+                        },
                         {"revisionName": latest.name, "percent": canary, "latestRevision": True, "tag": "latest"},
                     ]
                 else:
@@ -662,20 +664,23 @@ class KubeAPIDouble:
                 "availableReplicas": replicas if had_old else 0,
                 "unavailableReplicas": replicas,
             }
-        elif status.get("unavailableReplicas"):  # step 3: they become available, old pods go (or crash-loop)
-            if self.storage_uri(template) not in self.crashing:
-                deployment["status"] = {
-                    "observedGeneration": deployment["metadata"]["generation"],
-                    "replicas": replicas,
-                    "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                    "availableReplicas": replicas,
-                }
-                deployment.pop("_previous", None)
+        elif status.get("unavailableReplicas") and self.storage_uri(template) not in self.crashing:
+            # step 3: the new pods become available and the old ones go (crash-looping ones never do)
+            deployment["status"] = {
+                "observedGeneration": deployment["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+            deployment.pop("_previous", None)
         available = bool(deployment["status"].get("availableReplicas"))
         # RawDeployment: Ready as soon as the Deployment has available pods, old or new
-        condition = {"type": "Ready", "status": "True"} if available else {
-            "type": "Ready", "status": "False", "reason": "MinimumReplicasUnavailable"}
+        condition = (
+            {"type": "Ready", "status": "True"}
+            if available
+            else {"type": "Ready", "status": "False", "reason": "MinimumReplicasUnavailable"}
+        )
         isvc_status: dict[str, Any] = {
             "observedGeneration": deployment["status"].get("observedGeneration", 0),
             "deploymentMode": "RawDeployment",

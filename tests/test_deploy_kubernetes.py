@@ -108,7 +108,8 @@ def test_crash_looping_serverless_revision_times_out_and_rolls_back(kube):
     assert "did not serve within 0.3 s" in message and "CrashLoopBackOff" in message
     assert "rolled back to the previous model" in message
     restored = kube.isvc()
-    assert storage(restored) == "s3://models/v1" and restored["metadata"]["labels"]["churnflow.io/model-version"] == "v1"
+    assert storage(restored) == "s3://models/v1"
+    assert restored["metadata"]["labels"]["churnflow.io/model-version"] == "v1"
     assert restored["metadata"]["labels"]["churnflow.io/pipeline-run"] == "run-v1"
 
 
@@ -168,7 +169,7 @@ def test_canary_judged_worse_is_rolled_back(kube):
             kube,
             manifest("v2", mode="Serverless"),
             canary_percent=20,
-                judge=fixed_judge("rollback"),
+            judge=fixed_judge("rollback"),
         )
     assert error.value.report["canary"]["decision"] == "rollback"
     restored = kube.isvc()

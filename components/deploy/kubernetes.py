@@ -203,8 +203,10 @@ def served_version(http_get: HttpGet, address: str | None, model_name: str) -> s
 class _Target:
     """What 'the new model serves' means for one rollout phase."""
 
-    def __init__(self, mode: str, name: str, version: str, percent: int, previous_revision: str | None) -> None:
-        self.mode, self.name, self.version = mode, name, version
+    def __init__(
+        self, mode: str, name: str, version: str, percent: int, previous_revision: str | None, served_url: str = ""
+    ) -> None:
+        self.mode, self.name, self.version, self.served_url = mode, name, version, served_url
         self.percent = percent  # traffic the latest revision should carry
         self.previous_revision = previous_revision  # latestCreatedRevision before our write (None: any)
 
@@ -237,9 +239,8 @@ def _raw_progress(api: Any, obj: dict, target: _Target, namespace: str) -> tuple
 
     name = f"{target.name}-predictor"
     apps = client.AppsV1Api(api.api_client)
-    response = _call(
-        "get", f"deployment {namespace}/{name}", apps.read_namespaced_deployment, name, namespace, _preload_content=False
-    )
+    read = apps.read_namespaced_deployment
+    response = _call("get", f"deployment {namespace}/{name}", read, name, namespace, _preload_content=False)
     deployment = json.loads(response.data)
     spec, status, meta = deployment.get("spec") or {}, deployment.get("status") or {}, deployment.get("metadata") or {}
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -272,7 +273,7 @@ def _progress(api: Any, obj: dict, target: _Target, namespace: str, http_get: Ht
         return False, "KServe has not reported the deployment mode yet"
     if not done or not target.version or target.percent != 100:
         return done, reason  # a canary serves a share only: its revision and traffic are the evidence
-    address = ((obj.get("status") or {}).get("address") or {}).get("url")
+    address = target.served_url or ((obj.get("status") or {}).get("address") or {}).get("url")
     version = served_version(http_get, address, target.name)
     if version != target.version:
         seen = "no answer" if version is None else f"model_version {version!r}"
@@ -361,9 +362,7 @@ def _forward_patch(target: dict) -> Callable[[dict], dict]:
 
 
 def _latest_created(obj: dict | None) -> str | None:
-    return (((obj or {}).get("status") or {}).get("components") or {}).get("predictor", {}).get(
-        "latestCreatedRevision"
-    )
+    return (((obj or {}).get("status") or {}).get("components") or {}).get("predictor", {}).get("latestCreatedRevision")
 
 
 def _version_of(manifest: dict) -> str:
@@ -380,11 +379,13 @@ def apply_inferenceservice(
     canary_policy: CanaryPolicy | None = None,
     http_get: HttpGet = http_get_json,
     judge: Callable[..., dict] | None = None,
+    served_url: str = "",
 ) -> Rollout:
     """Creates or updates the InferenceService and waits until the new model serves, or rolls back.
 
     `http_get` reads the predictor's v2 metadata (injectable: tests point it at a local server);
-    `judge` compares canary and stable (default: canary.judge_from_prometheus with `canary_policy`)."""
+    `judge` compares canary and stable (default: canary.judge_from_prometheus with `canary_policy`);
+    `served_url` replaces the InferenceService's in-cluster address (from outside the cluster)."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     what = f"inferenceservice {namespace}/{name}"
     if not 0 <= canary_percent <= 100:
@@ -428,7 +429,7 @@ def apply_inferenceservice(
         action = "updated"
     rollout = Rollout(action, name, namespace, None, canary, mode, version)
     spec_changed = before is None or before.get("spec") != target["spec"]
-    first = _Target(mode, name, version, canary or 100, _latest_created(before) if spec_changed else None)
+    first = _Target(mode, name, version, canary or 100, _latest_created(before) if spec_changed else None, served_url)
     phase = "the new model"
     try:
         served = wait_until_served(
@@ -447,7 +448,7 @@ def apply_inferenceservice(
                 "patch (promote)",
                 lambda _: {"spec": {"predictor": {"canaryTrafficPercent": None}}},
             )
-            promoted = _Target(mode, name, version, 100, None)
+            promoted = _Target(mode, name, version, 100, None, served_url)
             served = wait_until_served(
                 api, promoted, namespace, timeout_seconds=timeout_seconds, poll_seconds=poll_seconds, http_get=http_get
             )
