@@ -254,6 +254,8 @@ class Serving:
     ksvc_generation: int = 0
     traffic: list[dict] = field(default_factory=list)
     pending: bool = False
+    lag: int = 0  # reads until the controller notices a spec change
+    failed: set[str] = field(default_factory=set)  # revisions whose pods crash-loop
 
 
 class KubeAPIDouble:
@@ -281,6 +283,7 @@ class KubeAPIDouble:
         self.models: dict[str, str] = {}  # storage URI → the model_version its model reports
         self.before_write: list[Any] = []  # callables(method, kind, key), run once each before a write
         self.requests: list[tuple[str, str, Any]] = []
+        self.seen: dict[tuple[str, str], dict] = {}  # the InferenceService as the client last read it
         self.denied: list[tuple[str, str, str]] = []  # (verb, group/resource, namespace) answered 403
         self._versions = itertools.count(1000)
         self.lock = threading.RLock()
@@ -343,6 +346,7 @@ class KubeAPIDouble:
             if updated.get("spec") != current.get("spec"):
                 updated["metadata"]["generation"] = current["metadata"]["generation"] + 1
                 self.serving[(self.namespace, name)].pending = True
+                self.serving[(self.namespace, name)].lag = 1
             updated["metadata"]["resourceVersion"] = str(next(self._versions))
             self.objects[key] = updated
 
@@ -424,16 +428,17 @@ class KubeAPIDouble:
             return self._status(405, "MethodNotAllowed", f"{verb} is not served by this double")
 
     def _get(self, kind: str, group: str, resource: str, namespace: str, name: str) -> Response:
-        if kind == "InferenceService":
-            self._reconcile(namespace, name)
-        elif kind == "Deployment":
-            isvc_name = name.removesuffix("-predictor")
-            if ("InferenceService", namespace, isvc_name) in self.objects:
-                self._reconcile(namespace, isvc_name)
-        obj = self.objects.get((kind, namespace, name))
+        # The controller takes one step per read (the first read after a spec change sees none: it lags).
+        isvc_name = name.removesuffix("-predictor") if kind == "Deployment" else name
+        if kind in ("InferenceService", "Deployment"):
+            self._reconcile(namespace, isvc_name)
+        obj = copy.deepcopy(self.objects.get((kind, namespace, name)))
         if obj is None:
             what = f"{resource}.{group}" if group else resource
             return self._status(404, "NotFound", f'{what} "{name}" not found', {"name": name, "kind": resource})
+        if kind == "InferenceService":
+            self.seen[(namespace, name)] = obj
+        obj.pop("_previous", None)
         return self._json(200, obj)
 
     def _validate(self, obj: dict, field_validation: str | None) -> list[str]:
@@ -518,6 +523,7 @@ class KubeAPIDouble:
         if updated.get("spec") != current.get("spec"):
             metadata["generation"] = current["metadata"].get("generation", 1) + 1
             self.serving[(namespace, name)].pending = True
+            self.serving[(namespace, name)].lag = 1
         if updated == current:
             return self._json(200, current)
         metadata["resourceVersion"] = str(next(self._versions))
@@ -556,6 +562,9 @@ class KubeAPIDouble:
         serving = self.serving.get((namespace, name))
         if isvc is None or serving is None:
             return
+        if serving.lag:
+            serving.lag -= 1
+            return
         if serving.mode == "RawDeployment":
             self._reconcile_raw(key, isvc, serving)
         else:
@@ -575,9 +584,14 @@ class KubeAPIDouble:
             serving.revisions.append(Revision(f"{key[2]}-predictor-{len(serving.revisions) + 1:05d}", template))
             serving.ksvc_generation += 1
             serving.pending = True
-        elif serving.pending:  # step 2: it becomes ready (or crash-loops) and traffic moves
-            serving.pending = False
+        elif serving.pending and not latest.ready and latest.name not in serving.failed:
+            # step 2: the revision becomes ready (or crash-loops); the route is not updated yet
             latest.ready = self.storage_uri(template) not in self.crashing
+            if not latest.ready:
+                serving.failed.add(latest.name)
+                serving.pending = False
+        elif serving.pending:  # step 3: traffic moves (a new revision, or a changed canary percent)
+            serving.pending = False
             if latest.ready:
                 if canary is not None and serving.rolled_out and serving.rolled_out != latest.name:
                     serving.traffic = [
@@ -595,8 +609,9 @@ class KubeAPIDouble:
                     serving.rolled_out = latest.name
                     serving.traffic = [{"revisionName": latest.name, "percent": 100, "latestRevision": True}]
                 serving.ksvc_generation += 1
+        latest = serving.revisions[-1]
         ready = [r for r in serving.revisions if r.ready]
-        failed = latest is not None and not serving.pending and not latest.ready
+        failed = latest.name in serving.failed
         predictor: dict[str, Any] = {
             "latestCreatedRevision": serving.revisions[-1].name,
             "url": f"http://{key[2]}-predictor.{key[1]}.example.com",

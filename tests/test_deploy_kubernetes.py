@@ -36,10 +36,10 @@ def manifest(version: str, uri: str | None = None, mode: str = "") -> dict:
     rendered = render_inferenceservice(
         name="churn",
         namespace="ml",
-        storage_uri=uri or f"s3://models/{version}",
+        storage_uri=uri or f"s3://models/{version or 'unversioned'}",
         image="serve:1",
         model_version=version,
-        pipeline_run=f"run-{version}",
+        pipeline_run=f"run-{version}" if version else "run",
     )
     return with_deployment_mode(rendered, mode)
 
@@ -56,8 +56,8 @@ def apply(kube: KubeAPIDouble, m: dict, **kwargs):
 
 def fixed_judge(decision: str, seen: list | None = None, kube: KubeAPIDouble | None = None):
     def judge(**kwargs):
-        if seen is not None and kube is not None:  # what the cluster looked like during the bake
-            seen.append(kube.isvc()["status"]["components"]["predictor"]["traffic"])
+        if seen is not None and kube is not None:  # what the rollout had seen when it started the bake
+            seen.append(kube.seen[("ml", "churn")]["status"]["components"]["predictor"]["traffic"])
         return {"decision": decision, "reason": f"judged {decision}", "stable": {}, "canary": {}}
 
     return judge
@@ -111,6 +111,15 @@ def test_crash_looping_serverless_revision_times_out_and_rolls_back(kube):
     assert storage(restored) == "s3://models/v1"
     assert restored["metadata"]["labels"]["churnflow.io/model-version"] == "v1"
     assert restored["metadata"]["labels"]["churnflow.io/pipeline-run"] == "run-v1"
+
+
+def test_without_a_model_version_the_new_revision_itself_must_serve(kube):
+    """No version to ask the predictor for: the new revision, ready and carrying the traffic, is the proof."""
+    apply(kube, manifest(""))
+    kube.crashing.add("s3://models/broken")
+    with pytest.raises(RolloutFailed, match="CrashLoopBackOff.*rolled back"):
+        apply(kube, manifest("", uri="s3://models/broken"), timeout_seconds=0.3)
+    assert storage(kube.isvc()) == "s3://models/unversioned"
 
 
 def test_raw_deployment_waits_for_updated_and_available_replicas(kube):
@@ -399,3 +408,26 @@ def test_the_role_is_minimal():
             assert kube.denied, label
         finally:
             kube.close()
+
+
+def test_a_ready_revision_without_its_traffic_is_not_done():
+    """Ready and latest, but the route still sends most traffic elsewhere (e.g. a canary split left over)."""
+    from churnflow.components.deploy.kubernetes import _serverless_progress, _Target
+
+    status = {
+        "components": {
+            "predictor": {
+                "latestCreatedRevision": "churn-predictor-00002",
+                "latestReadyRevision": "churn-predictor-00002",
+                "traffic": [
+                    {"revisionName": "churn-predictor-00001", "percent": 90},
+                    {"revisionName": "churn-predictor-00002", "percent": 10, "latestRevision": True},
+                ],
+            }
+        },
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+    done, reason = _serverless_progress({"status": status}, _Target("Serverless", "churn", "v2", 100, None))
+    assert not done and reason == "revision churn-predictor-00002 carries 10% of traffic, expected 100%"
+    done, _ = _serverless_progress({"status": status}, _Target("Serverless", "churn", "v2", 10, None))
+    assert done

@@ -239,8 +239,16 @@ def _raw_progress(api: Any, obj: dict, target: _Target, namespace: str) -> tuple
 
     name = f"{target.name}-predictor"
     apps = client.AppsV1Api(api.api_client)
-    read = apps.read_namespaced_deployment
-    response = _call("get", f"deployment {namespace}/{name}", read, name, namespace, _preload_content=False)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        response = apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+    except ApiException as error:
+        if error.status == 404:
+            return False, f"deployment {name} not created yet"
+        raise _api_error(error, "get", f"deployment {namespace}/{name}") from None
+    except Exception as error:
+        raise _api_error(error, "get", f"deployment {namespace}/{name}") from None
     deployment = json.loads(response.data)
     spec, status, meta = deployment.get("spec") or {}, deployment.get("status") or {}, deployment.get("metadata") or {}
     labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
