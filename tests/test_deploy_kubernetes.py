@@ -431,3 +431,41 @@ def test_a_ready_revision_without_its_traffic_is_not_done():
     assert not done and reason == "revision churn-predictor-00002 carries 10% of traffic, expected 100%"
     done, _ = _serverless_progress({"status": status}, _Target("Serverless", "churn", "v2", 10, None))
     assert done
+
+
+def test_the_deploy_step_applies_with_the_mode_and_writes_its_rollout_report(tmp_path, monkeypatch):
+    import json
+
+    from churnflow.components.deploy.logic import deploy
+
+    kube = KubeAPIDouble(namespace="ml")
+    try:
+        monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "kubeconfig")))
+        common = {"name": "churn", "namespace": "ml", "image": "serve:1", "mode": "apply"}
+        common |= {"deployment_mode": "RawDeployment", "ready_timeout_seconds": 5}
+        deploy(tmp_path, "s3://models/v1", {}, tmp_path / "isvc.yaml", model_version="v1", **common)
+        report_path = tmp_path / "rollout.json"
+        deploy(
+            tmp_path,
+            "s3://models/v2",
+            {},
+            tmp_path / "isvc.yaml",
+            model_version="v2",
+            rollout_report_path=report_path,
+            **common,
+        )
+        report = json.loads(report_path.read_text())
+        assert report["action"] == "updated" and report["mode"] == "RawDeployment" and report["model_version"] == "v2"
+        assert (
+            yaml.safe_load((tmp_path / "isvc.yaml").read_text())["metadata"]["annotations"][
+                "serving.kserve.io/deploymentMode"
+            ]
+            == "RawDeployment"
+        )
+        assert kube.served_version("ml", "churn") == "v2"
+        with pytest.raises(ChurnflowError, match="deployment_mode: expected Serverless or RawDeployment"):
+            deploy(
+                tmp_path, "s3://m", {}, tmp_path / "x.yaml", model_version="v3", **{**common, "deployment_mode": "Raw"}
+            )
+    finally:
+        kube.close()
