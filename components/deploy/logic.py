@@ -55,6 +55,7 @@ def deploy(
     canary_max_p99_ratio: float = 1.5,
     canary_min_requests: int = 20,
     rollout_report_path: str | Path = "",
+    poll_seconds: float = 5,
 ) -> dict[str, Any]:
     """Writes the InferenceService manifest; releases locally when `local_release_dir` is set, and in
     "apply" mode creates or patches it on the cluster (components/deploy/kubernetes.py).
@@ -109,6 +110,7 @@ def deploy(
                 manifest,
                 canary_percent=canary_percent,
                 timeout_seconds=ready_timeout_seconds,
+                poll_seconds=poll_seconds,
                 canary_policy=policy,
             )
             report = rollout.report()
