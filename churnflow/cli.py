@@ -454,6 +454,7 @@ def _deploy_metadata_digest(args: argparse.Namespace) -> str:
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from churnflow.components.deploy.inferenceservice import DEFAULT_SERVE_IMAGE, render_inferenceservice, to_yaml
+    from churnflow.components.deploy.kubernetes import with_canary
 
     manifest = render_inferenceservice(
         name=args.name,
@@ -467,18 +468,29 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         metadata_sha256=_deploy_metadata_digest(args),
         store_secret=args.store_secret,
     )
-    if args.dry_run:
-        print(to_yaml(manifest), end="")
+    if args.dry_run:  # as it would be applied: a canary's traffic share included
+        print(to_yaml(with_canary(manifest, args.canary)), end="")
         return 0
-    from churnflow.components.deploy.kubernetes import apply_inferenceservice, custom_objects_api
+    from churnflow.components.deploy.kubernetes import CanaryPolicy, apply_inferenceservice, custom_objects_api
 
+    policy = CanaryPolicy(
+        prometheus_url=args.prometheus_url,
+        bake_seconds=args.canary_bake_seconds,
+        max_error_ratio_increase=args.canary_max_error_ratio_increase,
+        max_p99_ratio=args.canary_max_p99_ratio,
+        min_requests=args.canary_min_requests,
+    )
     rollout = apply_inferenceservice(
         custom_objects_api(args.kubeconfig, args.context),
         manifest,
         canary_percent=args.canary,
         timeout_seconds=args.timeout,
+        canary_policy=policy,
+        served_url=args.served_url,
     )
     print(f"churnflow: {rollout.action} inferenceservice {rollout.namespace}/{rollout.name}; ready at {rollout.url}")
+    if rollout.canary:
+        print(f"churnflow: canary promoted: {rollout.canary['reason']}")
     return 0
 
 
@@ -771,7 +783,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PERCENT",
         help="route PERCENT of traffic to the new model first (Serverless mode only)",
     )
-    deploy.add_argument("--timeout", type=float, default=600, help="seconds to wait for Ready before rolling back")
+    deploy.add_argument("--prometheus-url", default="", help="Prometheus that scrapes the predictors (for --canary)")
+    deploy.add_argument(
+        "--canary-bake-seconds", type=float, default=300, help="how long the canary serves before it is judged"
+    )
+    deploy.add_argument(
+        "--canary-max-error-ratio-increase",
+        type=float,
+        default=0.01,
+        help="promote only if the canary's 5xx ratio exceeds the stable model's by at most this",
+    )
+    deploy.add_argument(
+        "--canary-max-p99-ratio", type=float, default=1.5, help="promote only if canary p99 <= this x stable p99"
+    )
+    deploy.add_argument(
+        "--canary-min-requests", type=int, default=20, help="fewer canary requests in the bake window: roll back"
+    )
+    deploy.add_argument(
+        "--served-url",
+        default="",
+        help="where to read the predictor's model version (e.g. a port-forward); default: the "
+        "InferenceService's in-cluster address, reachable from pods",
+    )
+    deploy.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait for the new model to serve before rolling back"
+    )
     deploy.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
     deploy.add_argument("--context", help="kubeconfig context")
     deploy.add_argument("--dry-run", action="store_true", help="print the InferenceService YAML, touch nothing")

@@ -74,6 +74,11 @@ def _training_dag(
     data_secret: str = DATA_SECRET,
     storage_service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
     deployment_mode: str = "Serverless",
+    canary_bake_seconds: float = 300.0,
+    prometheus_url: str = "",
+    canary_max_error_ratio_increase: float = 0.01,
+    canary_max_p99_ratio: float = 1.5,
+    canary_min_requests: int = 20,
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -163,6 +168,11 @@ def _training_dag(
             storage_service_account=storage_service_account,
             deployment_mode=deployment_mode,
             store_secret=store_secret,  # a Secret's name: the store URL itself never is a parameter
+            canary_bake_seconds=canary_bake_seconds,
+            prometheus_url=prometheus_url,
+            canary_max_error_ratio_increase=canary_max_error_ratio_increase,
+            canary_max_p99_ratio=canary_max_p99_ratio,
+            canary_min_requests=canary_min_requests,
         )
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)

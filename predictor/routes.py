@@ -4,6 +4,7 @@
 - HTTP 400 naming the field for bodies FastAPI rejects (KServe answers those with 422), and FastAPI's
   own errors in the {"error": ...} shape every other answer has;
 - `POST /predict`, the original design's route and answer shape, for existing clients;
+- `GET /v2/models/{name}` with the serving `model_version` in `versions` (what a rollout checks);
 - the model repository's load and unload (repository.py), ahead of KServe's own;
 - `/metrics` aggregated across workers when several run (PROMETHEUS_MULTIPROC_DIR).
 """
@@ -46,9 +47,28 @@ def install_http_hooks(app: Any = None) -> None:
     app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)
     app.add_api_route("/v2/repository/models/{model_name}/load", repository.load_route, methods=["POST"])
     app.add_api_route("/v2/repository/models/{model_name}/unload", repository.unload_route, methods=["POST"])
+    app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         app.add_api_route("/metrics", multiprocess_metrics, methods=["GET"], include_in_schema=False)
     app.add_middleware(RequestGuard)
+
+
+async def model_metadata(model_name: str) -> ORJSONResponse:
+    """KServe's v2 model metadata plus `versions`: the model_version this server answers with, which a
+    rollout reads to know the new model serves (components/deploy/kubernetes.py)."""
+    model = served_model()
+    if model is None or model.name != model_name:
+        return ORJSONResponse(status_code=404, content={"error": f"Model with name {model_name} does not exist."})
+    version = model.loaded.metadata.get("model_version") if model.loaded else None
+    return ORJSONResponse(
+        {
+            "name": model_name,
+            "versions": [version] if version else [],
+            "platform": "",
+            "inputs": model.get_input_types(),
+            "outputs": model.get_output_types(),
+        }
+    )
 
 
 async def original_predict(request: Request) -> ORJSONResponse:

@@ -16,8 +16,8 @@ from churnflow.cli import main
 from churnflow.config import load_config
 
 from .conftest import CHURNFLOW
-from .fake_kube_api import FakeKubeAPI
 from .kfp_api import KfpApi
+from .kube_api_double import KubeAPIDouble
 
 ROOT_CONFIG = "examples/telco/config.yaml"
 
@@ -187,39 +187,35 @@ def test_deploy_dry_run_prints_and_touches_nothing(capsys):
     assert container["image"] == "serve:9" and container["env"][0]["value"] == "s3://models/run-1/model"
 
 
+def test_deploy_dry_run_shows_the_canary_and_the_mode_as_applied(capsys):
+    args = ["deploy", "--model-uri", "s3://m/v2", "--dry-run", "--canary", "10", "--deployment-mode", "Serverless"]
+    assert main(args) == 0
+    manifest = yaml.safe_load(capsys.readouterr().out)
+    assert manifest["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+
+
+def test_deploy_names_a_missing_kubeconfig_in_one_line(tmp_path):
+    result = subprocess.run(
+        [CHURNFLOW, "deploy", "--model-uri", "s3://m/v1", "--kubeconfig", "/missing/kubeconfig"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("churnflow: error:") and "/missing/kubeconfig" in result.stderr
+
+
 def test_deploy_applies_through_a_kubeconfig(tmp_path, capsys):
-    kube = FakeKubeAPI()
+    kube = KubeAPIDouble(namespace="ml")
     try:
-        kubeconfig = tmp_path / "config"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "test",
-                    "clusters": [{"name": "test", "cluster": {"server": kube.url}}],
-                    "contexts": [{"name": "test", "context": {"cluster": "test", "user": "u"}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                }
-            )
-        )
-        assert (
-            main(
-                [
-                    "deploy",
-                    "--model-uri",
-                    "s3://models/v1",
-                    "--namespace",
-                    "ml",
-                    "--kubeconfig",
-                    str(kubeconfig),
-                    "--timeout",
-                    "5",
-                ]
-            )
-            == 0
-        )
+        kubeconfig = kube.kubeconfig(tmp_path / "config")
+        args = ["deploy", "--model-uri", "s3://models/v1", "--namespace", "ml", "--kubeconfig", str(kubeconfig)]
+        assert main([*args, "--model-version", "v1", "--timeout", "5", "--deployment-mode", "RawDeployment"]) == 0
         assert "created inferenceservice ml/churn" in capsys.readouterr().out
-        assert ("ml", "churn") in kube.objects
+        isvc = kube.isvc()
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+        assert kube.served_version("ml", "churn") == "v1" and kube.denied == []
     finally:
         kube.close()

@@ -1,6 +1,6 @@
 """KFP wrapper of the deploy step (logic in logic.py)."""
 
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
 from churnflow.components.image import churnflow_component
 
@@ -19,12 +19,21 @@ def deploy_op(
     ready_timeout_seconds: float,
     storage_service_account: str,
     deployment_mode: str,
+    store_secret: str,
+    canary_bake_seconds: float,
+    prometheus_url: str,
+    canary_max_error_ratio_increase: float,
+    canary_max_p99_ratio: float,
+    canary_min_requests: int,
     inferenceservice: Output[Artifact],
-    store_secret: str = "",
+    rollout: Output[Artifact],
+    rollout_metrics: Output[Metrics],
 ):
-    """Renders the InferenceService for the new model; locally, also releases the model directory."""
+    """Renders the InferenceService for the new model; locally, also releases the model directory.
+    In apply mode rolls it out; `rollout` (JSON) and `rollout_metrics` carry a canary's numbers and decision."""
     import json
 
+    from churnflow.components.deploy.canary import metrics
     from churnflow.components.deploy.logic import deploy
 
     with open(report.path) as handle:
@@ -46,5 +55,14 @@ def deploy_op(
         service_account=storage_service_account,
         deployment_mode=deployment_mode,
         store_secret=store_secret,
+        canary_bake_seconds=canary_bake_seconds,
+        prometheus_url=prometheus_url,
+        canary_max_error_ratio_increase=canary_max_error_ratio_increase,
+        canary_max_p99_ratio=canary_max_p99_ratio,
+        canary_min_requests=canary_min_requests,
+        rollout_report_path=rollout.path,
     )
+    with open(rollout.path) as handle:
+        for key, value in metrics(json.load(handle)).items():
+            rollout_metrics.log_metric(key, value)
     print(f"deploy: InferenceService {namespace}/{model_name} for {model.uri}")

@@ -1,43 +1,96 @@
 """Rolling the InferenceService out on a cluster, with the real `kubernetes` client.
 
-Create if absent, otherwise merge-patch; optionally a canary first (Serverless mode only: KServe
-ignores canaryTrafficPercent in RawDeployment, so a canary there is refused rather than silently
-skipped); wait for Ready (the new generation's Ready condition) with a timeout; on failure or timeout
-restore the previous spec, so the model that was serving goes on serving, and fail with one clear line.
+Create if absent, otherwise merge-patch carrying the resourceVersion that was read (a 409 means another
+writer got there first: re-read and re-apply, a bounded number of times, so two rollouts never overwrite
+each other silently). Then wait until the new model is shown to serve, which KServe's `Ready` alone does
+not show (in RawDeployment it stays True while the old pods serve, and `observedGeneration` is the
+Knative Service's or Deployment's counter, not the InferenceService's):
+- Serverless: the predictor's latest created revision is a new one, is the latest ready one, and
+  carries the intended traffic (100 %, or the canary's share);
+- RawDeployment: the Deployment `<name>-predictor` runs the new pod template with all replicas updated
+  and available and no old ones left;
+- both: the predictor behind the InferenceService's in-cluster address reports the new `model_version`
+  in its v2 model metadata (`versions`).
+A canary (Serverless only; the mode is the `serving.kserve.io/deploymentMode` annotation) bakes for a
+window in which its error ratio and p99 latency, read from Prometheus, are compared with the stable
+model's (canary.py); it is promoted within bounds and rolled back otherwise. On a timeout (crash-looping
+pods) the previous spec is restored, so the model that was serving goes on serving.
 
 The deploy step uses the pipeline pod's service account in-cluster (manifests/rbac.yaml grants exactly
-get, list, watch, create and patch on inferenceservices); from a laptop it uses the kubeconfig.
+the calls made here: get/create/patch on inferenceservices, get on deployments); from a laptop it uses
+the kubeconfig.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import time
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from churnflow.errors import ChurnflowError
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-SERVERLESS = "Serverless"
-KSERVE_CONFIG = ("kserve", "inferenceservice-config")
+SERVERLESS, RAW = "Serverless", "RawDeployment"
+MODES = (SERVERLESS, RAW)
+VERSION_LABEL = "churnflow.io/model-version"
+OWNED_PREFIX = "churnflow.io/"  # labels/annotations this code may delete; others belong to someone else
+WRITE_ATTEMPTS = 4
+
+HttpGet = Callable[[str], dict]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Rollout:
     action: str  # "created" or "updated"
     name: str
     namespace: str
     url: str | None
     canary_percent: int
+    mode: str = ""
+    model_version: str = ""
+    canary: dict[str, Any] | None = None  # the bake's numbers and decision (canary.py)
+
+    def report(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RolloutFailed(ChurnflowError):
+    """The new model did not take over; the previous one was restored. `report` says what was measured."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class CanaryRolledBack(RolloutFailed):
+    """The canary was served, measured and judged worse than the stable model, so it was rolled back."""
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How a canary is judged: its bake window and the bounds against the stable model."""
+
+    prometheus_url: str = ""
+    bake_seconds: float = 300
+    max_error_ratio_increase: float = 0.01  # absolute: canary 5xx/all may exceed stable's by this much
+    max_p99_ratio: float = 1.5  # canary p99 may be this many times stable's p99
+    min_requests: int = 20  # fewer canary requests in the window: no evidence, no promotion
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def custom_objects_api(kubeconfig: str | None = None, context: str | None = None) -> Any:
     """CustomObjectsApi from the pod's service account in-cluster, else from the kubeconfig."""
     from kubernetes import client, config
 
+    if kubeconfig and not os.path.isfile(kubeconfig):
+        raise ChurnflowError(f"--kubeconfig: no such file {kubeconfig}")
     try:
         if kubeconfig or context:
             raise config.ConfigException("explicit kubeconfig")
@@ -45,9 +98,10 @@ def custom_objects_api(kubeconfig: str | None = None, context: str | None = None
     except config.ConfigException:
         try:
             config.load_kube_config(config_file=kubeconfig, context=context)
-        except (config.ConfigException, FileNotFoundError, TypeError) as error:
+        except (config.ConfigException, FileNotFoundError, TypeError, ValueError) as error:
+            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise ChurnflowError(
-                f"kubernetes: no in-cluster service account and no usable kubeconfig ({error})"
+                f"kubernetes: no in-cluster service account and no usable kubeconfig at {where} ({error})"
             ) from None
     return client.CustomObjectsApi()
 
@@ -66,20 +120,19 @@ def _api_error(error: Any, verb: str, what: str) -> ChurnflowError:
         )
     if status == 409:
         return ChurnflowError(f"kubernetes: conflict on {verb} {what} ({reason}); another rollout is in progress")
-    if status is None:
+    if not status:  # None, or 0 for connection and TLS failures
         return ChurnflowError(f"kubernetes: cannot reach the API server to {verb} {what} ({error})")
     return ChurnflowError(f"kubernetes: {verb} {what} failed with HTTP {status} ({reason})")
 
 
 def _call(verb: str, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
 
     try:
         return function(*args, **kwargs)
     except ApiException as error:
         raise _api_error(error, verb, what) from None
-    except HTTPError as error:
+    except Exception as error:  # connection refused, DNS, TLS: one line, not a traceback
         raise _api_error(error, verb, what) from None
 
 
@@ -96,56 +149,222 @@ def merge_patch(current: Any, target: Any) -> Any:
     return patch
 
 
-def deployment_mode(api: Any, existing: dict | None, manifest: dict) -> str:
-    """The ISVC's own annotation, else the cluster default in KServe's inferenceservice-config."""
+def _owned_map_patch(current: dict | None, target: dict | None) -> dict:
+    """Sets every key of `target`; deletes only our own keys (churnflow.io/...) that `target` lacks."""
+    current, target = current or {}, target or {}
+    patch: dict[str, Any] = {k: None for k in current if k not in target and k.startswith(OWNED_PREFIX)}
+    patch.update({k: v for k, v in target.items() if current.get(k) != v})
+    return patch
+
+
+def deployment_mode(existing: dict | None, manifest: dict) -> str:
+    """The rendered annotation, else the live object's annotation, else the mode KServe reports in status."""
     for source in (manifest, existing or {}):
-        mode = source.get("metadata", {}).get("annotations", {}).get(MODE_ANNOTATION)
+        mode = (source.get("metadata", {}).get("annotations") or {}).get(MODE_ANNOTATION)
         if mode:
             return mode
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    return ((existing or {}).get("status") or {}).get("deploymentMode") or "unknown"
 
+
+def with_canary(manifest: dict, canary_percent: int) -> dict:
+    """The manifest as it is applied during a canary: `canaryTrafficPercent` on the predictor."""
+    if canary_percent:
+        manifest["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    return manifest
+
+
+def http_get_json(url: str, timeout: float = 5.0) -> dict:
+    """GET a JSON document; raises OSError/ValueError on any failure (the caller keeps polling)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only, from status
+        return json.loads(response.read())
+
+
+def served_version(http_get: HttpGet, address: str | None, model_name: str) -> str | None:
+    """The model_version the predictor behind `address` reports in its v2 model metadata, if it answers."""
+    if not address:
+        return None
     try:
-        config_map = client.CoreV1Api(api.api_client).read_namespaced_config_map(KSERVE_CONFIG[1], KSERVE_CONFIG[0])
-        return json.loads(config_map.data.get("deploy", "{}")).get("defaultDeploymentMode", SERVERLESS)
-    except (ApiException, ValueError, AttributeError):
-        return "unknown"
+        versions = http_get(f"{address.rstrip('/')}/v2/models/{model_name}").get("versions") or []
+    except (OSError, ValueError, urllib.error.URLError, AttributeError):
+        return None
+    return str(versions[0]) if versions else ""
 
 
-def _ready(obj: dict) -> tuple[bool, str]:
-    status = obj.get("status") or {}
-    generation = obj.get("metadata", {}).get("generation")
-    observed = status.get("observedGeneration")
-    if generation is not None and observed is not None and observed < generation:
-        return False, "the new spec is not observed yet"
+class _Target:
+    """What 'the new model serves' means for one rollout phase."""
+
+    def __init__(
+        self, mode: str, name: str, version: str, percent: int, previous_revision: str | None, served_url: str = ""
+    ) -> None:
+        self.mode, self.name, self.version, self.served_url = mode, name, version, served_url
+        self.percent = percent  # traffic the latest revision should carry
+        self.previous_revision = previous_revision  # latestCreatedRevision before our write (None: any)
+
+
+def _ready_condition(status: dict) -> tuple[bool, str]:
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Ready":
-            if condition.get("status") == "True":
-                return True, ""
-            return False, condition.get("message") or condition.get("reason") or "not ready"
+            ok = condition.get("status") == "True"
+            return ok, "" if ok else (condition.get("message") or condition.get("reason") or "not ready")
     return False, "no Ready condition yet"
 
 
-def wait_ready(api: Any, namespace: str, name: str, timeout_seconds: float, poll_seconds: float) -> dict:
-    deadline = time.monotonic() + timeout_seconds
-    reason = "no status yet"
-    while True:
-        obj = _call(
-            "get",
-            f"inferenceservice {namespace}/{name}",
-            api.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
+def _serverless_progress(obj: dict, target: _Target) -> tuple[bool, str]:
+    status = obj.get("status") or {}
+    predictor = (status.get("components") or {}).get("predictor") or {}
+    created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+    if not created or created == target.previous_revision:
+        return False, "no new revision created yet"
+    if created != ready:
+        ok, reason = _ready_condition(status)
+        return False, f"revision {created} is not ready ({reason or 'starting'})"
+    share = sum(t.get("percent") or 0 for t in predictor.get("traffic") or [] if t.get("revisionName") == created)
+    if share != target.percent:
+        return False, f"revision {created} carries {share}% of traffic, expected {target.percent}%"
+    return _ready_condition(status)
+
+
+def _raw_progress(api: Any, obj: dict, target: _Target, namespace: str) -> tuple[bool, str]:
+    from kubernetes import client
+
+    name = f"{target.name}-predictor"
+    apps = client.AppsV1Api(api.api_client)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        response = apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+    except ApiException as error:
+        if error.status == 404:
+            return False, f"deployment {name} not created yet"
+        raise _api_error(error, "get", f"deployment {namespace}/{name}") from None
+    except Exception as error:
+        raise _api_error(error, "get", f"deployment {namespace}/{name}") from None
+    deployment = json.loads(response.data)
+    spec, status, meta = deployment.get("spec") or {}, deployment.get("status") or {}, deployment.get("metadata") or {}
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    if target.version and labels.get(VERSION_LABEL) != target.version:
+        return False, f"deployment {name} does not run model_version {target.version} yet"
+    if (status.get("observedGeneration") or 0) < (meta.get("generation") or 0):
+        return False, f"deployment {name}: the new pod template is not observed yet"
+    wanted = spec.get("replicas") if spec.get("replicas") is not None else 1
+    updated, available = status.get("updatedReplicas") or 0, status.get("availableReplicas") or 0
+    total = status.get("replicas") or 0
+    if updated < wanted:
+        return False, f"deployment {name}: {updated} of {wanted} replicas updated"
+    if total > updated or available < updated:
+        new_available = max(0, available - (total - updated))  # old pods count as available until they go
+        return False, (
+            f"deployment {name}: {new_available} of {updated} new replicas available, "
+            f"{total - updated} old ones still serving"
         )
-        ready, reason = _ready(obj)
-        if ready:
+    return True, ""
+
+
+def _progress(api: Any, obj: dict, target: _Target, namespace: str, http_get: HttpGet) -> tuple[bool, str]:
+    # Without the annotation the cluster default applies, which KServe reports in status.deploymentMode.
+    mode = target.mode if target.mode in MODES else (obj.get("status") or {}).get("deploymentMode")
+    if mode == RAW:
+        done, reason = _raw_progress(api, obj, target, namespace)
+    elif mode == SERVERLESS:
+        done, reason = _serverless_progress(obj, target)
+    else:
+        return False, "KServe has not reported the deployment mode yet"
+    if not done or not target.version or target.percent != 100:
+        return done, reason  # a canary serves a share only: its revision and traffic are the evidence
+    address = target.served_url or ((obj.get("status") or {}).get("address") or {}).get("url")
+    version = served_version(http_get, address, target.name)
+    if version != target.version:
+        seen = "no answer" if version is None else f"model_version {version!r}"
+        return False, f"the predictor at {address} reports {seen}, expected {target.version!r}"
+    return True, ""
+
+
+def _get(api: Any, namespace: str, name: str) -> dict | None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise _api_error(error, "get", f"inferenceservice {namespace}/{name}") from None
+    except Exception as error:
+        raise _api_error(error, "get", f"inferenceservice {namespace}/{name}") from None
+
+
+def wait_until_served(
+    api: Any,
+    target: _Target,
+    namespace: str,
+    *,
+    timeout_seconds: float,
+    poll_seconds: float,
+    http_get: HttpGet,
+) -> dict:
+    """Polls until `target` is met; TimeoutError carries the last reason it was not."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        obj = _get(api, namespace, target.name) or {}
+        done, reason = _progress(api, obj, target, namespace, http_get)
+        if done:
             return obj
         if time.monotonic() >= deadline:
             raise TimeoutError(reason)
         time.sleep(poll_seconds)
+
+
+def _patch_fresh(api: Any, namespace: str, name: str, verb: str, build: Callable[[dict], dict]) -> tuple[dict, dict]:
+    """Merge-patches from a fresh read with its resourceVersion; retries a 409 (bounded).
+
+    Returns (the object as read before the winning write, the object after it)."""
+    from kubernetes.client.exceptions import ApiException
+
+    what = f"inferenceservice {namespace}/{name}"
+    for attempt in range(WRITE_ATTEMPTS):
+        current = _get(api, namespace, name)
+        if current is None:
+            raise ChurnflowError(f"kubernetes: {what} disappeared during the rollout")
+        patch = build(current)
+        patch.setdefault("metadata", {})["resourceVersion"] = current["metadata"]["resourceVersion"]
+        try:
+            return current, api.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, patch, field_validation="Strict"
+            )
+        except ApiException as error:
+            if error.status == 409 and attempt + 1 < WRITE_ATTEMPTS:
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            if error.status == 409:
+                raise ChurnflowError(
+                    f"kubernetes: conflict on {verb} {what}: it changed under us {WRITE_ATTEMPTS} times in a row; "
+                    "another rollout is in progress"
+                ) from None
+            raise _api_error(error, verb, what) from None
+        except Exception as error:
+            raise _api_error(error, verb, what) from None
+    raise AssertionError("unreachable")
+
+
+def _forward_patch(target: dict) -> Callable[[dict], dict]:
+    def build(current: dict) -> dict:
+        meta, want = current.get("metadata", {}), target["metadata"]
+        return {
+            "metadata": {
+                "labels": _owned_map_patch(meta.get("labels"), want.get("labels")),
+                "annotations": _owned_map_patch(meta.get("annotations"), want.get("annotations")),
+            },
+            "spec": merge_patch(current.get("spec", {}), target["spec"]),
+        }
+
+    return build
+
+
+def _latest_created(obj: dict | None) -> str | None:
+    return (((obj or {}).get("status") or {}).get("components") or {}).get("predictor", {}).get("latestCreatedRevision")
+
+
+def _version_of(manifest: dict) -> str:
+    return (manifest.get("metadata", {}).get("labels") or {}).get(VERSION_LABEL, "")
 
 
 def apply_inferenceservice(
@@ -155,80 +374,126 @@ def apply_inferenceservice(
     canary_percent: int = 0,
     timeout_seconds: float = 600,
     poll_seconds: float = 5,
+    canary_policy: CanaryPolicy | None = None,
+    http_get: HttpGet = http_get_json,
+    judge: Callable[..., dict] | None = None,
+    served_url: str = "",
 ) -> Rollout:
-    """Creates or updates the InferenceService and waits until the new model serves, or rolls back."""
+    """Creates or updates the InferenceService and waits until the new model serves, or rolls back.
+
+    `http_get` reads the predictor's v2 metadata (injectable: tests point it at a local server);
+    `judge` compares canary and stable (default: canary.judge_from_prometheus with `canary_policy`);
+    `served_url` replaces the InferenceService's in-cluster address (from outside the cluster)."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     what = f"inferenceservice {namespace}/{name}"
     if not 0 <= canary_percent <= 100:
         raise ChurnflowError(f"canary: expected a percentage from 0 to 100, got {canary_percent}")
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        existing = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    except ApiException as error:
-        if error.status != 404:
-            raise _api_error(error, "get", what) from None
-        existing = None
-    except Exception as error:  # connection refused, DNS, TLS: one line, not a traceback
-        raise _api_error(error, "get", what) from None
+    policy = canary_policy or CanaryPolicy()
+    version = _version_of(manifest)
+    existing = _get(api, namespace, name)
+    mode = deployment_mode(existing, manifest)
 
     canary = canary_percent if existing is not None and 0 < canary_percent < 100 else 0
+    stable_version = _version_of(existing or {})
     if canary:
-        mode = deployment_mode(api, existing, manifest)
         if mode != SERVERLESS:
             raise ChurnflowError(
                 f"canary: {what} runs in {mode} mode, where KServe ignores canaryTrafficPercent; deploy without "
                 "--canary (or use Serverless mode)"
             )
-    if existing is None:
-        _call("create", what, api.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, manifest)
-        action = "created"
-    else:
-        target = copy.deepcopy(manifest)
-        if canary:
-            target["spec"]["predictor"]["canaryTrafficPercent"] = canary
-        patch = {
-            "metadata": {
-                "labels": target["metadata"].get("labels", {}),
-                "annotations": target["metadata"].get("annotations", {}),
-            },
-            "spec": merge_patch(existing.get("spec", {}), target["spec"]),
-        }
-        _call("patch", what, api.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, patch)
-        action = "updated"
-    try:
-        served = wait_ready(api, namespace, name, timeout_seconds, poll_seconds)
-        if canary:  # the canary is healthy: send it all the traffic
-            promote = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
-            _call("patch", what, api.patch_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name, promote)
-            served = wait_ready(api, namespace, name, timeout_seconds, poll_seconds)
-    except (TimeoutError, ChurnflowError) as failure:
-        reason = (
-            f"not Ready after {timeout_seconds:g} s ({failure})" if isinstance(failure, TimeoutError) else str(failure)
-        )
-        if existing is None:
+        if judge is None and not policy.prometheus_url:
+            raise ChurnflowError("canary: prometheus_url is required to judge the canary against the stable model")
+        if not version or version == stable_version:
             raise ChurnflowError(
-                f"deploy: new {what} {reason}; nothing was serving before, it is left for "
-                "inspection (kubectl describe inferenceservice)"
-            ) from None
-        current = _call("get", what, api.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
-        restore = {
-            "metadata": {"labels": existing["metadata"].get("labels", {})},
-            "spec": merge_patch(current.get("spec", {}), existing.get("spec", {})),
-        }
+                f"canary: the new model_version ({version or 'none'}) must differ from the serving one "
+                f"({stable_version or 'none'}) so their metrics can be told apart"
+            )
+    target = with_canary(copy.deepcopy(manifest), canary)
+    if existing is None:
         _call(
-            "patch (rollback)",
+            "create",
             what,
-            api.patch_namespaced_custom_object,
+            api.create_namespaced_custom_object,
             GROUP,
             VERSION,
             namespace,
             PLURAL,
-            name,
-            restore,
+            target,
+            field_validation="Strict",
         )
-        raise ChurnflowError(
-            f"deploy: {what} {reason}; rolled back to the previous model, which keeps serving"
-        ) from None
-    url = (served.get("status") or {}).get("url")
-    return Rollout(action=action, name=name, namespace=namespace, url=url, canary_percent=canary)
+        action, before = "created", None
+    else:
+        before, _ = _patch_fresh(api, namespace, name, "patch", _forward_patch(target))
+        action = "updated"
+    rollout = Rollout(action, name, namespace, None, canary, mode, version)
+    spec_changed = before is None or before.get("spec") != target["spec"]
+    first = _Target(mode, name, version, canary or 100, _latest_created(before) if spec_changed else None, served_url)
+    phase = "the new model"
+    try:
+        served = wait_until_served(
+            api, first, namespace, timeout_seconds=timeout_seconds, poll_seconds=poll_seconds, http_get=http_get
+        )
+        if canary:
+            phase = "the canary"
+            rollout.canary = _bake(policy, judge, namespace, stable_version, version, canary)
+            if rollout.canary["decision"] != "promote":
+                raise CanaryRolledBack(f"canary {version} rolled back: {rollout.canary['reason']}")
+            phase = "the promoted model"
+            _patch_fresh(
+                api,
+                namespace,
+                name,
+                "patch (promote)",
+                lambda _: {"spec": {"predictor": {"canaryTrafficPercent": None}}},
+            )
+            promoted = _Target(mode, name, version, 100, None, served_url)
+            served = wait_until_served(
+                api, promoted, namespace, timeout_seconds=timeout_seconds, poll_seconds=poll_seconds, http_get=http_get
+            )
+    except (TimeoutError, ChurnflowError) as failure:
+        if isinstance(failure, TimeoutError):
+            reason = f"{phase} did not serve within {timeout_seconds:g} s ({failure})"
+        else:
+            reason = str(failure)
+        if before is None:
+            raise RolloutFailed(
+                f"deploy: new {what}: {reason}; nothing was serving before, it is left for "
+                "inspection (kubectl describe inferenceservice)",
+                rollout.report(),
+            ) from None
+        _rollback(api, namespace, name, before)
+        message = f"deploy: {what}: {reason}; rolled back to the previous model, which keeps serving"
+        error_type = CanaryRolledBack if isinstance(failure, CanaryRolledBack) else RolloutFailed
+        raise error_type(message, rollout.report()) from None
+    rollout.url = (served.get("status") or {}).get("url")
+    return rollout
+
+
+def _rollback(api: Any, namespace: str, name: str, before: dict) -> None:
+    def build(current: dict) -> dict:
+        meta, old = current.get("metadata", {}), before["metadata"]
+        return {
+            "metadata": {
+                "labels": _owned_map_patch(meta.get("labels"), old.get("labels")),
+                "annotations": _owned_map_patch(meta.get("annotations"), old.get("annotations")),
+            },
+            "spec": merge_patch(current.get("spec", {}), before.get("spec", {})),
+        }
+
+    _patch_fresh(api, namespace, name, "patch (rollback)", build)
+
+
+def _bake(
+    policy: CanaryPolicy,
+    judge: Callable[..., dict] | None,
+    namespace: str,
+    stable_version: str,
+    canary_version: str,
+    percent: int,
+) -> dict:
+    from churnflow.components.deploy.canary import judge_from_prometheus
+
+    time.sleep(policy.bake_seconds)
+    judge = judge or judge_from_prometheus
+    report = judge(policy=policy, namespace=namespace, stable_version=stable_version, canary_version=canary_version)
+    return {"percent": percent, **report}

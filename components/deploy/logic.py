@@ -69,12 +69,24 @@ def deploy(
     service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
     deployment_mode: str = SERVERLESS,
     store_secret: str = "",
+    canary_bake_seconds: float = 300,
+    prometheus_url: str = "",
+    canary_max_error_ratio_increase: float = 0.01,
+    canary_max_p99_ratio: float = 1.5,
+    canary_min_requests: int = 20,
+    rollout_report_path: str | Path = "",
+    poll_seconds: float = 5,
 ) -> dict[str, Any]:
     """Writes the InferenceService manifest; releases locally when `local_release_dir` is set, and in
     "apply" mode creates or patches it on the cluster (components/deploy/kubernetes.py).
 
     Locally the manifest is also written beside the release (`<parent>/inferenceservice.yaml`) with
     storageUri pointing at it, which is what `churnflow run` leaves in its output directory.
+    `deployment_mode` (Serverless or RawDeployment) is rendered as KServe's annotation, which wins over
+    the cluster default, and decides whether a canary is possible. The rollout's outcome (with a canary's numbers
+    and decision) is written as JSON to `rollout_report_path`: a canary judged worse than the stable
+    model is rolled back and reported there, and the step succeeds, as an evaluation gate that says
+    "do not deploy" does; a rollout that fails (timeout, crash loop, API error) fails the step.
     """
     check_deployment_mode(deployment_mode)  # before anything is released
     storage_uri = model_uri
@@ -98,12 +110,38 @@ def deploy(
     Path(manifest_path).write_text(text)
     if local_release_dir:
         (Path(local_release_dir).parent / MANIFEST_FILE).write_text(text)
+    report: dict[str, Any] = {"action": "rendered", "model_version": model_version}
     if mode == "apply":
-        from churnflow.components.deploy.kubernetes import apply_inferenceservice, custom_objects_api
-
-        apply_inferenceservice(
-            custom_objects_api(), manifest, canary_percent=canary_percent, timeout_seconds=ready_timeout_seconds
+        from churnflow.components.deploy.kubernetes import (
+            CanaryPolicy,
+            CanaryRolledBack,
+            apply_inferenceservice,
+            custom_objects_api,
         )
+
+        policy = CanaryPolicy(
+            prometheus_url=prometheus_url,
+            bake_seconds=canary_bake_seconds,
+            max_error_ratio_increase=canary_max_error_ratio_increase,
+            max_p99_ratio=canary_max_p99_ratio,
+            min_requests=canary_min_requests,
+        )
+        try:
+            rollout = apply_inferenceservice(
+                custom_objects_api(),
+                manifest,
+                canary_percent=canary_percent,
+                timeout_seconds=ready_timeout_seconds,
+                poll_seconds=poll_seconds,
+                canary_policy=policy,
+            )
+            report = rollout.report()
+        except CanaryRolledBack as rolled_back:
+            report = {**rolled_back.report, "action": "canary rolled back", "message": str(rolled_back)}
+            print(f"deploy: {rolled_back}")
     elif mode != "render":
         raise ChurnflowError(f"deploy_mode: expected render or apply, got {mode!r}")
+    if rollout_report_path:
+        Path(rollout_report_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(rollout_report_path).write_text(json.dumps(report, indent=2) + "\n")
     return manifest
