@@ -437,7 +437,7 @@ def test_a_ready_revision_without_its_traffic_is_not_done():
     assert done
 
 
-def test_the_deploy_step_applies_with_the_mode_and_writes_its_rollout_report(tmp_path, monkeypatch):
+def test_the_deploy_step_applies_with_the_mode_and_writes_its_rollout_report(tmp_path, monkeypatch, model_dir):
     import json
 
     from churnflow.components.deploy.logic import deploy
@@ -447,10 +447,10 @@ def test_the_deploy_step_applies_with_the_mode_and_writes_its_rollout_report(tmp
         monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "kubeconfig")))
         common = {"name": "churn", "namespace": "ml", "image": "serve:1", "mode": "apply"}
         common |= {"deployment_mode": "RawDeployment", "ready_timeout_seconds": 5, "poll_seconds": 0.01}
-        deploy(tmp_path, "s3://models/v1", {}, tmp_path / "isvc.yaml", model_version="v1", **common)
+        deploy(model_dir, "s3://models/v1", {}, tmp_path / "isvc.yaml", model_version="v1", **common)
         report_path = tmp_path / "rollout.json"
         deploy(
-            tmp_path,
+            model_dir,
             "s3://models/v2",
             {},
             tmp_path / "isvc.yaml",
@@ -469,7 +469,7 @@ def test_the_deploy_step_applies_with_the_mode_and_writes_its_rollout_report(tmp
         assert kube.served_version("ml", "churn") == "v2"
         with pytest.raises(ChurnflowError, match="deployment_mode: expected Serverless or RawDeployment"):
             deploy(
-                tmp_path, "s3://m", {}, tmp_path / "x.yaml", model_version="v3", **{**common, "deployment_mode": "Raw"}
+                model_dir, "s3://m", {}, tmp_path / "x.yaml", model_version="v3", **{**common, "deployment_mode": "Raw"}
             )
     finally:
         kube.close()

@@ -5,7 +5,6 @@ client to a Kubernetes API stand-in; what arrives there is checked."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from churnflow.cli import main
-from churnflow.config import load_config
+from churnflow.config import config_to_json, load_config
 
 from .conftest import CHURNFLOW
 from .kfp_api import KfpApi
@@ -66,7 +65,7 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api: KfpApi, caps
     parameters = run["runtime_config"]["parameters"]
     assert parameters["data_uri"] == "s3://data/customers.csv" and parameters["min_roc_auc"] == 0.8
     assert parameters["tune"] is False
-    assert json.loads(parameters["dataset_config"]) == load_config(ROOT_CONFIG).model_dump()
+    assert parameters["dataset_config"] == config_to_json(load_config(ROOT_CONFIG))
     assert experiment["display_name"] == "churn"
 
 

@@ -164,7 +164,7 @@ def test_rendered_inferenceservices_validate_against_the_crd(isvc_validator, uri
     assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
     # KServe's mutator would point prometheus.io/port at 9091 with its scraping flag on (see test_cluster_monitoring)
     assert manifest["spec"]["predictor"]["annotations"]["serving.kserve.io/enable-prometheus-scraping"] == "false"
-    assert not {e["value"] for e in container["env"]}.intersection({"minio://mlpipeline/x/model"})
+    assert not {e.get("value") for e in container["env"]}.intersection({"minio://mlpipeline/x/model"})
 
 
 def test_the_crd_check_catches_unknown_fields(isvc_validator):

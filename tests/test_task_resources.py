@@ -103,5 +103,6 @@ def test_submit_sends_the_chosen_resources(kfp_api, capsys):
     assert main(["submit", "--host", kfp_api.url, "--cpu-limit", "3", "--memory-limit", "6Gi"]) == 0
     capsys.readouterr()
     (run,) = kfp_api.posted("/apis/v2beta1/runs")
-    train = run["pipeline_spec"]["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
+    spec = run["pipeline_spec"].get("pipeline_spec", run["pipeline_spec"])  # beside its platform spec (Secrets)
+    train = spec["deploymentSpec"]["executors"]["exec-train-op"]["container"]["resources"]
     assert (train["resourceCpuLimit"], train["resourceMemoryLimit"], train["cpuLimit"]) == ("3", "6Gi", 3.0)

@@ -124,7 +124,7 @@ def render_inferenceservice(
     deployment_mode: str = SERVERLESS,
     cpu_utilization: int = 80,
     metadata_sha256: str = "",
-    store_secret: str = "",
+    store_secret: str = STORE_SECRET,
 ) -> dict[str, Any]:
     """The InferenceService manifest as a dict: custom predictor container, storageUri, scraping.
 

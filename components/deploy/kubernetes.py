@@ -97,7 +97,8 @@ def custom_objects_api(kubeconfig: str | None = None, context: str | None = None
         config.load_incluster_config()
     except config.ConfigException:
         try:
-            config.load_kube_config(config_file=kubeconfig, context=context)
+            # $KUBECONFIG as it is now: the kubernetes package reads it only once, when imported
+            config.load_kube_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"), context=context)
         except (config.ConfigException, FileNotFoundError, TypeError, ValueError) as error:
             where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
             raise ChurnflowError(
