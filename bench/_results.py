@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +62,7 @@ def write_results(name: str, figures: dict[str, Any], note: str = "", path: str 
     target.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": name,
-        "command": " ".join([".venv/bin/python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
+        "command": shlex.join([".venv/bin/python", f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "commit": _git("rev-parse", "HEAD").strip(),
         "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no").strip()),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -32,8 +32,9 @@ def _provenance(document: dict[str, Any]) -> str:
     machine = document["machine"]
     commit = document["commit"][:10] + (" + uncommitted changes" if document.get("uncommitted_changes") else "")
     note = f" {document['note'].rstrip('.')}." if document.get("note") else ""
+    command = document["command"].split(" --note ")[0]  # the note is quoted below
     return (
-        f"`{document['command']}` → `bench/results/{document['_stem']}.json` (commit {commit}, "
+        f"`{command}` → `bench/results/{document['_stem']}.json` (commit {commit}, "
         f"{document['date'][:10]}, {machine['cpus']} × {machine['cpu']}, {machine['memory_gib']} GiB).{note}\n"
     )
 
@@ -94,8 +95,8 @@ def soak(document: dict[str, Any]) -> str:
     lines = [
         _provenance(document),
         f"Mixed v1/v2 single rows and batches of 10 on {figures['event_loop']}; prediction logging {store}; "
-        f"soak {figures['minutes']:g} min at 80% of the measured peak; overload 30 s at "
-        f"{figures['overload_factor_asked']:g}× the peak.\n",
+        f"soak {figures['minutes']:g} min at 80% of the measured peak; overload 30 s asking for "
+        f"{figures['overload_factor_asked']:g}× the peak (the offered column is what reached the server).\n",
         "| workers | peak req/s | soak req/s | soak statuses | soak p50 / p99 / p99.9 ms | RSS start → end MiB "
         "| prediction log written / pending / dropped | overload offered req/s (× peak) | overload 200 / 503 "
         "| overload p99 ms | readiness probes answered | recovered in s |",
@@ -114,9 +115,13 @@ def soak(document: dict[str, Any]) -> str:
             f"{_n(overload['offered_rps'])} ({overload['offered_x_peak']:.1f}×) | "
             f"{_n(overload['statuses'].get('200', 0))} / {_n(overload['statuses'].get('503', 0))} | "
             f"{overload['p99_ms']:.0f} | {probes.get('answered_200', '?')} of {probes.get('sent', '?')} | "
-            f"{r['recovery_seconds']:.2f} |"
+            f"{_recovery(r['recovery_seconds'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _recovery(seconds: float) -> str:
+    return "not within 30 s" if seconds == float("inf") else f"{seconds:.2f}"
 
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
