@@ -1,22 +1,20 @@
 """The README's quality table: each model family and the tuned choice, on two example tables.
 
-Run on purpose (not a test):  .venv/bin/python bench/quality_report.py
+Run on purpose (not a test):  .venv/bin/python bench/quality_report.py [--note TEXT]
 
 For each table it runs the pipeline's own logic (preprocess's stratified split, the tuning grid's
 5-fold CV on the training split, train with calibration "auto" and the F1 threshold, evaluate on the
 test split) three times: the random-forest grid alone, the boosting grid alone, and the default grid
 of both families with the one-standard-error rule. It prints a Markdown table and writes
-bench/results/quality.json.
+bench/results/quality.json (bench/_results.py: commit, date, machine, command).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
+import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,9 @@ from churnflow.config import load_config
 from churnflow.hyperparameters import ForestParams, model_params
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "quality.json"
+sys.path.insert(0, str(ROOT / "bench"))
+from _results import write_results  # noqa: E402 - bench/ is not a package
+
 GRIDS = {
     "random forest (its grid)": {"random_forest": DEFAULT_GRID["random_forest"]},
     "gradient boosting (its grid)": {"hist_gradient_boosting": DEFAULT_GRID["hist_gradient_boosting"]},
@@ -82,29 +82,19 @@ def one_run(work: Path, grid: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1000, help="rows of each example table")
+    parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
     args = parser.parse_args()
-    report: dict[str, Any] = {
-        "command": "bench/quality_report.py" + (f" --rows {args.rows}" if args.rows != 1000 else ""),
-        "commit": _commit(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {platform.python_version()}",
-        "tables": {},
-    }
+    report: dict[str, Any] = {"rows": args.rows, "tables": {}}
     with tempfile.TemporaryDirectory() as directory:
         for index, (name, data, config) in enumerate(tables(Path(directory), args.rows)):
             work = Path(directory) / f"table-{index}"
             splits = (work / "train", work / "test", work / "contract")
             preprocess(data, config, *splits, synthetic_rows=args.rows, seed=42)
             report["tables"][name] = {label: one_run(work, grid) for label, grid in GRIDS.items()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    written = write_results("quality", report, note=args.note)
     print("| table | model | chosen settings | CV ROC-AUC (mean ± sd) | test ROC-AUC | Brier | F1 (threshold) |")
     print("|---|---|---|---|---|---|---|")
     for table, runs in report["tables"].items():
@@ -114,7 +104,7 @@ def main() -> None:
                 f"| {table} | {label} | `{json.dumps(settings)}` | {run['cv_mean']:.4f} ± {run['cv_std']:.4f} | "
                 f"{run['roc_auc']:.4f} | {run['brier']:.4f} | {run['f1']:.4f} ({run['threshold']:.2f}) |"
             )
-    print(f"written: {RESULTS.relative_to(ROOT)}")
+    print(f"written: {written.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
