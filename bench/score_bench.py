@@ -64,14 +64,14 @@ def rates(rows: int, seconds: float, cpu_seconds: float, peak: float | None = No
     return out
 
 
-def train_model(directory: Path, trees: int) -> Path:
+def train_model(directory: Path, trees: int, rows: int) -> Path:
     from churnflow.components.preprocess.logic import preprocess
     from churnflow.components.train.logic import train
     from churnflow.config import load_config
     from churnflow.hyperparameters import ForestParams
 
     config = load_config(None)
-    preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=20_000)
+    preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=rows)
     train(directory / "train", directory / "contract", directory / "model", ForestParams(n_estimators=trees))
     return directory / "model"
 
@@ -182,10 +182,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000", help="comma-separated table sizes (default 1000000)")
     parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument(
+        "--train-rows", type=int, default=5000, help="synthetic rows the forest is trained on (deeper trees with more)"
+    )
     parser.add_argument("--skip-baseline-over", type=int, default=10_000_000, help="largest size for (a)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "score_bench.json"))
     parser.add_argument("--shared", default="", help="say what else ran on the machine (recorded in the JSON)")
     args = parser.parse_args()
+    import joblib
+    import numpy as np
+
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
         "bench": "score_bench",
@@ -193,12 +199,18 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "shared_machine": args.shared,
-        "trees": args.trees,
         "sizes": [],
     }
     with tempfile.TemporaryDirectory(prefix="score-bench-") as temporary:
         work = Path(temporary)
-        model = train_model(work / "model-build", args.trees)
+        model = train_model(work / "model-build", args.trees, args.train_rows)
+        forest = joblib.load(model / "model.joblib")
+        results["model"] = {
+            "trees": len(forest.estimators_),
+            "train_rows": args.train_rows,
+            "mean_depth": round(float(np.mean([e.tree_.max_depth for e in forest.estimators_])), 1),
+            "mean_nodes": round(float(np.mean([e.tree_.node_count for e in forest.estimators_])), 1),
+        }
         config = work / "dataset.yaml"
         config.write_text(CONFIG)
         for rows in sizes:
