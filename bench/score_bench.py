@@ -6,7 +6,8 @@ All in one run, on the same tables from `churnflow generate` (CSV, and the same 
 files), with one 100-tree forest trained here:
   (a) baseline     the original design in one process: pandas read_csv, get_dummies, scikit-learn
                    predict_proba of the same forest, CSV write
-  (b) onnx_only    ONNX Runtime alone on the already-encoded matrix (one thread): our format's limit
+  (b) onnx_only    ONNX Runtime alone on the already-encoded matrix (one thread): our format's limit;
+      sklearn_only scikit-learn's predict_proba of the same forest on the same batches, for comparison
   (c) score_csv / score_parquet   `churnflow score` end to end, one process;
       score_parquet_2_shards      two `churnflow score` processes at once, one Parquet file each
   (d) http_v1      100,000 of the rows through `churnflow serve` (v1, batches of 1,000)
@@ -227,6 +228,7 @@ def main() -> None:
                 ).stdout
             )  # fmt: skip
             entry["onnx_only"] = rates(onnx["rows"], onnx["seconds"], onnx["cpu_seconds"])
+            entry["sklearn_only"] = rates(onnx["rows"], onnx["sklearn_seconds"], onnx["sklearn_cpu_seconds"])
             if rows <= args.skip_baseline_over:
                 m = measure([PYTHON, str(HERE / "_score_baseline.py"), str(model), str(csv), str(directory / "a.csv")])
                 entry["baseline"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
@@ -243,6 +245,7 @@ def main() -> None:
                 "score_parquet_2_shards_per_cpu_vs_onnx_only": round(
                     entry["score_parquet_2_shards"]["rows_per_cpu_second"] / limit, 3
                 ),
+                "onnx_only_per_cpu_vs_sklearn_only": round(limit / entry["sklearn_only"]["rows_per_cpu_second"], 3),
             }
             if "baseline" in entry:
                 for name in ("score_csv", "score_parquet", "score_parquet_2_shards"):
