@@ -6,7 +6,8 @@ All in one run, on the same tables from `churnflow generate` (CSV, and the same 
 files), with one 100-tree forest trained here:
   (a) baseline     the original design in one process: pandas read_csv, get_dummies, scikit-learn
                    predict_proba of the same forest, CSV write
-  (b) onnx_only    ONNX Runtime alone on the already-encoded matrix (one thread): our format's limit
+  (b) onnx_only    ONNX Runtime alone on the already-encoded matrix (one thread): our format's limit;
+      sklearn_only scikit-learn's predict_proba of the same forest on the same batches, for comparison
   (c) score_csv / score_parquet   `churnflow score` end to end, one process;
       score_parquet_2_shards      two `churnflow score` processes at once, one Parquet file each
   (d) http_v1      100,000 of the rows through `churnflow serve` (v1, batches of 1,000)
@@ -64,14 +65,14 @@ def rates(rows: int, seconds: float, cpu_seconds: float, peak: float | None = No
     return out
 
 
-def train_model(directory: Path, trees: int) -> Path:
+def train_model(directory: Path, trees: int, rows: int) -> Path:
     from churnflow.components.preprocess.logic import preprocess
     from churnflow.components.train.logic import train
     from churnflow.config import load_config
     from churnflow.hyperparameters import ForestParams
 
     config = load_config(None)
-    preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=20_000)
+    preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=rows)
     train(directory / "train", directory / "contract", directory / "model", ForestParams(n_estimators=trees))
     return directory / "model"
 
@@ -182,10 +183,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000", help="comma-separated table sizes (default 1000000)")
     parser.add_argument("--trees", type=int, default=100)
+    parser.add_argument(
+        "--train-rows", type=int, default=5000, help="synthetic rows the forest is trained on (deeper trees with more)"
+    )
     parser.add_argument("--skip-baseline-over", type=int, default=10_000_000, help="largest size for (a)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "score_bench.json"))
     parser.add_argument("--shared", default="", help="say what else ran on the machine (recorded in the JSON)")
     args = parser.parse_args()
+    import joblib
+    import numpy as np
+
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict = {
         "bench": "score_bench",
@@ -193,12 +200,18 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "shared_machine": args.shared,
-        "trees": args.trees,
         "sizes": [],
     }
     with tempfile.TemporaryDirectory(prefix="score-bench-") as temporary:
         work = Path(temporary)
-        model = train_model(work / "model-build", args.trees)
+        model = train_model(work / "model-build", args.trees, args.train_rows)
+        forest = joblib.load(model / "model.joblib")
+        results["model"] = {
+            "trees": len(forest.estimators_),
+            "train_rows": args.train_rows,
+            "mean_depth": round(float(np.mean([e.tree_.max_depth for e in forest.estimators_])), 1),
+            "mean_nodes": round(float(np.mean([e.tree_.node_count for e in forest.estimators_])), 1),
+        }
         config = work / "dataset.yaml"
         config.write_text(CONFIG)
         for rows in sizes:
@@ -215,6 +228,7 @@ def main() -> None:
                 ).stdout
             )  # fmt: skip
             entry["onnx_only"] = rates(onnx["rows"], onnx["seconds"], onnx["cpu_seconds"])
+            entry["sklearn_only"] = rates(onnx["rows"], onnx["sklearn_seconds"], onnx["sklearn_cpu_seconds"])
             if rows <= args.skip_baseline_over:
                 m = measure([PYTHON, str(HERE / "_score_baseline.py"), str(model), str(csv), str(directory / "a.csv")])
                 entry["baseline"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
@@ -231,6 +245,7 @@ def main() -> None:
                 "score_parquet_2_shards_per_cpu_vs_onnx_only": round(
                     entry["score_parquet_2_shards"]["rows_per_cpu_second"] / limit, 3
                 ),
+                "onnx_only_per_cpu_vs_sklearn_only": round(limit / entry["sklearn_only"]["rows_per_cpu_second"], 3),
             }
             if "baseline" in entry:
                 for name in ("score_csv", "score_parquet", "score_parquet_2_shards"):

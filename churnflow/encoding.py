@@ -96,6 +96,8 @@ class ColumnEncoder:
         self.categorical = list(contract.categorical)
         self.width = len(contract.feature_columns)
         self.fill = np.array([contract.numeric_fill[c] for c in self.numeric], dtype=np.float64)
+        if contract.feature_columns[: len(self.numeric)] != self.numeric:
+            raise ChurnflowError("feature contract: the model's columns must start with the numeric columns in order")
         position = {name: i for i, name in enumerate(contract.feature_columns)}
         self.positions = {
             column: {level: position[contract.one_hot_column(column, level)] for level in levels}

@@ -41,6 +41,7 @@ log = logging.getLogger("churnflow.score")
 
 DEFAULT_BATCH_ROWS = 200_000
 RUN_ROW_GROUP = 16_384
+READ_AHEAD = 4
 """Row groups of the sorted runs: small, so the merge holds a few of them per run, not whole batches."""
 FORMATS = ("parquet", "csv")
 ROW_COLUMN = "row"
@@ -357,7 +358,10 @@ def _count_rows(dataset: ds.Dataset) -> int | None:
 
 def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int, uri: str):
     try:
-        for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        # Read-ahead is what memory holds beyond the batch being scored: a few batches, one file at a time.
+        for batch in dataset.to_batches(
+            columns=columns, batch_size=batch_rows, batch_readahead=READ_AHEAD, fragment_readahead=1
+        ):
             if batch.num_rows:
                 yield batch
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
