@@ -38,7 +38,7 @@ class Server:
             start_new_session=True,
             cwd=cwd,
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # generous: on a shared machine two workers can take a minute
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1).status_code in (200, 405):
