@@ -172,20 +172,26 @@ def adapt(
     """Rewrites, for an older `backend`, fields it cannot read into what it can, keeping the meaning:
     resource strings become the numeric fields (a pipeline parameter is fixed to `values`, the run's
     arguments, or its default: such a backend cannot vary resources per run), `optional: false` (the
-    default) goes, and so does a secretNameParameter repeating the constant secretName. An optional
+    default) goes, and so does a secretNameParameter repeating the constant secretName; a Secret named
+    by a pipeline parameter is fixed to the run's value or its default, as resources are. An optional
     Secret stays: without the field it would become required (check refuses it)."""
     if backend < FEATURES["resource_strings"].needs:
         _adapt_resources(documents[0], values or {})
+    parameters = documents[0].get("root", {}).get("inputDefinitions", {}).get("parameters", {})
+    chosen = {name: p["defaultValue"] for name, p in parameters.items() if "defaultValue" in p} | (values or {})
     for config in _platform_executors(documents).values():
         for secret in config.get("secretAsEnv", []) or []:
             if backend < FEATURES["optional_secret_env"].needs and secret.get("optional") is False:
                 del secret["optional"]
-            constant = secret.get("secretNameParameter", {}).get("runtimeValue", {}).get("constant")
-            if (
-                backend < FEATURES["secret_name_parameter"].needs
-                and secret.get("secretName")
-                and constant == secret["secretName"]
-            ):
+            if backend >= FEATURES["secret_name_parameter"].needs or "secretNameParameter" not in secret:
+                continue
+            reference = secret["secretNameParameter"]
+            constant = reference.get("runtimeValue", {}).get("constant")
+            name = reference.get("componentInputParameter")
+            if secret.get("secretName") and constant == secret["secretName"]:
+                del secret["secretNameParameter"]
+            elif name in chosen and chosen[name]:  # a pipeline parameter: fixed to the run's value or default
+                secret["secretName"] = str(chosen[name])
                 del secret["secretNameParameter"]
     return documents
 

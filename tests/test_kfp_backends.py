@@ -36,9 +36,15 @@ def tasks(spec: dict) -> set[str]:
 
 def test_the_newest_dag_uses_the_fan_in_and_the_table_finds_it(tmp_path: Path) -> None:
     spec = documents(compile_pipeline(tmp_path / "new.yaml"))
-    assert features_used(spec) == {"collected": ["root/for-loop-1"]}
+    used = features_used(spec)
+    assert used["collected"] == ["root/for-loop-1"]
+    # the Secrets (data for preprocess: name a parameter, `optional: false` written by kfp-kubernetes) and
+    # the task resources as strings
+    assert set(used) == {"collected", "optional_secret_env", "secret_name_parameter", "resource_strings"}
+    assert used["secret_name_parameter"] == ["exec-preprocess-op"]
     assert FEATURES["collected"].needs <= NEWEST
-    assert beyond(spec, (2, 4)) == ["collected"] and beyond(spec, NEWEST) == []
+    assert beyond(spec, (2, 4)) == ["collected", "optional_secret_env", "secret_name_parameter"]
+    assert beyond(spec, NEWEST) == []
 
 
 @pytest.mark.parametrize("backend", [*KUBEFLOW_BACKENDS, (2, 13), (2, 14), NEWEST])
@@ -57,10 +63,11 @@ def test_compiled_for_a_backend_uses_nothing_beyond_it(tmp_path: Path, backend: 
 
 def test_cli_compile_for_an_old_backend(tmp_path: Path, capsys) -> None:
     assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--kfp-backend", "2.4"]) == 0
-    assert "runs on KFP backend 2.0 or newer" in capsys.readouterr().out
+    assert "runs on KFP backend 2.4 or newer" in capsys.readouterr().out  # 2.4 reads resources as strings
     assert main(["compile", "--output", str(tmp_path / "n.yaml")]) == 0
-    assert "runs on KFP backend 2.14 or newer" in capsys.readouterr().out
-    assert features_used(documents(tmp_path / "p.yaml")) == {}
+    # kfp-kubernetes writes `optional: false` on every Secret-as-env, which only 2.15 reads
+    assert "runs on KFP backend 2.15 or newer" in capsys.readouterr().out
+    assert set(features_used(documents(tmp_path / "p.yaml"))) == {"resource_strings"}
     assert main(["compile", "--output", str(tmp_path / "q.yaml"), "--kfp-backend", "latest"]) == 2
     assert "--kfp-backend: expected a KFP backend version such as 2.4" in capsys.readouterr().err
 

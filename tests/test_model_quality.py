@@ -62,12 +62,14 @@ def test_bad_grids_are_one_line_errors(grid, message):
 def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best(splits, monkeypatch):
     """Every row a CV fit learns from or is scored on is a training-split row, each fold scores rows
     its fit never saw, the folds together use the whole training split, and no test row is touched."""
+    from sklearn.ensemble import RandomForestClassifier
+
     from churnflow.components.preprocess.logic import TEST_FILE, TRAIN_FILE
     from churnflow.components.tune import logic as tune_logic
 
     seen: list[tuple[str, np.ndarray]] = []
 
-    class Recording(tune_logic.RandomForestClassifier):
+    class Recording(RandomForestClassifier):
         def fit(self, X, y, sample_weight=None):  # noqa: N803 - scikit-learn's names
             seen.append(("fit", np.asarray(X).copy()))
             return super().fit(X, y, sample_weight)
@@ -76,7 +78,7 @@ def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best
             seen.append(("score", np.asarray(X).copy()))
             return super().predict_proba(X)
 
-    monkeypatch.setattr(tune_logic, "RandomForestClassifier", Recording)
+    monkeypatch.setattr(tune_logic, "build_estimator", lambda params: Recording(**params.sklearn_kwargs()))
     results = [
         cross_validate(
             splits / "train",
