@@ -192,3 +192,29 @@ def test_the_inferenceservice_a_local_run_leaves_is_valid(isvc_validator, tmp_pa
     )
     (left,) = documents(tmp_path / "out" / "inferenceservice.yaml")
     assert_valid_isvc(isvc_validator, left)
+
+
+def test_the_run_service_account_can_run_the_pipeline_pods():
+    """Runs are created as churnflow-pipeline (submit/schedule's default), which replaces the profile's
+    default-editor: its pods must still be able to do what Argo's executor and KFP's launcher do, and the
+    retrain must be able to create a run in multi-user Kubeflow."""
+    from churnflow.pipelines.kubeflow import DEFAULT_SERVICE_ACCOUNT
+
+    docs = documents(ROOT / "manifests" / "pipeline-runner.yaml")
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": DEFAULT_SERVICE_ACCOUNT}]
+    granted = {
+        (g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]
+    }
+    for needed in [
+        ("argoproj.io", "workflowtaskresults", "create"),
+        ("", "pods", "patch"),
+        ("", "secrets", "get"),
+        ("pipelines.kubeflow.org", "runs", "create"),
+        ("pipelines.kubeflow.org", "experiments", "create"),
+    ]:
+        assert needed in granted, needed
+    assert not any(v in ("*", "delete", "deletecollection") for _, _, v in granted)
+    assert "pipeline-runner.yaml" in (ROOT / "manifests" / "kustomization.yaml").read_text()
