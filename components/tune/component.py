@@ -20,10 +20,11 @@ def candidates_op(
     random_state: int,
 ) -> List[dict]:  # noqa: UP006
     """The candidate settings to score: the grid over the base settings, or only the base when not tuning."""
-    from churnflow.components.tune.logic import candidates
-    from churnflow.hyperparameters import forest_params
+    from churnflow.components.tune.logic import base_candidates
 
-    base = forest_params(
+    return base_candidates(
+        tune,
+        tuning_grid,
         n_estimators=n_estimators,
         max_depth=max_depth,
         min_samples_leaf=min_samples_leaf,
@@ -31,7 +32,6 @@ def candidates_op(
         class_weight=class_weight,
         random_state=random_state,
     )
-    return candidates(base, tune, tuning_grid)
 
 
 @churnflow_component
@@ -58,21 +58,12 @@ def select_params_op(results: List[str], tuning_metrics: Output[Metrics]) -> str
     """Chooses by the one-standard-error rule; logs every candidate's CV mean and spread as KFP metrics."""
     import json
 
-    from churnflow.components.tune.logic import select_best
+    from churnflow.components.tune.logic import describe_selection, select_best, selection_metrics
 
     selection = select_best([json.loads(r) for r in results])
-    for i, candidate in enumerate(selection["candidates"]):
-        name = f"candidate_{i}_{candidate['params']['family']}_{candidate['metric']}"
-        tuning_metrics.log_metric(name, round(candidate["score"], 6))
-        tuning_metrics.log_metric(f"{name}_std", round(candidate.get("std", 0.0), 6))
-    tuning_metrics.log_metric(f"chosen_{selection['metric']}", round(selection["best_score"], 6))
-    tuning_metrics.log_metric(f"highest_{selection['metric']}", round(selection["highest_score"], 6))
-    tuning_metrics.log_metric("one_standard_error", round(selection["tolerance"], 6))
-    print(
-        f"select: {selection['best']['family']} {selection['metric']}={selection['best_score']:.4f} "
-        f"(highest {selection['highest_score']:.4f}, one standard error {selection['tolerance']:.4f}) "
-        f"with {selection['best']}"
-    )
+    for name, value in selection_metrics(selection).items():
+        tuning_metrics.log_metric(name, value)
+    print(f"select: {describe_selection(selection)}")
     return json.dumps(selection)
 
 
@@ -92,13 +83,20 @@ def tune_op(
     seed: int,
     tuning_metrics: Output[Metrics],
 ) -> str:
-    """Scores every candidate by CV in this one pod and picks the best (same JSON as select_params_op)."""
+    """Scores every candidate by CV in this one pod and picks by the same rule (same JSON and metrics as
+    select_params_op)."""
     import json
 
-    from churnflow.components.tune.logic import candidates, tune_in_one_task
-    from churnflow.hyperparameters import forest_params
+    from churnflow.components.tune.logic import (
+        base_candidates,
+        describe_selection,
+        selection_metrics,
+        tune_in_one_task,
+    )
 
-    base = forest_params(
+    listed = base_candidates(
+        tune,
+        tuning_grid,
         n_estimators=n_estimators,
         max_depth=max_depth,
         min_samples_leaf=min_samples_leaf,
@@ -106,10 +104,8 @@ def tune_op(
         class_weight=class_weight,
         random_state=seed,
     )
-    listed = candidates(base, tune, tuning_grid)
     selection = tune_in_one_task(train_data.path, contract.path, listed, folds=folds, metric=metric, seed=seed)
-    for i, candidate in enumerate(selection["candidates"]):
-        tuning_metrics.log_metric(f"candidate_{i}_{candidate['metric']}", round(candidate["score"], 6))
-    tuning_metrics.log_metric(f"best_{selection['metric']}", round(selection["best_score"], 6))
-    print(f"tune: best {selection['metric']}={selection['best_score']:.4f} of {len(listed)} candidates")
+    for name, value in selection_metrics(selection).items():
+        tuning_metrics.log_metric(name, value)
+    print(f"tune: {describe_selection(selection)}")
     return json.dumps(selection)

@@ -204,3 +204,51 @@ def tune_in_one_task(
         for candidate in candidate_list
     ]
     return select_best(results)
+
+
+def base_candidates(
+    tune: bool,
+    tuning_grid: str,
+    *,
+    n_estimators: int,
+    max_depth: int,
+    min_samples_leaf: int,
+    max_features: str,
+    class_weight: str,
+    random_state: int,
+) -> list[dict[str, Any]]:
+    """The candidates from the pipeline's parameters (the base forest settings and the grid)."""
+    from churnflow.hyperparameters import forest_params
+
+    base = forest_params(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
+        class_weight=class_weight,
+        random_state=random_state,
+    )
+    return candidates(base, tune, tuning_grid)
+
+
+def selection_metrics(selection: dict[str, Any]) -> dict[str, float]:
+    """What the KFP UI shows of a choice: every candidate's family, mean and spread, and the rule's numbers."""
+    metric = selection["metric"]
+    figures: dict[str, float] = {}
+    for i, candidate in enumerate(selection["candidates"]):
+        name = f"candidate_{i}_{candidate['params']['family']}_{candidate['metric']}"
+        figures[name] = round(candidate["score"], 6)
+        figures[f"{name}_std"] = round(candidate.get("std", 0.0), 6)
+    figures[f"chosen_{metric}"] = round(selection["best_score"], 6)
+    figures[f"highest_{metric}"] = round(selection["highest_score"], 6)
+    figures["one_standard_error"] = round(selection["tolerance"], 6)
+    return figures
+
+
+def describe_selection(selection: dict[str, Any]) -> str:
+    """One log line for the choice."""
+    return (
+        f"{selection['best']['family']} {selection['metric']}={selection['best_score']:.4f} "
+        f"(highest {selection['highest_score']:.4f}, one standard error {selection['tolerance']:.4f}) "
+        f"of {len(selection['candidates'])} candidates, with {selection['best']}"
+    )
