@@ -11,7 +11,7 @@ import subprocess
 import yaml
 
 from churnflow.cli import main
-from churnflow.config import load_config
+from churnflow.config import load_config, parse_config
 
 from .conftest import CHURNFLOW
 from .fake_kfp_api import FakeKfpApi
@@ -58,7 +58,7 @@ def test_submit_sends_the_compiled_pipeline_and_parameters(kfp_api, capsys):
     parameters = run["runtime_config"]["parameters"]
     assert parameters["data_uri"] == "s3://data/customers.csv" and parameters["min_roc_auc"] == 0.8
     assert parameters["tune"] is False
-    assert json.loads(parameters["dataset_config"]) == load_config(ROOT_CONFIG).model_dump()
+    assert parse_config(json.loads(parameters["dataset_config"])) == load_config(ROOT_CONFIG)
     assert posted("/apis/v2beta1/experiments")[0]["display_name"] == "churn"
 
 
