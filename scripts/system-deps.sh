@@ -21,6 +21,7 @@ if ((${#packages[@]})); then
     # The Debian package starts its own Prometheus on :9090; the tests start theirs on free ports.
     if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus prometheus-pushgateway 2>/dev/null || true; fi
     pkill -x prometheus 2>/dev/null || true
+    pkill -x prometheus-pushgateway 2>/dev/null || true
     # Likewise its PostgreSQL cluster on :5432: the tests run private clusters (initdb) on free ports.
     if [[ " ${packages[*]} " == *" postgresql "* ]] && command -v pg_lsclusters >/dev/null 2>&1; then
       pg_lsclusters --no-header 2>/dev/null | while read -r version name _; do
