@@ -50,6 +50,29 @@ class Campaign:
     control_fraction: float = 0.1
     seed: int = 0
 
+    @classmethod
+    def from_parameters(
+        cls,
+        *,
+        contact_cost: float,
+        offer_cost: float,
+        save_rate: float,
+        budget: float,
+        top: int,
+        control_fraction: float,
+        seed: int,
+    ) -> Campaign:
+        """From pipeline parameters, which cannot be None: a budget or top of 0 means none."""
+        return cls(
+            contact_cost=contact_cost,
+            offer_cost=offer_cost,
+            save_rate=save_rate,
+            budget=budget if budget > 0 else None,
+            top=top if top > 0 else None,
+            control_fraction=control_fraction,
+            seed=seed,
+        )
+
     def check(self) -> None:
         for name in ("contact_cost", "offer_cost"):
             value = getattr(self, name)

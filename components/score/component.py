@@ -60,12 +60,12 @@ def merge_scores_op(
     from churnflow.components.score.logic import merge_shards, report_html
     from churnflow.plan import Campaign
 
-    campaign = Campaign(
+    campaign = Campaign.from_parameters(
         contact_cost=contact_cost,
         offer_cost=offer_cost,
         save_rate=save_rate,
-        budget=budget if budget > 0 else None,
-        top=top if top > 0 else None,
+        budget=budget,
+        top=top,
         control_fraction=control_fraction,
         seed=seed,
     )
@@ -115,12 +115,12 @@ def plan_op(
     from churnflow.config import parse_config_text
     from churnflow.plan import Campaign, explain_list, make_plan, read_scores, write_plan
 
-    campaign = Campaign(
+    campaign = Campaign.from_parameters(
         contact_cost=contact_cost,
         offer_cost=offer_cost,
         save_rate=save_rate,
-        budget=budget if budget > 0 else None,
-        top=top if top > 0 else None,
+        budget=budget,
+        top=top,
         control_fraction=control_fraction,
         seed=seed,
     )
