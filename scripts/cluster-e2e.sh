@@ -217,7 +217,7 @@ EOF
 for canary in pass fail; do
   uri="s3://mlpipeline/v2/artifacts/DRY-RUN/model"
   [[ "$canary" == fail ]] && uri=$MISSING_MODEL_URI
-  offline "$CHURNFLOW" deploy --dry-run --model-uri "$uri" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" \
+  offline "$CHURNFLOW" deploy --dry-run --model-uri "$uri" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" --store-secret "" \
     --deployment-mode "$MODE" --run-name "cluster-e2e canary that should $canary" \
     >"$WORKDIR/isvc-canary-$canary.yaml"
 done
@@ -250,6 +250,15 @@ if ! ((DRY_RUN)); then
 fi
 ok "churnflow-storage-s3 holds MinIO's keys"
 
+step "data credentials: the preprocess step's Secret (data_secret) with the same keys"
+say "kubectl create secret generic churnflow-data -n $NAMESPACE (MinIO's keys and endpoint) | kubectl apply"
+if ! ((DRY_RUN)); then
+  kubectl create secret generic churnflow-data -n "$NAMESPACE" --dry-run=client -o yaml \
+    --from-literal=AWS_ACCESS_KEY_ID="$access" --from-literal=AWS_SECRET_ACCESS_KEY="$secret" \
+    --from-literal=AWS_ENDPOINT_URL=http://minio-service.kubeflow:9000 | kubectl apply -f - >/dev/null
+fi
+ok "churnflow-data holds MinIO's keys (no prediction store here: store_secret is empty)"
+
 step "submit: upload and run the training pipeline (deploy_mode=apply, deployment_mode=$MODE)"
 run "$CHURNFLOW" upload --host "$KFP_HOST" --image "$TRAIN_IMAGE" --name "churnflow-e2e-$(date -u +%Y%m%d%H%M%S)"
 RUN_ID=DRY-RUN
@@ -258,7 +267,7 @@ if ! ((DRY_RUN)); then
   "$CHURNFLOW" submit --host "$KFP_HOST" --image "$TRAIN_IMAGE" --experiment churnflow-e2e \
     --run-name "cluster-e2e $(date -u +%Y-%m-%dT%H:%M:%SZ)" --set namespace="$NAMESPACE" \
     --set serve_image="$SERVE_IMAGE" --set deploy_mode=apply --set deployment_mode="$MODE" \
-    --set min_roc_auc=0.6 | tee "$WORKDIR/submit.log"
+    --set store_secret= --set min_roc_auc=0.6 | tee "$WORKDIR/submit.log"
   RUN_ID=$(awk '/started run/ {print $4}' "$WORKDIR/submit.log")
   [[ -n "$RUN_ID" ]] || fail "no run id in the submit output"
 fi
@@ -301,7 +310,7 @@ ok "model $version serves"
 
 if [[ "$MODE" == Serverless ]]; then
   step "canary that passes: 20% on a new revision, promoted"
-  run "$CHURNFLOW" deploy --model-uri "$GOOD_URI" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" \
+  run "$CHURNFLOW" deploy --model-uri "$GOOD_URI" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" --store-secret "" \
     --deployment-mode "$MODE" --model-version "$EXPECTED_VERSION" --metadata-sha256 "$GOOD_DIGEST" \
     --run-name "cluster-e2e canary that should pass" --canary 20 --timeout 600
   if ! ((DRY_RUN)); then
@@ -317,7 +326,7 @@ canary=()
 [[ "$MODE" == Serverless ]] && canary=(--canary 20)
 say "$CHURNFLOW deploy --model-uri $MISSING_MODEL_URI ... ${canary[*]} --timeout 300   (must fail)"
 if ! ((DRY_RUN)); then
-  if "$CHURNFLOW" deploy --model-uri "$MISSING_MODEL_URI" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" \
+  if "$CHURNFLOW" deploy --model-uri "$MISSING_MODEL_URI" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" --store-secret "" \
     --deployment-mode "$MODE" --run-name "cluster-e2e canary that should fail" "${canary[@]}" --timeout 300 \
     2>"$WORKDIR/failed-rollout.log"; then
     fail "a rollout of a missing model succeeded"

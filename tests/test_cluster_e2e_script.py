@@ -23,6 +23,7 @@ STEPS = [
     "render offline",
     "apply: namespace, manifests/",
     "storage credentials",
+    "data credentials",
     "submit",
     "wait: the run succeeds",
     "score: the original design's request over v1 and v2",
@@ -64,7 +65,7 @@ def test_dry_run_walks_every_step_and_renders_valid_manifests(tmp_path, isvc_val
     assert len(headers) == len(STEPS), headers
     for header, expected in zip(headers, STEPS, strict=True):
         assert expected in header, (header, expected)
-    assert "dry run complete (10 steps)" in out
+    assert f"dry run complete ({len(STEPS)} steps)" in out
     assert "manifests/ built and valid (kubernetes-validate --strict)" in out
     # the cluster commands are shown, not run
     for command in (
@@ -80,7 +81,7 @@ def test_dry_run_walks_every_step_and_renders_valid_manifests(tmp_path, isvc_val
         assert command in out, command
     assert ("--canary 20" in out) == (mode == "Serverless")
 
-    pipeline = yaml.safe_load((tmp_path / "churn_pipeline.yaml").read_text())
+    pipeline, _platform = yaml.safe_load_all((tmp_path / "churn_pipeline.yaml").read_text())  # spec, Secrets
     assert pipeline["pipelineInfo"]["name"] == "churnflow-training"
     built = [d for d in yaml.safe_load_all((tmp_path / "manifests.yaml").read_text()) if d]
     assert {d["metadata"].get("namespace") for d in built} == {"churn-e2e"}
