@@ -35,7 +35,7 @@ if vulnerable:
     for dependency in vulnerable:
         for vuln in dependency["vulns"]:
             fixed = ", ".join(vuln.get("fix_versions") or []) or "no fixed version"
-            aliases = f" ({', '.join(vuln['aliases'])})" if vuln.get("aliases") else ""
+            aliases = f" ({', '.join(sorted(vuln['aliases']))})" if vuln.get("aliases") else ""  # pip-audit: a set
             print(f"  {dependency['name']} {dependency['version']}: {vuln['id']}{aliases}; fixed in {fixed}")
     sys.exit(1)
 if not audited:
