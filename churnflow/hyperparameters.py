@@ -7,6 +7,8 @@ noise-aware rule (components/tune/logic.py), not fixed here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -19,6 +21,8 @@ FAMILIES = (RANDOM_FOREST, HIST_GRADIENT_BOOSTING)
 MAX_FEATURES_NAMES = ("sqrt", "log2", "none")
 CLASS_WEIGHTS = ("", "balanced", "balanced_subsample")
 EARLY_STOPPING = ("auto", "true", "false")
+SMALL_TABLE_ROWS = 50_000
+"""Below this many rows gradient boosting fits on one OpenMP thread (see fit_threads)."""
 
 
 class ForestParams(BaseModel):
@@ -167,3 +171,20 @@ def build_estimator(params: ModelParams, n_jobs: int | None = -1) -> Any:
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=n_jobs)
+
+
+@contextmanager
+def fit_threads(params: ModelParams, rows: int) -> Iterator[None]:
+    """Gradient boosting's OpenMP threads while fitting `rows` rows: one on small tables, all otherwise.
+
+    HistGradientBoosting synchronises its threads at every split of every tree; on a small table that
+    costs more than the work it shares, and on a busy machine (a pipeline's parallel tasks, a CI run)
+    spinning threads slow every fit several-fold. Forests parallelise over whole trees (n_jobs) and are
+    left alone."""
+    if isinstance(params, BoostingParams) and rows < SMALL_TABLE_ROWS:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="openmp"):
+            yield
+    else:
+        yield

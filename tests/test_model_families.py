@@ -169,3 +169,37 @@ def test_boosted_explain_adds_up_to_the_served_probability(boosted):
         # the calibration's own shift, not a remainder that could hide wrong contributions
         assert abs(answer["calibration_adjustment"] - (probability - raw)) <= 1e-12
     assert json.dumps(answers)  # plain JSON for the :explain route
+
+
+def _openmp_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return min(i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp")
+
+
+def test_boosting_fits_small_tables_on_one_openmp_thread(splits, monkeypatch):
+    """HistGradientBoosting's per-split thread synchronisation costs more than it shares on small tables
+    (and spins on a busy machine): small fits take one thread, large ones and forests keep every core."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from churnflow.components.tune import logic as tune_logic
+    from churnflow.hyperparameters import SMALL_TABLE_ROWS, fit_threads
+
+    cores = _openmp_threads()
+    with fit_threads(BoostingParams(), 1000):
+        assert _openmp_threads() == 1
+    with fit_threads(BoostingParams(), SMALL_TABLE_ROWS):
+        assert _openmp_threads() == cores
+    with fit_threads(ForestParams(), 1000):
+        assert _openmp_threads() == cores
+
+    seen: list[int] = []
+
+    class Recording(HistGradientBoostingClassifier):
+        def fit(self, X, y, sample_weight=None):  # noqa: N803 - scikit-learn's names
+            seen.append(_openmp_threads())
+            return super().fit(X, y, sample_weight)
+
+    monkeypatch.setattr(tune_logic, "build_estimator", lambda params: Recording(**params.sklearn_kwargs()))
+    cross_validate(splits / "train", splits / "contract", BoostingParams(max_iter=10).model_dump(), folds=3)
+    assert seen == [1, 1, 1]

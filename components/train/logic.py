@@ -23,7 +23,7 @@ from churnflow.components.train.compile_forest import TOLERANCE, compile_model, 
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
 from churnflow.decision import IDENTITY, choose_calibration, choose_threshold, save_calibrator
-from churnflow.hyperparameters import ModelParams, build_estimator
+from churnflow.hyperparameters import ModelParams, build_estimator, fit_threads
 from churnflow.reference import build_reference, save_reference
 
 COMPILE_CHECK_ROWS = 2000
@@ -33,7 +33,8 @@ def fit_model(features: np.ndarray, target: np.ndarray, params: ModelParams) -> 
     """Fits on all cores; a forest then gets n_jobs reset, since one request's predict_proba is fastest
     single-threaded."""
     model = build_estimator(params)
-    model.fit(features, target)
+    with fit_threads(params, len(features)):
+        model.fit(features, target)
     if hasattr(model, "n_jobs"):
         model.n_jobs = None
     return model
@@ -58,7 +59,8 @@ def out_of_fold_probability(features: np.ndarray, target: np.ndarray, params: Mo
     """Churn probabilities for every training row from models that did not see it (5-fold, stratified)."""
     model = build_estimator(params)
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
+    with fit_threads(params, len(features)):
+        return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
 
 
 def train(

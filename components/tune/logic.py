@@ -35,6 +35,7 @@ from churnflow.hyperparameters import (
     BoostingParams,
     ForestParams,
     build_estimator,
+    fit_threads,
     model_params,
 )
 
@@ -147,7 +148,8 @@ def cross_validate(
     started = time.perf_counter()
     scores = []
     for fit_rows, held_rows in splitter.split(features, target):
-        model = build_estimator(params).fit(features[fit_rows], target[fit_rows])
+        with fit_threads(params, len(fit_rows)):
+            model = build_estimator(params).fit(features[fit_rows], target[fit_rows])
         scores.append(float(METRICS[metric](target[held_rows], model.predict_proba(features[held_rows])[:, 1])))
     return {
         "params": params.model_dump(),
