@@ -200,7 +200,7 @@ class KfpApi:
         if backend is None or backend >= (2, 4):
             return
         for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
-            for name in executor.get("container", {}).get("resources", {}):
+            for name in sorted(executor.get("container", {}).get("resources", {})):  # one answer, every run
                 if name.startswith("resource"):
                     raise ApiError(
                         400, f'Invalid input error: failed to parse the pipeline spec: unknown field "{name}"'
