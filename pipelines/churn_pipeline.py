@@ -1,4 +1,8 @@
-"""The pipeline's DAG: preprocess → train → evaluate → deploy, with evaluation gating deployment.
+"""The pipeline's DAG: preprocess → tune → train → evaluate → deploy, with evaluation gating deployment.
+
+Tuning is successive halving (components/tune/halving.py) in `RUNGS` fanned-out rungs of CV tasks:
+candidates → ParallelFor(cv_score) → next_rung → ParallelFor(cv_score) → next_rung →
+ParallelFor(cv_score) → select. A small table is decided at rung 0 and carried through the rest.
 
 This one function is what `churnflow compile` writes for Kubeflow and what `churnflow run` executes
 locally through kfp.local; there is no second code path. For KFP backends older than 2.14 (no fan-in
@@ -20,7 +24,8 @@ from churnflow.components.deploy.inferenceservice import (
 from churnflow.components.evaluate.component import evaluate_op
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
-from churnflow.components.tune.component import candidates_op, cv_score_op, select_params_op, tune_op
+from churnflow.components.tune.component import candidates_op, cv_score_op, next_rung_op, select_params_op, tune_op
+from churnflow.components.tune.halving import DEFAULT_MIN_ROWS, RUNGS
 from churnflow.config import config_to_json, load_config
 from churnflow.pipelines.resources import set_resources
 
@@ -56,6 +61,7 @@ def _training_dag(
     tuning_grid: str = "",
     tuning_metric: str = "roc_auc",
     cv_folds: int = 5,
+    halving_min_rows: int = DEFAULT_MIN_ROWS,
     calibration: str = "auto",
     threshold_goal: str = "f1",
     min_roc_auc: float = 0.70,
@@ -106,10 +112,12 @@ def _training_dag(
             folds=cv_folds,
             metric=tuning_metric,
             seed=seed,
+            halving_min_rows=halving_min_rows,
         )
         set_resources(selection, "compute")
     else:
-        candidates = candidates_op(
+        rung = candidates_op(
+            contract=preprocess.outputs["contract"],
             tune=tune,
             tuning_grid=tuning_grid,
             n_estimators=n_estimators,
@@ -118,18 +126,23 @@ def _training_dag(
             max_features=max_features,
             class_weight=class_weight,
             random_state=seed,
+            halving_min_rows=halving_min_rows,
         )
-        set_resources(candidates, "light")
-        with dsl.ParallelFor(candidates.output, name="cross-validate-candidates") as candidate:
-            scored = cv_score_op(
-                train_data=preprocess.outputs["train_data"],
-                contract=preprocess.outputs["contract"],
-                candidate=candidate,
-                folds=cv_folds,
-                metric=tuning_metric,
-                seed=seed,
-            )
-            set_resources(scored, "compute")
+        set_resources(rung, "light")
+        for number in range(RUNGS):
+            with dsl.ParallelFor(rung.output, name=f"cross-validate-rung-{number}") as candidate:
+                scored = cv_score_op(
+                    train_data=preprocess.outputs["train_data"],
+                    contract=preprocess.outputs["contract"],
+                    candidate=candidate,
+                    folds=cv_folds,
+                    metric=tuning_metric,
+                    seed=seed,
+                )
+                set_resources(scored, "compute")
+            if number < RUNGS - 1:
+                rung = next_rung_op(results=dsl.Collected(scored.output))
+                set_resources(rung, "light")
         selection = select_params_op(results=dsl.Collected(scored.output))
         set_resources(selection, "light")
     train = train_op(

@@ -37,7 +37,8 @@ def tasks(spec: dict) -> set[str]:
 def test_the_newest_dag_uses_the_fan_in_and_the_table_finds_it(tmp_path: Path) -> None:
     spec = documents(compile_pipeline(tmp_path / "new.yaml"))
     used = features_used(spec)
-    assert used["collected"] == ["root/for-loop-1"]
+    # one fan-in per rung of the search
+    assert used["collected"] == ["root/for-loop-1", "root/for-loop-2", "root/for-loop-3"]
     # the Secrets (data for preprocess: name a parameter, `optional: false` written by kfp-kubernetes) and
     # the task resources as strings
     assert set(used) == {"collected", "optional_secret_env", "secret_name_parameter", "resource_strings"}
@@ -54,7 +55,7 @@ def test_compiled_for_a_backend_uses_nothing_beyond_it(tmp_path: Path, backend: 
     text = yaml.safe_dump_all(spec)
     if backend < FEATURES["collected"].needs:  # tuning in one task: no loop, no fan-in
         assert "tune-op" in tasks(spec[0]) and "parameterIterator" not in text
-        assert not {"candidates-op", "cv-score-op", "select-params-op"} & tasks(spec[0])
+        assert not {"candidates-op", "cv-score-op", "next-rung-op", "select-params-op"} & tasks(spec[0])
         train_inputs = spec[0]["root"]["dag"]["tasks"]["train-op"]["inputs"]["parameters"]
         assert train_inputs["selection"]["taskOutputParameter"]["producerTask"] == "tune-op"
     else:
@@ -125,60 +126,12 @@ def test_tuning_in_one_task_chooses_what_the_fan_out_chooses(model_dir: Path) ->
     listed = candidates(ForestParams(n_estimators=10), True, '{"min_samples_leaf": [1, 20]}')
     fanned = select_best([cross_validate(root / "train", root / "contract", c, folds=3) for c in listed])
     together = tune_in_one_task(root / "train", root / "contract", listed, folds=3)
-    assert together == {
-        **fanned,
-        "candidates": [
-            {**c, "seconds": together["candidates"][i]["seconds"]} for i, c in enumerate(fanned["candidates"])
-        ],
-    }
-
-
-def run_spec(body: dict) -> dict:
-    spec = body["pipeline_spec"]
-    return spec.get("pipeline_spec", spec)
-
-
-@pytest.mark.parametrize(("version", "fan_in"), [("2.5.0", False), ("2.14.0", True), ("unknown", False)])
-def test_submit_compiles_for_the_backend_the_api_reports(kfp_api: KfpApi, version: str, fan_in: bool) -> None:
-    kfp_api.version = version
-    assert main(["submit", "--host", kfp_api.url]) == 0
-    (run,) = kfp_api.posted("/apis/v2beta1/runs")
-    spec = run_spec(run)
-    assert ("collected" in features_used([spec])) is fan_in
-    assert ("tune-op" in tasks(spec)) is not fan_in
-    (created,) = kfp_api.runs.values()
-    assert created["state"] == "PENDING", created.get("error")
-
-
-def test_upload_and_schedule_compile_for_the_backend_too(kfp_api: KfpApi) -> None:
-    kfp_api.version = "2.3.1"
-    assert main(["upload", "--host", kfp_api.url]) == 0
-    (pipeline,) = kfp_api.pipelines.values()
-    assert features_used(pipeline["spec"]) == {}
-    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 0
-    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
-    assert "tune-op" in tasks(run_spec(job))
-    assert next(iter(kfp_api.recurring_runs.values()))["runs_would_fail_with"] is None
-
-
-def test_an_explicit_backend_overrides_the_reported_one(kfp_api: KfpApi) -> None:
-    kfp_api.version = "2.14.0"
-    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.4"]) == 0
-    (run,) = kfp_api.posted("/apis/v2beta1/runs")
-    assert "tune-op" in tasks(run_spec(run))
-    # named wrongly, a newer DAG reaches an older backend, whose driver fails the run (as the double shows)
-    kfp_api.version = "2.4.0"
-    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.14"]) == 0
-    failed = list(kfp_api.runs.values())[-1]
-    assert failed["state"] == "FAILED" and "ParallelFor" in failed["error"]["message"]
-
-
-def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
-    kfp_api.version = "1.8.5"
-    assert main(["submit", "--host", kfp_api.url]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "KFP backend 1.8 runs KFP v1 pipelines only" in err
-    assert kfp_api.posted("/apis/v2beta1/runs") == []
+    assert together["halving"]["rungs"] == [
+        {"rung": 0, "rows": together["halving"]["train_rows"], "candidates": [0, 1]}
+    ]
+    same = ("best", "metric", "best_score", "rule", "highest_score", "highest_params", "tolerance")
+    assert {k: together[k] for k in same} == {k: fanned[k] for k in same}
+    assert [c["fold_scores"] for c in together["candidates"]] == [c["fold_scores"] for c in fanned["candidates"]]
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import joblib
 import numpy as np
 import pytest
 
-from churnflow.components.preprocess.logic import preprocess
+from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
 from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, parse_grid, select_best
 from churnflow.config import load_config
@@ -42,7 +42,7 @@ def boosted(splits, tmp_path_factory):
         threshold_goal="f1",
     )
     contract = FeatureContract.load(model_dir)
-    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
     return model_dir, metadata, contract.encode_frame(frame)
 
 

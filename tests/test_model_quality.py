@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss
 
-from churnflow.components.preprocess.logic import preprocess
+from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
 from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, select_best
 from churnflow.config import load_config
@@ -180,7 +180,7 @@ def test_explanations_add_up_to_the_probability(splits, tmp_path):
     )
     contract = FeatureContract.load(tmp_path / "model")
     model = joblib.load(tmp_path / "model" / "model.joblib")
-    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
     features = contract.encode_frame(frame)
     served = load_calibrator(tmp_path / "model").apply(model.predict_proba(features)[:, 1])
     answers = explain_rows(model, contract, features, served)
@@ -202,7 +202,7 @@ def test_explanations_match_an_independent_decomposition(splits, tmp_path):
     train(splits / "train", splits / "contract", tmp_path / "model", ForestParams(n_estimators=25, max_depth=8))
     contract = FeatureContract.load(tmp_path / "model")
     model = joblib.load(tmp_path / "model" / "model.joblib")
-    frame = read_split(splits / "test" / "test.csv", contract.numeric, list(contract.categorical))
+    frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
     features = contract.encode_frame(frame)
     assert len(features) >= 200
     served = model.predict_proba(features)[:, 1]
@@ -245,7 +245,13 @@ def test_compiled_pipeline_fans_tuning_out_and_collects_it(tmp_path):
 
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
     tasks = spec["root"]["dag"]["tasks"]
-    loop = tasks["for-loop-2"] if "for-loop-2" in tasks else next(t for t in tasks.values() if "parameterIterator" in t)
-    assert loop["parameterIterator"]["items"]["inputParameter"]
-    assert "cv-score-op" in spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    loops = [tasks[name] for name in sorted(tasks) if "parameterIterator" in tasks[name]]
+    assert len(loops) == 3  # one fan-out per rung of the search, each fed by the previous rung's choice
+    for loop, feeder in zip(loops, ["candidates-op", "next-rung-op", "next-rung-op-2"], strict=True):
+        assert loop["parameterIterator"]["items"]["inputParameter"]
+        assert feeder in loop["dependentTasks"]
+        assert any(
+            t.startswith("cv-score-op") for t in spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+        )
+    assert tasks["select-params-op"]["dependentTasks"] == ["for-loop-3"]
     assert tasks["train-op"]["dependentTasks"] == ["preprocess-op", "select-params-op"]

@@ -20,7 +20,13 @@ from churnflow.pipelines.resources import compute_profile
 
 NEW_FIELDS = ("resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit")
 OLD_FIELDS = ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit")
-COMPUTE_STEPS = {"exec-preprocess-op", "exec-cv-score-op", "exec-train-op", "exec-evaluate-op", "exec-drift-check-op"}
+COMPUTE_STEPS = {
+    "exec-preprocess-op",
+    *(f"exec-cv-score-op{suffix}" for suffix in ("", "-2", "-3")),  # one per rung of the search
+    "exec-train-op",
+    "exec-evaluate-op",
+    "exec-drift-check-op",
+}
 
 
 def executors(path: Path) -> dict[str, dict]:

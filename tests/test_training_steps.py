@@ -125,8 +125,8 @@ def test_blanks_labels_and_types_are_coerced():
 def test_preprocess_splits_stratified_and_writes_the_contract(tmp_path):
     summary = preprocess("", DEFAULT, tmp_path / "tr", tmp_path / "te", tmp_path / "c", synthetic_rows=1000)
     assert (summary.rows, summary.train_rows, summary.test_rows) == (1000, 800, 200)
-    train_rate = pd.read_csv(tmp_path / "tr/train.csv")["churn"].mean()
-    test_rate = pd.read_csv(tmp_path / "te/test.csv")["churn"].mean()
+    train_rate = pd.read_parquet(tmp_path / "tr/train.parquet")["churn"].mean()
+    test_rate = pd.read_parquet(tmp_path / "te/test.parquet")["churn"].mean()
     assert abs(train_rate - test_rate) < 0.01
     contract = FeatureContract.load(tmp_path / "c")
     assert contract.categorical == {"contract_type": ["Month-to-month", "One year", "Two year"]}

@@ -150,7 +150,7 @@ def parse_champion(text: str) -> dict[str, Any] | None:
 
 
 def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_metrics: str = "") -> dict[str, Any]:
-    """Scores the model on test.csv and returns the full report (also what evaluation.json holds)."""
+    """Scores the model on the test split and returns the full report (also what evaluation.json holds)."""
     verify_files(model_dir)
     contract = FeatureContract.load(model_dir)
     model = joblib.load(Path(model_dir) / MODEL_FILE)

@@ -15,8 +15,8 @@ from churnflow.data import frame_digest, read_table, validate_table, write_split
 from churnflow.errors import ChurnflowError
 from churnflow.synthetic import synthetic_customers
 
-TRAIN_FILE = "train.csv"
-TEST_FILE = "test.csv"
+TRAIN_FILE = "train.parquet"
+TEST_FILE = "test.parquet"
 DATA_SUMMARY_FILE = "data_summary.json"
 
 
@@ -67,7 +67,8 @@ def preprocess(
     seed: int = 42,
     test_size: float = 0.2,
 ) -> PreprocessSummary:
-    """Reads, validates and splits the table; writes train.csv, test.csv and contract.json."""
+    """Reads, validates and splits the table; writes train.parquet, test.parquet (compact:
+    churnflow.data.write_split) and contract.json."""
     raw, source = load_source(data_uri, synthetic_rows, seed)
     validated = validate_table(raw, config)
     train, test = split_table(validated.frame, config.target, test_size, seed)

@@ -92,9 +92,11 @@ def train(
     if calibration == "none" and _is_fixed(threshold_goal):
         threshold, threshold_report = choose_threshold(threshold_goal, np.empty(0), np.empty(0))
     else:
-        oof = out_of_fold_probability(features, target, params, seed)
-        calibrator, calibration_report = choose_calibration(calibration, oof, target, seed)
-        threshold, threshold_report = choose_threshold(threshold_goal, calibrator.apply(oof), target)
+        rows = calibration_rows(tuning, len(features))
+        oof = out_of_fold_probability(features[:rows], target[:rows], params, seed)
+        calibrator, calibration_report = choose_calibration(calibration, oof, target[:rows], seed)
+        threshold, threshold_report = choose_threshold(threshold_goal, calibrator.apply(oof), target[:rows])
+        calibration_report["rows"] = rows
     contract = contract.model_copy(update={"threshold": threshold})
 
     model_dir = Path(model_dir)
@@ -135,6 +137,17 @@ def train(
         "versions": library_versions(),
     }
     return write_metadata(model_dir, metadata)
+
+
+def calibration_rows(tuning: dict[str, Any] | None, rows: int) -> int:
+    """Rows whose out-of-fold predictions choose the calibration and the threshold.
+
+    All of them, unless tuning ran successive halving: then the rows of its last rung (a prefix of
+    the shuffled split, a random sample), where the chosen settings were scored. Five more fits on
+    every row of a large table would cost five times the final fit to refine a curve that a sample of
+    tens of thousands of rows already pins down."""
+    search = (tuning or {}).get("halving") or {}
+    return min(rows, int(search.get("tuning_rows", rows)))
 
 
 def _is_fixed(goal: str) -> bool:

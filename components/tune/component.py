@@ -1,5 +1,6 @@
-"""KFP wrappers of the tuning steps (logic in logic.py): candidates → ParallelFor(cv_score) → select,
-or, for KFP backends older than 2.14 (no fan-in of loop outputs), tune_op doing all three in one task."""
+"""KFP wrappers of the tuning steps (logic in logic.py and halving.py): candidates → ParallelFor(cv_score)
+→ next_rung → ParallelFor(cv_score) → next_rung → ParallelFor(cv_score) → select, or, for KFP backends
+older than 2.14 (no fan-in of loop outputs), tune_op doing all of it in one task."""
 
 from typing import List  # noqa: UP035 - KFP reads typing.List annotations
 
@@ -10,6 +11,7 @@ from churnflow.components.image import churnflow_component
 
 @churnflow_component
 def candidates_op(
+    contract: Input[Artifact],
     tune: bool,
     tuning_grid: str,
     n_estimators: int,
@@ -18,11 +20,14 @@ def candidates_op(
     max_features: str,
     class_weight: str,
     random_state: int,
+    halving_min_rows: int,
 ) -> List[dict]:  # noqa: UP006
-    """The candidate settings to score: the grid over the base settings, or only the base when not tuning."""
-    from churnflow.components.tune.logic import base_candidates
+    """The candidate settings (the grid over the base settings, or only the base when not tuning) as
+    rung 0's items, each carrying the search's schedule (rows per rung, from the split's size)."""
+    from churnflow.components.tune import halving
+    from churnflow.components.tune.logic import base_candidates, train_rows
 
-    return base_candidates(
+    listed = base_candidates(
         tune,
         tuning_grid,
         n_estimators=n_estimators,
@@ -32,6 +37,21 @@ def candidates_op(
         class_weight=class_weight,
         random_state=random_state,
     )
+    items = halving.start(listed, train_rows(contract.path), halving_min_rows)
+    print(f"candidates: {len(items)}, rows per rung {items[0]['search']['schedule']}")
+    return items
+
+
+@churnflow_component
+def next_rung_op(results: List[str]) -> List[dict]:  # noqa: UP006
+    """Keeps the best third of a rung (and its one-standard-error choice) for the next, larger rung."""
+    import json
+
+    from churnflow.components.tune import halving
+
+    items = halving.advance([json.loads(r) for r in results])
+    print(f"next rung: {'decided, carried' if 'carry' in items[0] else 'scoring'} {len(items)} candidate(s)")
+    return items
 
 
 @churnflow_component
@@ -43,13 +63,17 @@ def cv_score_op(
     metric: str,
     seed: int,
 ) -> str:
-    """Stratified k-fold CV score (mean and spread) of one candidate on the training split (JSON)."""
+    """Stratified k-fold CV score (mean and spread) of one rung item: a candidate on a prefix of the
+    training split, or a result carried through once the search has decided (JSON)."""
     import json
 
-    from churnflow.components.tune.logic import cross_validate
+    from churnflow.components.tune.logic import score_item
 
-    result = cross_validate(train_data.path, contract.path, candidate, folds=folds, metric=metric, seed=seed)
-    print(f"cv_score: {result['metric']}={result['score']:.4f} ± {result['std']:.4f} (sd) for {result['params']}")
+    result = score_item(train_data.path, contract.path, candidate, folds=folds, metric=metric, seed=seed)
+    print(
+        f"cv_score: {result['metric']}={result['score']:.4f} ± {result['std']:.4f} (sd) on {result['rows']} rows"
+        f"{' (carried)' if 'carry' in candidate else ''} for {result['params']}"
+    )
     return json.dumps(result)
 
 
@@ -58,9 +82,10 @@ def select_params_op(results: List[str], tuning_metrics: Output[Metrics]) -> str
     """Chooses by the one-standard-error rule; logs every candidate's CV mean and spread as KFP metrics."""
     import json
 
-    from churnflow.components.tune.logic import describe_selection, select_best, selection_metrics
+    from churnflow.components.tune.halving import finish
+    from churnflow.components.tune.logic import describe_selection, selection_metrics
 
-    selection = select_best([json.loads(r) for r in results])
+    selection = finish([json.loads(r) for r in results])
     for name, value in selection_metrics(selection).items():
         tuning_metrics.log_metric(name, value)
     print(f"select: {describe_selection(selection)}")
@@ -81,10 +106,11 @@ def tune_op(
     folds: int,
     metric: str,
     seed: int,
+    halving_min_rows: int,
     tuning_metrics: Output[Metrics],
 ) -> str:
-    """Scores every candidate by CV in this one pod and picks by the same rule (same JSON and metrics as
-    select_params_op)."""
+    """Runs the whole search (every rung, every candidate) in this one pod and picks by the same rule
+    (same JSON and metrics as select_params_op)."""
     import json
 
     from churnflow.components.tune.logic import (
@@ -104,7 +130,15 @@ def tune_op(
         class_weight=class_weight,
         random_state=seed,
     )
-    selection = tune_in_one_task(train_data.path, contract.path, listed, folds=folds, metric=metric, seed=seed)
+    selection = tune_in_one_task(
+        train_data.path,
+        contract.path,
+        listed,
+        folds=folds,
+        metric=metric,
+        seed=seed,
+        halving_min_rows=halving_min_rows,
+    )
     for name, value in selection_metrics(selection).items():
         tuning_metrics.log_metric(name, value)
     print(f"tune: {describe_selection(selection)}")

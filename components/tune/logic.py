@@ -2,9 +2,10 @@
 choose with a rule that respects fold-to-fold noise.
 
 The pipeline fans the candidates out (one KFP task each, dsl.ParallelFor), so on a cluster they run on
-as many pods at once; locally they run one after another. Backends older than KFP 2.14 cannot collect
-a loop's outputs, so for them one task scores every candidate in its own pod (`tune_in_one_task`) with
-the same cross_validate and select_best. The test split is never read here.
+as many pods at once; locally they run one after another. On a large training split the search runs
+in rungs of successive halving on growing subsamples (halving.py), each rung its own fan-out. Backends
+older than KFP 2.14 cannot collect a loop's outputs, so for them one task runs the same search in its
+own pod (`tune_in_one_task`). The test split is never read here.
 
 The choice is the one-standard-error rule: the candidates are listed simplest first (the random forest
 before boosting, each family's defaults before its variations), and the first whose mean fold score is
@@ -24,7 +25,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from churnflow.components.preprocess.logic import TRAIN_FILE
+from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
+from churnflow.components.tune import halving
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split
 from churnflow.errors import ChurnflowError
@@ -135,13 +137,15 @@ def cross_validate(
     folds: int = 5,
     metric: str = "roc_auc",
     seed: int = 42,
+    rows: int | None = None,
 ) -> dict[str, Any]:
-    """Stratified k-fold score of one candidate on the training split."""
+    """Stratified k-fold score of one candidate on the training split, or on its first `rows` rows
+    (a random sample: the split is stored shuffled)."""
     if metric not in METRICS:
         raise ChurnflowError(f"tuning_metric: expected one of {', '.join(METRICS)}, got {metric!r}")
     params = model_params(**candidate)
     contract = FeatureContract.load(contract_dir)
-    frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical))
+    frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical), rows=rows)
     features = contract.encode_frame(frame)
     target = frame[contract.target].to_numpy(dtype="int64")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -158,8 +162,27 @@ def cross_validate(
         "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
         "standard_error": standard_error(scores),
         "fold_scores": scores,
+        "rows": len(frame),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def score_item(
+    train_dir: str | Path,
+    contract_dir: str | Path,
+    item: dict[str, Any],
+    folds: int = 5,
+    metric: str = "roc_auc",
+    seed: int = 42,
+) -> dict[str, Any]:
+    """One rung item (components/tune/halving.py): cross-validate its candidate on its rows, or hand
+    back a carried result once the search has decided."""
+    if "carry" in item:
+        return item["carry"]
+    result = cross_validate(
+        train_dir, contract_dir, item["params"], folds=folds, metric=metric, seed=seed, rows=int(item["rows"])
+    )
+    return {"index": int(item["index"]), **result, "search": item["search"]}
 
 
 def standard_error(scores: list[float]) -> float:
@@ -198,14 +221,19 @@ def tune_in_one_task(
     folds: int = 5,
     metric: str = "roc_auc",
     seed: int = 42,
+    halving_min_rows: int = halving.DEFAULT_MIN_ROWS,
 ) -> dict[str, Any]:
-    """Cross-validates every candidate one after another and picks the best: the fan-out and the
-    fan-in in one pod, for backends that cannot collect a ParallelFor's outputs."""
-    results = [
-        cross_validate(train_dir, contract_dir, candidate, folds=folds, metric=metric, seed=seed)
-        for candidate in candidate_list
-    ]
-    return select_best(results)
+    """The whole search in one pod, rung after rung, candidate after candidate, with the same
+    schedule and rule as the fanned-out DAG: for backends that cannot collect a ParallelFor's outputs."""
+    items = halving.start(candidate_list, train_rows(contract_dir), halving_min_rows)
+    for _ in range(halving.RUNGS - 1):
+        items = halving.advance([score_item(train_dir, contract_dir, item, folds, metric, seed) for item in items])
+    return halving.finish([score_item(train_dir, contract_dir, item, folds, metric, seed) for item in items])
+
+
+def train_rows(contract_dir: str | Path) -> int:
+    """The training split's row count, from the summary preprocess wrote beside the contract."""
+    return int(json.loads((Path(contract_dir) / DATA_SUMMARY_FILE).read_text())["train_rows"])
 
 
 def base_candidates(
@@ -241,6 +269,9 @@ def selection_metrics(selection: dict[str, Any]) -> dict[str, float]:
         name = f"candidate_{i}_{candidate['params']['family']}_{candidate['metric']}"
         figures[name] = round(candidate["score"], 6)
         figures[f"{name}_std"] = round(candidate.get("std", 0.0), 6)
+    if "halving" in selection:
+        figures["tuning_rows"] = selection["halving"]["tuning_rows"]
+        figures["halving_rungs"] = len(selection["halving"]["rungs"])
     figures[f"chosen_{metric}"] = round(selection["best_score"], 6)
     figures[f"highest_{metric}"] = round(selection["highest_score"], 6)
     figures["one_standard_error"] = round(selection["tolerance"], 6)
@@ -252,5 +283,13 @@ def describe_selection(selection: dict[str, Any]) -> str:
     return (
         f"{selection['best']['family']} {selection['metric']}={selection['best_score']:.4f} "
         f"(highest {selection['highest_score']:.4f}, one standard error {selection['tolerance']:.4f}) "
-        f"of {len(selection['candidates'])} candidates, with {selection['best']}"
+        f"of {len(selection['candidates'])} candidates{_rows(selection)}, with {selection['best']}"
     )
+
+
+def _rows(selection: dict[str, Any]) -> str:
+    search = selection.get("halving")
+    if not search or len(search["rungs"]) < 2:
+        return ""
+    path = " → ".join(f"{len(r['candidates'])}@{r['rows']:,}" for r in search["rungs"])
+    return f" after successive halving ({path} rows)"

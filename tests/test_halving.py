@@ -1,0 +1,223 @@
+"""Issue 16 item 3: large tables are tuned by successive halving on growing prefixes of the shuffled
+training split, read compactly, and the chosen settings are fitted on every row."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnflow.components.preprocess.logic import TRAIN_FILE, preprocess
+from churnflow.components.train.logic import train
+from churnflow.components.tune import halving
+from churnflow.components.tune.logic import candidates, score_item, select_best, tune_in_one_task
+from churnflow.config import load_config
+from churnflow.contract import FeatureContract
+from churnflow.data import read_split, validate_table, write_split
+from churnflow.errors import ChurnflowError
+from churnflow.hyperparameters import ForestParams, model_params
+from churnflow.synthetic import synthetic_customers
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("halving")
+    preprocess("", load_config(None), root / "train", root / "test", root / "contract", synthetic_rows=3000, seed=3)
+    return root
+
+
+def result(index: int, score: float, standard_error: float, rows: int = 100) -> dict:
+    """A cross_validate result as the rung functions see it (a forest candidate numbered `index`)."""
+    return {
+        "index": index,
+        "params": ForestParams(min_samples_leaf=index + 1).model_dump(),
+        "metric": "roc_auc",
+        "score": score,
+        "std": standard_error * np.sqrt(5),
+        "standard_error": standard_error,
+        "fold_scores": [score] * 5,
+        "rows": rows,
+        "search": {"train_rows": 1000, "schedule": [100, 300, 900], "factor": 3, "rungs": [], "decided": False},
+    }
+
+
+# -- the schedule --------------------------------------------------------------------------------
+
+
+def test_small_tables_are_searched_flat_and_large_ones_in_rungs_of_three_times_the_rows() -> None:
+    assert halving.schedule(800, 10_000) == [800]
+    assert halving.schedule(30_000, 10_000) == [30_000]  # not more than one rung's worth
+    assert halving.schedule(30_001, 10_000) == [10_000, 30_000, 30_001]
+    assert halving.schedule(800_000, 10_000) == [10_000, 30_000, 90_000]
+    assert halving.schedule(50_000, 10_000) == [10_000, 30_000, 50_000]
+    assert halving.schedule(8_000_000, 0) == [8_000_000]  # 0 turns halving off
+    with pytest.raises(ChurnflowError, match="halving_min_rows: expected 0 .off. or a positive row count, got -1"):
+        halving.schedule(1000, -1)
+
+
+# -- a rung --------------------------------------------------------------------------------------
+
+
+def test_a_rung_keeps_its_best_third_and_the_candidate_the_noise_aware_rule_would_choose() -> None:
+    # the simplest candidate (0) is not in the best third, but within one standard error of the best
+    scores = [0.829, 0.800, 0.810, 0.834, 0.838, 0.790, 0.837]
+    items = halving.advance([result(i, s, standard_error=0.01) for i, s in enumerate(scores)])
+    assert [item["index"] for item in items] == [0, 3, 4, 6]  # ceil(7/3)=3 best, plus 0; listed order
+    assert {item["rows"] for item in items} == {300}
+    assert items[0]["params"] == ForestParams(min_samples_leaf=1).model_dump()
+    assert [r["rows"] for r in items[0]["search"]["rungs"]] == [100]
+
+
+def test_a_rung_ignores_the_order_in_which_the_fan_in_delivered_its_results() -> None:
+    scores = [0.80, 0.84, 0.79, 0.83, 0.85, 0.81]
+    listed = [result(i, s, standard_error=0.001) for i, s in enumerate(scores)]
+    shuffled = listed[:]
+    random.Random(4).shuffle(shuffled)
+    assert halving.advance(shuffled) == halving.advance(listed)
+    assert [item["index"] for item in halving.advance(listed)] == [1, 4]
+
+
+def test_numbers_that_came_back_as_floats_from_kfp_are_typed_again() -> None:
+    floated = result(2, 0.8, 0.01)
+    floated["params"] = {k: float(v) if isinstance(v, int) else v for k, v in floated["params"].items()}
+    floated.update(index=2.0, rows=100.0)
+    selection = halving.finish([floated])
+    assert selection["best"] == ForestParams(min_samples_leaf=3).model_dump()
+    assert isinstance(selection["best"]["n_estimators"], int)
+    assert selection["candidates"][0]["rows"] == 100 and isinstance(selection["candidates"][0]["rows"], int)
+
+
+def test_once_decided_the_later_rungs_carry_the_choice_without_fitting(splits: Path) -> None:
+    # one candidate clearly ahead: rung 0 decides, and rungs 1 and 2 only pass its result on
+    items = halving.start([ForestParams(min_samples_leaf=n).model_dump() for n in (1, 2, 3)], 1000, 100)
+    scored = [
+        {**result(i, s, 0.001), "search": item["search"]}
+        for i, (s, item) in enumerate(zip([0.7, 0.9, 0.8], items, strict=True))
+    ]
+    carried = halving.advance(scored)
+    assert len(carried) == 1 and carried[0]["carry"]["index"] == 1
+    assert carried[0]["carry"]["search"]["decided"] is True
+    again = halving.advance([score_item(splits / "train", splits / "contract", item) for item in carried])
+    assert again == carried
+    selection = halving.finish([score_item(splits / "train", splits / "contract", item) for item in again])
+    assert selection["best"] == ForestParams(min_samples_leaf=2).model_dump()
+    assert [c["index"] for c in selection["candidates"]] == [0, 1, 2]
+    assert selection["halving"]["rungs"] == [{"rung": 0, "rows": 100, "candidates": [0, 1, 2]}]
+    assert selection["halving"]["tuning_rows"] == 100
+
+
+# -- the compact split ---------------------------------------------------------------------------
+
+
+def test_the_split_round_trips_exactly_and_compactly_and_a_prefix_reads_only_its_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = 150_000  # three row groups
+    frame = pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 72, rows).astype("float64"),
+            "monthly_charges": rng.uniform(20, 120, rows).round(2),
+            "plan": rng.choice(["Basic", "Pro", None], rows),
+            "churn": rng.integers(0, 2, rows),
+        }
+    )
+    frame.loc[::7, "tenure"] = np.nan
+    write_split(frame, tmp_path / "split.parquet")
+    back = read_split(tmp_path / "split.parquet", ["tenure", "monthly_charges"], ["plan"])
+    pd.testing.assert_frame_equal(back, frame)
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(tmp_path / "split.parquet")
+    assert str(schema.field("tenure").type) == "float"  # whole numbers: float32 is exact
+    assert str(schema.field("monthly_charges").type) == "double"  # cents are not exact in float32
+    assert str(schema.field("plan").type).startswith("dictionary")
+    prefix = read_split(tmp_path / "split.parquet", ["tenure", "monthly_charges"], ["plan"], rows=70_000)
+    pd.testing.assert_frame_equal(prefix, frame.iloc[:70_000])
+
+
+def test_the_training_split_is_stored_shuffled_so_a_prefix_is_a_random_sample(splits: Path) -> None:
+    contract = FeatureContract.load(splits / "contract")
+    frame = read_split(splits / "train" / TRAIN_FILE, contract.numeric, list(contract.categorical))
+    source = validate_table(synthetic_customers(3000, 3), load_config(None)).frame.reset_index(names="position")
+    located = frame.iloc[:600].merge(source, on=contract.numeric + ["churn"], how="left")
+    assert located["position"].notna().all()
+    # the first 600 training rows come from all over the source table, not from its start
+    assert located["position"].max() > 2400 and not located["position"].is_monotonic_increasing
+    assert abs(frame.iloc[:600]["churn"].mean() - frame["churn"].mean()) < 0.05
+
+
+# -- the whole search ----------------------------------------------------------------------------
+
+
+def test_the_search_in_one_task_halves_and_chooses_as_the_fanned_out_rungs_do(splits: Path) -> None:
+    listed = candidates(ForestParams(n_estimators=8), True, '{"min_samples_leaf": [1, 3, 10, 30], "max_depth": [0, 4]}')
+    assert len(listed) == 8
+    train_dir, contract_dir = splits / "train", splits / "contract"
+    together = tune_in_one_task(train_dir, contract_dir, listed, folds=3, halving_min_rows=200)
+    assert together["halving"]["schedule"] == [200, 600, 1800]
+    assert [(r["rows"], r["candidates"]) for r in together["halving"]["rungs"]] == [
+        (200, [0, 1, 2, 3, 4, 5, 6, 7]),
+        (600, [1, 2, 3]),  # the best third of 8
+        (1800, [1, 2]),  # the best third of 3, plus the rule's choice
+    ]
+    # the DAG's way: every rung fanned out, results collected in reverse order
+    items = halving.start(listed, 2400, 200)
+    for _ in range(halving.RUNGS - 1):
+        items = halving.advance([score_item(train_dir, contract_dir, i, folds=3) for i in reversed(items)])
+    fanned = halving.finish([score_item(train_dir, contract_dir, i, folds=3) for i in reversed(items)])
+    strip = lambda s: json.loads(json.dumps(s, default=str).replace('"seconds"', '"_"'))  # noqa: E731
+    assert {k: v for k, v in strip(together).items() if k != "candidates"} == {
+        k: v for k, v in strip(fanned).items() if k != "candidates"
+    }
+    assert [c["index"] for c in together["candidates"]] == [c["index"] for c in fanned["candidates"]]
+    assert together["best"] == select_best(together["candidates"])["best"]
+    assert together["candidates"][0]["rows"] == together["halving"]["tuning_rows"]
+
+
+def test_calibration_uses_the_last_rungs_rows_and_the_final_fit_every_row(splits: Path, tmp_path: Path) -> None:
+    selection = {
+        "best": ForestParams(n_estimators=10).model_dump(),
+        "halving": {"tuning_rows": 600, "train_rows": 2400, "schedule": [200, 600], "rungs": []},
+    }
+    metadata = train(
+        splits / "train",
+        splits / "contract",
+        tmp_path / "model",
+        model_params(**selection["best"]),
+        calibration="sigmoid",
+        threshold_goal="f1",
+        tuning=selection,
+    )
+    assert metadata["calibration"]["rows"] == 600
+    import joblib
+
+    model = joblib.load(tmp_path / "model" / "model.joblib")
+    assert sum(model.estimators_[0].tree_.weighted_n_node_samples[:1]) == 2400  # fitted on every row
+
+
+@pytest.mark.slow
+def test_the_pipeline_halves_through_kfp_local_and_fits_the_choice_on_every_row(tmp_path: Path) -> None:
+    """The real DAG: three fanned-out rungs through kfp.local; train fits the last rung's choice on all
+    2,400 training rows and calibrates on the last rung's 1,800."""
+    from churnflow.pipelines.local import run_local
+
+    arguments = {
+        "tuning_grid": '{"min_samples_leaf": [1, 3, 10, 30], "max_depth": [0, 4]}',
+        "n_estimators": 8,
+        "cv_folds": 3,
+        "halving_min_rows": 200,
+        "calibration": "sigmoid",
+    }
+    run = run_local(tmp_path, config=load_config(None), rows=3000, arguments=arguments)
+    metadata = json.loads((run.output_dir / "candidate" / "metadata.json").read_text())
+    tuning = metadata["tuning"]
+    assert [r["rows"] for r in tuning["halving"]["rungs"]] == [200, 600, 1800]
+    assert [len(r["candidates"]) for r in tuning["halving"]["rungs"]][0] == 8
+    assert tuning["best"] == select_best(tuning["candidates"])["best"]
+    assert {c["rows"] for c in tuning["candidates"]} == {1800}
+    assert metadata["hyperparameters"] == tuning["best"]
+    assert metadata["calibration"]["rows"] == 1800 and metadata["data"]["train_rows"] == 2400
+    assert run.metrics["roc_auc"] > 0.7
