@@ -208,9 +208,7 @@ def write_split(frame: pd.DataFrame, path: str | Path) -> None:
     compact.to_parquet(path, index=False, row_group_size=SPLIT_ROW_GROUP)
 
 
-def read_split(
-    path: str | Path, numeric: list[str], categorical: list[str], rows: int | None = None
-) -> pd.DataFrame:
+def read_split(path: str | Path, numeric: list[str], categorical: list[str], rows: int | None = None) -> pd.DataFrame:
     """Reads a split written by write_split back with the types validate_table gave it (numbers as
     float64, levels as normalised text or None); `rows` reads only that many from the start."""
     import pyarrow.parquet as pq

@@ -134,6 +134,54 @@ def test_tuning_in_one_task_chooses_what_the_fan_out_chooses(model_dir: Path) ->
     assert [c["fold_scores"] for c in together["candidates"]] == [c["fold_scores"] for c in fanned["candidates"]]
 
 
+def run_spec(body: dict) -> dict:
+    spec = body["pipeline_spec"]
+    return spec.get("pipeline_spec", spec)
+
+
+@pytest.mark.parametrize(("version", "fan_in"), [("2.5.0", False), ("2.14.0", True), ("unknown", False)])
+def test_submit_compiles_for_the_backend_the_api_reports(kfp_api: KfpApi, version: str, fan_in: bool) -> None:
+    kfp_api.version = version
+    assert main(["submit", "--host", kfp_api.url]) == 0
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    spec = run_spec(run)
+    assert ("collected" in features_used([spec])) is fan_in
+    assert ("tune-op" in tasks(spec)) is not fan_in
+    (created,) = kfp_api.runs.values()
+    assert created["state"] == "PENDING", created.get("error")
+
+
+def test_upload_and_schedule_compile_for_the_backend_too(kfp_api: KfpApi) -> None:
+    kfp_api.version = "2.3.1"
+    assert main(["upload", "--host", kfp_api.url]) == 0
+    (pipeline,) = kfp_api.pipelines.values()
+    assert features_used(pipeline["spec"]) == {}
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 3 * * *"]) == 0
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert "tune-op" in tasks(run_spec(job))
+    assert next(iter(kfp_api.recurring_runs.values()))["runs_would_fail_with"] is None
+
+
+def test_an_explicit_backend_overrides_the_reported_one(kfp_api: KfpApi) -> None:
+    kfp_api.version = "2.14.0"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.4"]) == 0
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert "tune-op" in tasks(run_spec(run))
+    # named wrongly, a newer DAG reaches an older backend, whose driver fails the run (as the double shows)
+    kfp_api.version = "2.4.0"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.14"]) == 0
+    failed = list(kfp_api.runs.values())[-1]
+    assert failed["state"] == "FAILED" and "ParallelFor" in failed["error"]["message"]
+
+
+def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
+    kfp_api.version = "1.8.5"
+    assert main(["submit", "--host", kfp_api.url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "KFP backend 1.8 runs KFP v1 pipelines only" in err
+    assert kfp_api.posted("/apis/v2beta1/runs") == []
+
+
 @pytest.mark.slow
 def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     """kfp.local runs the DAG compiled for backend 2.4: the one tuning task scores every candidate and
