@@ -1,14 +1,16 @@
-"""Benchmark: the local pipeline end to end, and training alone, at several table sizes.
+"""Benchmark: the local pipeline end to end, both modes, against the original training script.
 
-Run on purpose (not a test):  .venv/bin/python bench/pipeline_bench.py [--sizes 1000,100000,1000000]
+Run on purpose (not a test):  .venv/bin/python bench/pipeline_bench.py [--sizes 100000,1000000,10000000]
 
-Each measurement is a fresh process. "pipeline" is `churnflow run` in seed-exact mode (tune=false:
-kfp.local preprocess → train → evaluate → deploy, including compiling the forest to ONNX); its
-baseline is the original design's training script on the same rows (bench/baseline_train.py).
-"tuned" is the default `churnflow run` (6 candidates × 5-fold CV, calibration, threshold), timed up to
---max-tuned-rows; its ratio is against the seed-exact pipeline, i.e. the tuning cost. "fit" is the forest
-fit alone: ours (n_jobs=-1) against the seed's RandomForestClassifier(n_estimators=100, random_state=42).
-Ratios are measured in the same run. Peak RSS is the largest single process. The results go to
+Each measurement is a fresh process on the same synthetic rows:
+- "tuned" is the default `churnflow run`: kfp.local preprocess → tune (both model families; successive
+  halving on large tables) → train on every row → evaluate → deploy;
+- "seed-exact" is `churnflow run --set tune=false`: the original design's 100-tree forest, fully grown;
+- "original" is the original design's training script (bench/baseline_train.py).
+Ratios are ours over the original script's, measured in the same run. Peak RSS is that of the largest
+single process (kfp.local runs every task as its own process). Above --max-forest-rows the seed-exact
+run and the original script are not run: a fully grown forest grows with the rows it is fitted on
+(the results at the largest size that was run say by how much). Results go to
 bench/results/pipeline_bench.json (or --json) with the commit, date and machine.
 """
 
@@ -26,6 +28,7 @@ from _results import write_results
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 CHURNFLOW = str(Path(PYTHON).with_name("churnflow"))
+QUALITY = ("roc_auc", "f1", "brier")
 
 
 def measure(command: list[str]) -> dict:
@@ -35,69 +38,68 @@ def measure(command: list[str]) -> dict:
     result = json.loads(output)
     if result["returncode"] != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{result['stderr']}")
+    result.pop("stderr", None)
     return result
 
 
-def fit_only(rows: int, which: str) -> dict:
-    output = subprocess.run(
-        [PYTHON, str(HERE / "_fit_only.py"), str(rows), which], capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(output)
+def pipeline(rows: int, directory: Path, *settings: str) -> dict:
+    """One `churnflow run` and what it reported: quality, the chosen model and the tuning path."""
+    result = measure([CHURNFLOW, "run", "--rows", str(rows), "--output", str(directory), *settings])
+    metrics = json.loads((directory / "metrics.json").read_text())
+    metadata = json.loads((directory / "model" / "metadata.json").read_text())
+    search = (metadata.get("tuning") or {}).get("halving") or {}
+    result.update(
+        {name: metrics[name] for name in QUALITY},
+        family=metadata["family"],
+        hyperparameters=metadata["hyperparameters"],
+        tuning_rungs=[[r["rows"], len(r["candidates"])] for r in search.get("rungs", [])],
+        fit_seconds=metadata["fit_seconds"],
+        compiled=metrics["compiled"],
+    )
+    return result
+
+
+def original(rows: int, directory: Path) -> dict:
+    model = directory / "churn_model.pkl"
+    result = measure([PYTHON, str(HERE / "baseline_train.py"), str(rows), str(model)])
+    result.update(json.loads(model.with_suffix(".metrics.json").read_text()))
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,100000,1000000")
-    parser.add_argument("--max-tuned-rows", type=int, default=100_000)
+    parser.add_argument("--sizes", default="100000,1000000,10000000")
+    parser.add_argument("--max-forest-rows", type=int, default=1_000_000)
     parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
     parser.add_argument("--json", help="write the results here (default bench/results/pipeline_bench.json)")
     args = parser.parse_args()
     results = []
-    print(
-        f"{'rows':>9} {'what':<9} {'ours s':>8} {'base s':>8} {'ratio':>6} {'ours MiB':>9} {'base MiB':>9} {'ratio':>6}"
-    )
+    print(f"{'rows':>10} {'run':<11} {'seconds':>8} {'× orig':>7} {'peak MiB':>9} {'× orig':>7} {'ROC-AUC':>8}  model")
     for rows in (int(s) for s in args.sizes.split(",")):
+        entry: dict = {"rows": rows}
         with tempfile.TemporaryDirectory() as tmp:
-            ours = measure([CHURNFLOW, "run", "--rows", str(rows), "--output", f"{tmp}/run", "--set", "tune=false"])
-            metrics = json.loads(Path(f"{tmp}/run/metrics.json").read_text())
-            base = measure([PYTHON, str(HERE / "baseline_train.py"), str(rows), f"{tmp}/churn_model.pkl"])
-            tuned, tuned_metrics = None, None
-            if rows <= args.max_tuned_rows:
-                tuned = measure([CHURNFLOW, "run", "--rows", str(rows), "--output", f"{tmp}/tuned"])
-                tuned_metrics = json.loads(Path(f"{tmp}/tuned/metrics.json").read_text())
-        fit_ours, fit_base = fit_only(rows, "ours"), fit_only(rows, "seed")
-        rows_out = [("pipeline", ours, base), ("fit", fit_ours, fit_base)]
-        if tuned:
-            rows_out.insert(1, ("tuned", tuned, ours))
-        for what, a, b in rows_out:
+            if rows <= args.max_forest_rows:
+                entry["original"] = original(rows, Path(tmp))
+                entry["seed_exact"] = pipeline(rows, Path(tmp) / "seed-exact", "--set", "tune=false")
+            entry["tuned"] = pipeline(rows, Path(tmp) / "tuned")
+        base = entry.get("original")
+        for run in ("original", "seed_exact", "tuned"):
+            if run not in entry:
+                print(f"{rows:>10} {run:<11} not run (a fully grown forest above --max-forest-rows)")
+                continue
+            r = entry[run]
+            if base and run != "original":
+                r["seconds_ratio"] = r["seconds"] / base["seconds"]
+                r["peak_rss_ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
+            model = f"{r['family']} {r['tuning_rungs']}" if "family" in r else "forest, 100 trees"
             print(
-                f"{rows:>9} {what:<9} {a['seconds']:>8.2f} {b['seconds']:>8.2f} {a['seconds'] / b['seconds']:>6.2f} "
-                f"{a['peak_rss_mib']:>9.0f} {b['peak_rss_mib']:>9.0f} {a['peak_rss_mib'] / b['peak_rss_mib']:>6.2f}"
+                f"{rows:>10} {run:<11} {r['seconds']:>8.1f} {r.get('seconds_ratio', 1.0):>7.2f} "
+                f"{r['peak_rss_mib']:>9.0f} {r.get('peak_rss_ratio', 1.0):>7.2f} {r['roc_auc']:>8.4f}  {model}",
+                flush=True,
             )
-        quality = f"seed-exact roc_auc={metrics['roc_auc']:.4f} f1={metrics['f1']:.4f} brier={metrics['brier']:.4f}"
-        if tuned_metrics:
-            quality += (
-                f"; tuned roc_auc={tuned_metrics['roc_auc']:.4f} f1={tuned_metrics['f1']:.4f} "
-                f"brier={tuned_metrics['brier']:.4f}"
-            )
-        print(f"{'':>9} {quality}; compiled={metrics['compiled']} tree_nodes={fit_ours['tree_nodes']}")
-        results.append(
-            {
-                "rows": rows,
-                "pipeline": ours,
-                "baseline_script": base,
-                "tuned": tuned,
-                "fit_ours": fit_ours,
-                "fit_seed": fit_base,
-                "metrics": metrics,
-                "tuned_metrics": tuned_metrics,
-            }
-        )
-    for r in results:
-        for key in ("pipeline", "baseline_script", "tuned"):
-            if r[key]:
-                r[key].pop("stderr", None)
-    write_results("pipeline_bench", {"sizes": results}, args.note, args.json)
+        results.append(entry)
+    figures = {"sizes": results, "max_forest_rows": args.max_forest_rows}
+    write_results("pipeline_bench", figures, args.note, args.json)
 
 
 if __name__ == "__main__":

@@ -120,6 +120,50 @@ def soak(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+RUN_NAMES = {
+    "original": "original script",
+    "seed_exact": "`churnflow run --set tune=false` (seed-exact)",
+    "tuned": "`churnflow run` (tuned, the default)",
+}
+
+
+def _model(run: dict[str, Any]) -> str:
+    if "family" not in run:
+        return "forest, 100 trees, fully grown"
+    family = "gradient boosting" if run["family"] == "hist_gradient_boosting" else "random forest"
+    rungs = run["tuning_rungs"]
+    if len(rungs) > 1:
+        path = " → ".join(f"{count} on {_n(rows)}" for rows, count in rungs)
+        return f"{family}, halving: {path} rows"
+    return f"{family}, {rungs[0][1] if rungs else 1} candidate(s) on every row"
+
+
+def _ratio(run: dict[str, Any], key: str) -> str:
+    return f"{run[key]:.2f}" if key in run else "—"
+
+
+def pipeline(document: dict[str, Any]) -> str:
+    figures = document["figures"]
+    lines = [
+        _provenance(document),
+        "| rows | run | wall s | × original | peak RSS MiB | × original | test ROC-AUC | Brier | model |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in figures["sizes"]:
+        for key, name in RUN_NAMES.items():
+            run = entry.get(key)
+            if run is None:
+                lines.append(f"| {_n(entry['rows'])} | {name} | not run | | | | | | |")
+                continue
+            brier = f"{run['brier']:.4f}" if "brier" in run else "—"
+            lines.append(
+                f"| {_n(entry['rows'])} | {name} | {run['seconds']:.1f} | {_ratio(run, 'seconds_ratio')} | "
+                f"{_n(run['peak_rss_mib'])} | {_ratio(run, 'peak_rss_ratio')} | {run['roc_auc']:.4f} | {brier} | "
+                f"{_model(run)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def _recovery(seconds: float) -> str:
     return "not within 30 s" if seconds == float("inf") else f"{seconds:.2f}"
 
@@ -128,6 +172,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "serve_bench": serve,
     "request_bench": request,
     "soak_bench": soak,
+    "pipeline_bench": pipeline,
 }
 
 

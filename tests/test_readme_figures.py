@@ -18,6 +18,7 @@ BLOCKS = {
     "request_bench-asyncio",
     "soak_bench-asyncio-store",
     "soak_bench-uvloop-store",
+    "pipeline_bench",
 }
 
 
