@@ -122,6 +122,12 @@ def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
     if config.id:
         typed[config.id] = raw[config.id]
     for column in config.numeric:
+        if _already_numbers(raw[column]):  # typed input (generated, or a typed frame): no text to parse
+            typed[column] = raw[column].astype("float64")
+            _check_numbers(column, typed[column])
+            if pd.api.types.is_integer_dtype(raw[column]):
+                integral.append(column)
+            continue
         text = raw[column].astype(str).str.strip()
         blank = text.eq("") | text.str.lower().isin(["nan", "na", "null", "none"])
         numbers = pd.to_numeric(text.where(~blank), errors="coerce")
@@ -131,11 +137,7 @@ def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
                 f"numeric column {column!r}: {int(bad.sum())} non-numeric value(s), "
                 f"e.g. {_sample(raw.loc[bad, column])}"
             )
-        infinite = numbers.abs().eq(float("inf"))
-        if infinite.any():
-            raise ChurnflowError(f"numeric column {column!r}: {int(infinite.sum())} infinite value(s)")
-        if blank.all():
-            raise ChurnflowError(f"numeric column {column!r}: every value is blank")
+        _check_numbers(column, numbers)
         typed[column] = numbers.astype("float64")
         if not text[~blank].str.contains(r"[.eE]").any():
             integral.append(column)
@@ -150,6 +152,19 @@ def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
         typed[column] = levels
     typed[config.target] = _binary_target(raw[config.target], config)
     return ValidatedTable(frame=typed, integral_columns=tuple(integral))
+
+
+def _already_numbers(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _check_numbers(column: str, numbers: pd.Series) -> None:
+    """What the text path checks once cells are numbers: no infinities, not every value blank."""
+    infinite = numbers.abs().eq(float("inf"))
+    if infinite.any():
+        raise ChurnflowError(f"numeric column {column!r}: {int(infinite.sum())} infinite value(s)")
+    if numbers.isna().all():
+        raise ChurnflowError(f"numeric column {column!r}: every value is blank")
 
 
 def _binary_target(values: pd.Series, config: DatasetConfig) -> pd.Series:

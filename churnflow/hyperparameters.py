@@ -23,6 +23,10 @@ CLASS_WEIGHTS = ("", "balanced", "balanced_subsample")
 EARLY_STOPPING = ("auto", "true", "false")
 SMALL_TABLE_ROWS = 50_000
 """Below this many rows gradient boosting fits on one OpenMP thread (see fit_threads)."""
+LOOP_THREADS_ENV = "CHURNFLOW_LOOP_THREADS"
+"""Cores for each task of a ParallelFor when tasks share one machine: kfp.local runs two loop
+iterations at once, so `churnflow run` gives each half the cores. Unset on a cluster, where every pod
+has its own CPU limit and uses all of it."""
 
 
 class ForestParams(BaseModel):
@@ -173,18 +177,29 @@ def build_estimator(params: ModelParams, n_jobs: int | None = -1) -> Any:
     return RandomForestClassifier(**params.sklearn_kwargs(), n_jobs=n_jobs)
 
 
+def loop_threads() -> int | None:
+    """This task's share of the cores when it runs beside other loop tasks (LOOP_THREADS_ENV), else None."""
+    import os
+
+    text = os.environ.get(LOOP_THREADS_ENV, "").strip()
+    return max(1, int(text)) if text.isdigit() else None
+
+
 @contextmanager
-def fit_threads(params: ModelParams, rows: int) -> Iterator[None]:
-    """Gradient boosting's OpenMP threads while fitting `rows` rows: one on small tables, all otherwise.
+def fit_threads(params: ModelParams, rows: int, threads: int | None = None) -> Iterator[None]:
+    """The threads a fit of `rows` rows may use: `threads` when the task shares the machine (both
+    families: forests take it as n_jobs from build_estimator, boosting as its OpenMP threads), and
+    for gradient boosting one on small tables, all otherwise.
 
     HistGradientBoosting synchronises its threads at every split of every tree; on a small table that
     costs more than the work it shares, and on a busy machine (a pipeline's parallel tasks, a CI run)
-    spinning threads slow every fit several-fold. Forests parallelise over whole trees (n_jobs) and are
-    left alone."""
-    if isinstance(params, BoostingParams) and rows < SMALL_TABLE_ROWS:
-        from threadpoolctl import threadpool_limits
+    spinning threads slow every fit several-fold: two loop tasks each spinning two OpenMP threads on
+    two cores took 111 s for a 3 s cross-validation."""
+    limit = 1 if isinstance(params, BoostingParams) and rows < SMALL_TABLE_ROWS else threads
+    if limit is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1, user_api="openmp"):
-            yield
-    else:
+    with threadpool_limits(limits=limit, user_api="openmp"):
         yield

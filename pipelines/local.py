@@ -20,6 +20,7 @@ import contextlib
 import json
 import re
 import shutil
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 from churnflow.artifact import EVALUATION_FILE, read_metadata
 from churnflow.config import DatasetConfig, config_to_json
 from churnflow.errors import ChurnflowError
+from churnflow.hyperparameters import LOOP_THREADS_ENV
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "pipeline.log"
@@ -54,6 +56,36 @@ def champion_metrics(model_link: Path) -> str:
     if not evaluation.is_file():
         return ""
     return json.dumps(json.loads(evaluation.read_text())["metrics"])
+
+
+def loop_task_threads() -> int:
+    """Each loop task's share of this machine's cores: kfp.local runs up to two iterations of a
+    ParallelFor at once (its ParallelExecutor's cap), and two tasks each spinning every core's worth
+    of OpenMP threads slow each other tens of times over."""
+    import os
+
+    try:
+        from kfp.local.orchestrator.enhanced_dag_orchestrator import ParallelExecutor
+
+        side_by_side = max(1, int(ParallelExecutor().max_workers))
+    except (ImportError, AttributeError, TypeError, ValueError):  # a kfp without it runs loops one at a time
+        side_by_side = 1
+    return max(1, len(os.sched_getaffinity(0)) // side_by_side)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Any:
+    import os
+
+    before = os.environ.get(name)
+    os.environ[name] = value  # the task subprocesses kfp.local starts inherit it
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _failure_message(log_path: Path) -> str:
@@ -103,6 +135,7 @@ def run_local(
     log_path = output_dir / LOG_FILE
     original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
     with (
+        _environment(LOOP_THREADS_ENV, str(loop_task_threads())),
         open(log_path, "w") as log,
         contextlib.redirect_stdout(log),
         contextlib.redirect_stderr(log),
@@ -115,6 +148,7 @@ def run_local(
             failure = None
         except Exception as error:  # kfp.local raises RuntimeError naming the failed task
             failure = error
+            traceback.print_exc()  # into the log: kfp.local's own errors name no task
         finally:
             builtins.print = original_print
     if failure is not None:

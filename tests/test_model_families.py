@@ -4,6 +4,7 @@ every guarantee the forest has: ONNX equal to scikit-learn, exact explanations, 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import joblib
@@ -200,6 +201,36 @@ def test_boosting_fits_small_tables_on_one_openmp_thread(splits, monkeypatch):
             seen.append(_openmp_threads())
             return super().fit(X, y, sample_weight)
 
-    monkeypatch.setattr(tune_logic, "build_estimator", lambda params: Recording(**params.sklearn_kwargs()))
+    monkeypatch.setattr(tune_logic, "build_estimator", lambda params, n_jobs=-1: Recording(**params.sklearn_kwargs()))
     cross_validate(splits / "train", splits / "contract", BoostingParams(max_iter=10).model_dump(), folds=3)
     assert seen == [1, 1, 1]
+
+
+def test_a_loop_task_sharing_the_machine_fits_on_its_share_of_the_cores(splits, monkeypatch):
+    """kfp.local runs two CV tasks at once: each gets half the cores, for forests (n_jobs) and for
+    boosting on large tables (OpenMP), or the two oversubscribe the machine and spin."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from churnflow.components.tune import logic as tune_logic
+    from churnflow.hyperparameters import LOOP_THREADS_ENV, SMALL_TABLE_ROWS, fit_threads
+    from churnflow.pipelines.local import loop_task_threads
+
+    assert loop_task_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+    with fit_threads(BoostingParams(), SMALL_TABLE_ROWS, threads=1):
+        assert _openmp_threads() == 1
+    jobs: list[int | None] = []
+
+    class Recording(RandomForestClassifier):
+        def fit(self, X, y, sample_weight=None):  # noqa: N803 - scikit-learn's names
+            jobs.append(self.n_jobs)
+            return super().fit(X, y, sample_weight)
+
+    real = tune_logic.build_estimator
+    monkeypatch.setattr(
+        tune_logic, "build_estimator", lambda params, n_jobs=-1: Recording(**real(params, n_jobs).get_params())
+    )
+    candidate = ForestParams(n_estimators=5).model_dump()
+    cross_validate(splits / "train", splits / "contract", candidate, folds=2)
+    monkeypatch.setenv(LOOP_THREADS_ENV, "1")
+    cross_validate(splits / "train", splits / "contract", candidate, folds=2)
+    assert jobs == [-1, -1, 1, 1]

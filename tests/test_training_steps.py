@@ -122,6 +122,22 @@ def test_blanks_labels_and_types_are_coerced():
 # -- preprocess ---------------------------------------------------------------------------------
 
 
+def test_a_typed_table_validates_exactly_as_its_text_does():
+    """Generated tables skip parsing numbers from text; the result must be what the CSV would give."""
+    from churnflow.synthetic import synthetic_customers
+
+    typed = synthetic_customers(500, 1)
+    typed.loc[::9, "monthly_charges"] = np.nan
+    typed.loc[3, "tenure"] = 2**40  # a whole number beyond float32
+    as_text = typed.astype(str)  # what read_table gives: every cell text ("nan" for a blank)
+    fast, parsed = validate_table(typed, DEFAULT), validate_table(as_text, DEFAULT)
+    pd.testing.assert_frame_equal(fast.frame, parsed.frame)
+    assert fast.integral_columns == parsed.integral_columns
+    typed.loc[0, "age"] = np.inf
+    with pytest.raises(ChurnflowError, match="numeric column 'age': 1 infinite value"):
+        validate_table(typed, DEFAULT)
+
+
 def test_preprocess_splits_stratified_and_writes_the_contract(tmp_path):
     summary = preprocess("", DEFAULT, tmp_path / "tr", tmp_path / "te", tmp_path / "c", synthetic_rows=1000)
     assert (summary.rows, summary.train_rows, summary.test_rows) == (1000, 800, 200)

@@ -38,6 +38,7 @@ from churnflow.hyperparameters import (
     ForestParams,
     build_estimator,
     fit_threads,
+    loop_threads,
     model_params,
 )
 
@@ -151,9 +152,10 @@ def cross_validate(
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     started = time.perf_counter()
     scores = []
+    threads = loop_threads()  # a loop task beside others on one machine gets its share of the cores
     for fit_rows, held_rows in splitter.split(features, target):
-        with fit_threads(params, len(fit_rows)):
-            model = build_estimator(params).fit(features[fit_rows], target[fit_rows])
+        with fit_threads(params, len(fit_rows), threads):
+            model = build_estimator(params, n_jobs=threads or -1).fit(features[fit_rows], target[fit_rows])
         scores.append(float(METRICS[metric](target[held_rows], model.predict_proba(features[held_rows])[:, 1])))
     return {
         "params": params.model_dump(),
