@@ -92,9 +92,10 @@ def main() -> None:
                 r["seconds_ratio"] = r["seconds"] / base["seconds"]
                 r["peak_rss_ratio"] = r["peak_rss_mib"] / base["peak_rss_mib"]
             model = f"{r['family']} {r['tuning_rungs']}" if "family" in r else "forest, 100 trees"
+            ratios = [f"{r[k]:>7.2f}" if k in r else f"{'—':>7}" for k in ("seconds_ratio", "peak_rss_ratio")]
             print(
-                f"{rows:>10} {run:<11} {r['seconds']:>8.1f} {r.get('seconds_ratio', 1.0):>7.2f} "
-                f"{r['peak_rss_mib']:>9.0f} {r.get('peak_rss_ratio', 1.0):>7.2f} {r['roc_auc']:>8.4f}  {model}",
+                f"{rows:>10} {run:<11} {r['seconds']:>8.1f} {ratios[0]} "
+                f"{r['peak_rss_mib']:>9.0f} {ratios[1]} {r['roc_auc']:>8.4f}  {model}",
                 flush=True,
             )
         results.append(entry)

@@ -127,15 +127,15 @@ RUN_NAMES = {
 }
 
 
-def _model(run: dict[str, Any]) -> str:
-    if "family" not in run:
-        return "forest, 100 trees, fully grown"
+def _model(key: str, run: dict[str, Any]) -> str:
+    if key != "tuned":
+        return "forest, 100 trees, fully grown (the original design's settings)"
     family = "gradient boosting" if run["family"] == "hist_gradient_boosting" else "random forest"
     rungs = run["tuning_rungs"]
     if len(rungs) > 1:
         path = " → ".join(f"{count} on {_n(rows)}" for rows, count in rungs)
-        return f"{family}, halving: {path} rows"
-    return f"{family}, {rungs[0][1] if rungs else 1} candidate(s) on every row"
+        return f"{family}; halving: {path} rows"
+    return f"{family}; {rungs[0][1]} candidates on every row"
 
 
 def _ratio(run: dict[str, Any], key: str) -> str:
@@ -159,7 +159,7 @@ def pipeline(document: dict[str, Any]) -> str:
             lines.append(
                 f"| {_n(entry['rows'])} | {name} | {run['seconds']:.1f} | {_ratio(run, 'seconds_ratio')} | "
                 f"{_n(run['peak_rss_mib'])} | {_ratio(run, 'peak_rss_ratio')} | {run['roc_auc']:.4f} | {brier} | "
-                f"{_model(run)} |"
+                f"{_model(key, run)} |"
             )
     return "\n".join(lines) + "\n"
 
