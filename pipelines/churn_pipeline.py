@@ -98,36 +98,28 @@ def _training_dag(
     kubernetes.use_secret_as_env(preprocess, secret_name=data_secret, secret_key_to_env=DATA_SECRET_KEYS)
     # Tuning fans out: one CV task per candidate (parallel pods on a cluster), then one choice.
     # tune=False is the seed-exact mode: the base settings only, no calibration, threshold 0.5.
+    search = {  # what to search: the same for the fanned-out DAG and the one-task variant
+        "tune": tune,
+        "tuning_grid": tuning_grid,
+        "n_estimators": n_estimators,
+        "max_depth": max_depth,
+        "min_samples_leaf": min_samples_leaf,
+        "max_features": max_features,
+        "class_weight": class_weight,
+        "halving_min_rows": halving_min_rows,
+    }
     if not _FAN_IN.get():  # backends before 2.14: every candidate scored in one task
         selection = tune_op(
             train_data=preprocess.outputs["train_data"],
             contract=preprocess.outputs["contract"],
-            tune=tune,
-            tuning_grid=tuning_grid,
-            n_estimators=n_estimators,
-            max_depth=max_depth,
-            min_samples_leaf=min_samples_leaf,
-            max_features=max_features,
-            class_weight=class_weight,
+            **search,
             folds=cv_folds,
             metric=tuning_metric,
             seed=seed,
-            halving_min_rows=halving_min_rows,
         )
         set_resources(selection, "compute")
     else:
-        rung = candidates_op(
-            contract=preprocess.outputs["contract"],
-            tune=tune,
-            tuning_grid=tuning_grid,
-            n_estimators=n_estimators,
-            max_depth=max_depth,
-            min_samples_leaf=min_samples_leaf,
-            max_features=max_features,
-            class_weight=class_weight,
-            random_state=seed,
-            halving_min_rows=halving_min_rows,
-        )
+        rung = candidates_op(contract=preprocess.outputs["contract"], **search, random_state=seed)
         set_resources(rung, "light")
         for number in range(RUNGS):
             with dsl.ParallelFor(rung.output, name=f"cross-validate-rung-{number}") as candidate:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import re
 import shutil
 import traceback
@@ -88,6 +89,17 @@ def _environment(name: str, value: str) -> Any:
             os.environ[name] = before
 
 
+def _restore_root_handlers(before: list[logging.Handler]) -> None:
+    """Puts back the root logger's handlers as they were before the run.
+
+    kfp.local (2.17) swaps the root handlers for one writing to sys.stdout around every task and puts
+    back what it saw on entry, but two ParallelFor iterations run in threads at once: the second
+    saves the first's handler, so the run can end with that handler left in place — writing to our
+    run log, closed once the run ends (a later log record prints a "Logging error" traceback) — and
+    with the caller's own handlers gone."""
+    logging.root.handlers[:] = before
+
+
 def _failure_message(log_path: Path) -> str:
     """The one line a user needs from a failed run: the ChurnflowError a task raised, or the task name."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", log_path.read_text(errors="replace"))
@@ -134,6 +146,7 @@ def run_local(
     )
     log_path = output_dir / LOG_FILE
     original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
+    root_handlers = list(logging.root.handlers)
     with (
         _environment(LOOP_THREADS_ENV, str(loop_task_threads())),
         open(log_path, "w") as log,
@@ -151,6 +164,7 @@ def run_local(
             traceback.print_exc()  # into the log: kfp.local's own errors name no task
         finally:
             builtins.print = original_print
+            _restore_root_handlers(root_handlers)
     if failure is not None:
         raise ChurnflowError(_failure_message(log_path)) from None
 

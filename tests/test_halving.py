@@ -4,6 +4,7 @@ training split, read compactly, and the chosen settings are fitted on every row.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -211,7 +212,9 @@ def test_the_pipeline_halves_through_kfp_local_and_fits_the_choice_on_every_row(
         "halving_min_rows": 200,
         "calibration": "sigmoid",
     }
+    handlers = list(logging.root.handlers)
     run = run_local(tmp_path, config=load_config(None), rows=3000, arguments=arguments)
+    assert logging.root.handlers == handlers  # none left writing to the closed run log
     metadata = json.loads((run.output_dir / "candidate" / "metadata.json").read_text())
     tuning = metadata["tuning"]
     assert [r["rows"] for r in tuning["halving"]["rungs"]] == [200, 600, 1800]

@@ -78,7 +78,7 @@ def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best
             seen.append(("score", np.asarray(X).copy()))
             return super().predict_proba(X)
 
-    monkeypatch.setattr(tune_logic, "build_estimator", lambda params: Recording(**params.sklearn_kwargs()))
+    monkeypatch.setattr(tune_logic, "build_estimator", lambda params, n_jobs=-1: Recording(**params.sklearn_kwargs()))
     results = [
         cross_validate(
             splits / "train",
