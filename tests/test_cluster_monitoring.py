@@ -99,7 +99,10 @@ def test_rules_select_by_labels_both_scrapes_set():
     }
     scrape_set = (matched | grouped) & (plain | operator)
     assert scrape_set <= plain & operator, scrape_set - (plain & operator)
-    assert "job" not in matched  # the PodMonitor's job is "<namespace>/churn-predictor"
+    # the PodMonitor's job is "<namespace>/churn-predictor": only the Pushgateway's groups, whose job
+    # label the drift check sets and the scrape honours, may be selected by job
+    jobs = {m for e in exprs for m in re.findall(r"\bjob\s*(?:=~|!~|!=|=)\s*\"([^\"]*)\"", e)}
+    assert jobs <= {"churnflow-drift"}, jobs
     assert "app" in matched and "namespace" in grouped
 
 
