@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,17 +21,18 @@ import yaml
 from churnflow.components.deploy.canary import metrics
 from churnflow.components.deploy.kubernetes import CanaryPolicy, CanaryRolledBack, RolloutFailed
 
-from .conftest import ServerProcess, free_port
+from . import daemons
+from .conftest import ServerProcess
+from .daemons import Daemon
 from .kube_api_double import KubeAPIDouble
 from .test_deploy_kubernetes import apply, manifest, storage
 
-PROMETHEUS = shutil.which("prometheus")
 ROW = {"tenure": 12, "usage": 40.0, "age": 35, "monthly_charges": 70.0, "contract_type": "Month-to-month"}
 BAKE = 6.0
 
 
-def start_prometheus(tmp_path: Path, targets: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_prometheus(tmp_path: Path, targets: dict[str, str]) -> Daemon:
+    """A real Prometheus scraping each predictor every second, labelled with its model_version."""
     config = {
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [
@@ -47,18 +46,7 @@ def start_prometheus(tmp_path: Path, targets: dict[str, str]) -> tuple[subproces
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    return process, f"http://127.0.0.1:{port}"
+    return daemons.start_prometheus(tmp_path / "prometheus.yml", tmp_path)
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -75,7 +63,6 @@ def wait_until(condition, timeout: float, what: str) -> None:
 
 @pytest.mark.slow
 def test_canary_promoted_or_rolled_back_on_real_prometheus_figures(model_dir, tmp_path):
-    assert PROMETHEUS, "prometheus not installed (bash scripts/system-deps.sh)"
     servers = {  # started together, then waited for: each takes seconds to import KServe
         "v1": ServerProcess(model_dir),
         "v2": ServerProcess(model_dir),
@@ -95,7 +82,8 @@ def test_canary_promoted_or_rolled_back_on_real_prometheus_figures(model_dir, tm
     kube = KubeAPIDouble()
     prometheus = None
     try:
-        prometheus, prometheus_url = start_prometheus(tmp_path, {v: s.url for v, s in servers.items()})
+        prometheus = start_prometheus(tmp_path, {v: s.url for v, s in servers.items()})
+        prometheus_url = prometheus.url
         for server in servers.values():
             server.wait_ready()
         for worker in workers:
@@ -145,8 +133,7 @@ def test_canary_promoted_or_rolled_back_on_real_prometheus_figures(model_dir, tm
             server.stop()
         kube.close()
         if prometheus is not None:
-            prometheus.terminate()
-            prometheus.wait(timeout=15)
+            prometheus.stop()
 
 
 def test_judge_queries_split_by_model_version():

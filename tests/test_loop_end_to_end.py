@@ -17,9 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -33,7 +30,8 @@ import yaml
 
 from churnflow.synthetic import synthetic_customers
 
-from .conftest import CHURNFLOW, ServerProcess, free_port
+from .conftest import CHURNFLOW, ServerProcess
+from .daemons import Daemon, start_prometheus, start_pushgateway
 from .kfp_api import KfpApi
 from .test_postgres_store import PostgresServer, _postgres_bin
 
@@ -41,44 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MONITORING = ROOT / "manifests" / "monitoring"
 NAMESPACE = "churn-e2e"
 ROWS_PER_PHASE, ROWS_PER_REQUEST = 400, 50
-# Debian's Pushgateway persists to /var/lib/prometheus by default: a test's must keep nothing
-PUSHGATEWAY_FLAGS = ["--persistence.file="]
-
-
-def binary(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed (bash scripts/system-deps.sh installs it)")
-    return found
-
-
-class Daemon:
-    """A server process in its own session on loopback, stopped (its group) at the end."""
-
-    def __init__(self, command: list[str], ready_url: str, log: Path) -> None:
-        self._log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.log_path = log
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, f"{command[0]} exited:\n{log.read_text()}"
-            try:
-                if httpx.get(ready_url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"{command[0]} not ready:\n{log.read_text()}"
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-        self._log.close()
 
 
 @pytest.fixture
@@ -274,33 +234,12 @@ def test_the_loop_closes_with_real_parts(tmp_path, s3_server, postgres, kfp_api:
     daemons: list[Daemon] = []
     try:
         predictor.wait_ready()
-        gateway_port, prometheus_port = free_port(), free_port()
-        pushgateway = f"http://127.0.0.1:{gateway_port}"
-        daemons.append(
-            Daemon(
-                [
-                    binary("prometheus-pushgateway"),
-                    f"--web.listen-address=127.0.0.1:{gateway_port}",
-                    *PUSHGATEWAY_FLAGS,
-                ],
-                f"{pushgateway}/-/ready",
-                tmp_path / "pushgateway.log",
-            )
-        )
+        gateway = start_pushgateway(tmp_path)
+        daemons.append(gateway)
+        pushgateway = gateway.url
         config = prometheus_config(tmp_path, predictor, pushgateway, manifest)
-        daemons.append(
-            Daemon(
-                [
-                    binary("prometheus"),
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                ],
-                f"http://127.0.0.1:{prometheus_port}/-/ready",
-                tmp_path / "prometheus.log",
-            )
-        )
-        prometheus = Prometheus(f"http://127.0.0.1:{prometheus_port}")
+        daemons.append(start_prometheus(config, tmp_path))
+        prometheus = Prometheus(daemons[-1].url)
 
         marks["step 3"] = round(time.monotonic() - started, 1)
         # 4. real traffic, the customers behaving as in training; their outcomes; the drift pipeline

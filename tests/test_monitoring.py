@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -19,11 +17,11 @@ import httpx
 import pytest
 import yaml
 
-from .conftest import KUBECTL, free_port
+from .conftest import KUBECTL
+from .daemons import start_prometheus
 
 MONITORING = Path(__file__).resolve().parents[1] / "manifests" / "monitoring"
 PROMTOOL = shutil.which("promtool")
-PROMETHEUS = shutil.which("prometheus")
 needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="promtool not installed (bash scripts/system-deps.sh)")
 # Series that come from outside the predictor: Prometheus' own `up`, and what `churnflow drift`
 # exports in drift.prom (textfile collector or pushgateway).
@@ -182,9 +180,7 @@ def test_every_metric_used_is_really_exported(server):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not PROMETHEUS, reason="prometheus not installed (bash scripts/system-deps.sh)")
 def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_path):
-    port = free_port()
     fast_rules = rules()
     for group in fast_rules["groups"]:
         group["interval"] = "1s"
@@ -205,18 +201,8 @@ def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_p
             }
         )
     )
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    api = f"http://127.0.0.1:{port}/api/v1"
+    prometheus = start_prometheus(tmp_path / "prometheus.yml", tmp_path)
+    api = f"{prometheus.url}/api/v1"
 
     def query(expr: str) -> list:
         answer = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
@@ -225,14 +211,6 @@ def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_p
 
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # Prometheus answers 503 in plain text until its TSDB is up
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, "prometheus exited"
-            time.sleep(0.2)
         rows = [
             {
                 "tenure": t,
@@ -265,5 +243,4 @@ def test_real_prometheus_scrapes_the_predictor_and_evaluates_rules(server, tmp_p
         assert {g["name"] for g in alerts} == {"churnflow-recording", "churnflow-alerts"}
         assert all(r["health"] == "ok" for g in alerts for r in g["rules"]), alerts
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        prometheus.stop()

@@ -20,20 +20,14 @@ from churnflow.store.outcomes import record_outcomes
 from churnflow.synthetic import synthetic_customers
 
 from .conftest import free_port
+from .daemons import start_pushgateway
 from .test_drift import released  # noqa: F401 - the released model fixture, shared by name
-from .test_loop_end_to_end import PUSHGATEWAY_FLAGS, Daemon, binary
 
 
 @pytest.fixture
 def pushgateway(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    daemon = Daemon(
-        [binary("prometheus-pushgateway"), f"--web.listen-address=127.0.0.1:{port}", *PUSHGATEWAY_FLAGS],
-        f"{url}/-/ready",
-        tmp_path / "pushgateway.log",
-    )
-    yield url
+    daemon = start_pushgateway(tmp_path)
+    yield daemon.url
     daemon.stop()
 
 
