@@ -23,9 +23,10 @@ import re
 import shutil
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from churnflow.artifact import EVALUATION_FILE, read_metadata
 from churnflow.config import DatasetConfig, config_to_json
@@ -36,6 +37,7 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "pipeline.log"
 MODEL_LINK = "model"
 CANDIDATE_DIR = "candidate"
+T = TypeVar("T")
 SUMMARY_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "brier")
 _USER_ERROR = re.compile(r"ChurnflowError: (.+)$")
 _FAILED_TASK = re.compile(r"Task '?([\w-]+)'? finished with status .*FAILURE")
@@ -111,6 +113,38 @@ def _failure_message(log_path: Path) -> str:
     return f"{where} failed; see {log_path}"
 
 
+def run_in_kfp_local(run: Callable[[], T], pipeline_root: Path, log_path: Path) -> T:
+    """Calls `run` (a pipeline function, which kfp.local executes on the spot) with kfp.local set up,
+    its output in `log_path`, and everything it changes in this process put back afterwards.
+
+    Every task is a subprocess of this machine; loop tasks get their share of the cores
+    (LOOP_THREADS_ENV); the cluster-only CPU and memory settings are not warned about. A failure is one
+    line (a task's ChurnflowError, or the failed task's name and the log), kfp.local's own errors
+    included."""
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
+    root_handlers = list(logging.root.handlers)
+    with (
+        _environment(LOOP_THREADS_ENV, str(loop_task_threads())),
+        open(log_path, "w") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+        warnings.catch_warnings(),
+    ):
+        # CPU and memory are set for the cluster (pipelines/resources.py); locally they mean nothing.
+        warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")
+        try:
+            return run()
+        except Exception:  # kfp.local raises RuntimeError naming the failed task
+            traceback.print_exc()  # into the log: kfp.local's own errors name no task
+        finally:
+            builtins.print = original_print
+            _restore_root_handlers(root_handlers)
+    raise ChurnflowError(_failure_message(log_path)) from None
+
+
 def run_local(
     output_dir: str | Path,
     *,
@@ -124,8 +158,6 @@ def run_local(
 
     `pipeline` is the training pipeline by default; tests pass the variant compiled for older KFP
     backends (churn_pipeline.training_pipeline) to run it the same way."""
-    from kfp import local
-
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
 
     output_dir = Path(output_dir).absolute()
@@ -139,35 +171,9 @@ def run_local(
         **(arguments or {}),
         "local_release_dir": str(model_link),
     }
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(output_dir / ".kfp"),
-        raise_on_error=True,
+    task = run_in_kfp_local(
+        lambda: (pipeline or churn_training_pipeline)(**parameters), output_dir / ".kfp", output_dir / LOG_FILE
     )
-    log_path = output_dir / LOG_FILE
-    original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
-    root_handlers = list(logging.root.handlers)
-    with (
-        _environment(LOOP_THREADS_ENV, str(loop_task_threads())),
-        open(log_path, "w") as log,
-        contextlib.redirect_stdout(log),
-        contextlib.redirect_stderr(log),
-        warnings.catch_warnings(),
-    ):
-        # CPU and memory are set for the cluster (pipelines/resources.py); locally they mean nothing.
-        warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect in the current local runner")
-        try:
-            task = (pipeline or churn_training_pipeline)(**parameters)
-            failure = None
-        except Exception as error:  # kfp.local raises RuntimeError naming the failed task
-            failure = error
-            traceback.print_exc()  # into the log: kfp.local's own errors name no task
-        finally:
-            builtins.print = original_print
-            _restore_root_handlers(root_handlers)
-    if failure is not None:
-        raise ChurnflowError(_failure_message(log_path)) from None
-
     evaluation = json.loads(Path(task.outputs["evaluation"].path).read_text())
     candidate = output_dir / CANDIDATE_DIR
     shutil.rmtree(candidate, ignore_errors=True)

@@ -6,7 +6,6 @@ output is a KFP artifact in the pipeline root. Locally `run_scoring_local` runs 
 through kfp.local, on the model `churnflow run` released.
 """
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 from kfp import dsl
 
 from churnflow.components.score.component import list_shards_op, merge_scores_op, plan_op, score_shard_op
-from churnflow.errors import ChurnflowError
 
 PIPELINE_NAME = "churnflow-scoring"
 DEFAULT_PARALLELISM = 8
@@ -107,24 +105,11 @@ class LocalScoring:
 
 def run_scoring_local(output_dir: str | Path, **arguments: Any) -> LocalScoring:
     """Runs the scoring pipeline through kfp.local; returns where its artifacts landed."""
-    from kfp import local
+    from churnflow.pipelines.local import run_in_kfp_local
 
     output_dir = Path(output_dir).absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_dir / ".kfp"), raise_on_error=True
-    )
-    log_path = output_dir / "scoring.log"
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        try:
-            churn_scoring_pipeline(**arguments)
-            failure = None
-        except Exception as error:  # kfp.local raises RuntimeError naming the failed task
-            failure = error
-    if failure is not None:
-        from churnflow.pipelines.local import _failure_message
-
-        raise ChurnflowError(_failure_message(log_path)) from None
+    run_in_kfp_local(lambda: churn_scoring_pipeline(**arguments), output_dir / ".kfp", output_dir / "scoring.log")
     root = output_dir / ".kfp"
     merge = max(root.rglob("merge-scores-op*"), key=lambda p: p.stat().st_mtime)
     plan = max(root.rglob("plan-op*"), key=lambda p: p.stat().st_mtime)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,6 +40,7 @@ def test_scoring_pipeline_ranks_200k_rows_as_one_process_would(tmp_path):
         chunk = frame.iloc[part * 50_000 : (part + 1) * 50_000]
         pq.write_table(pa.Table.from_pandas(chunk, preserve_index=False), base / f"part-{part}.parquet")
 
+    handlers = list(logging.root.handlers)
     result = run_scoring_local(
         tmp_path / "scoring",
         model_uri=str(model),
@@ -48,6 +51,7 @@ def test_scoring_pipeline_ranks_200k_rows_as_one_process_would(tmp_path):
         offer_cost=10.0,
         save_rate=0.3,
     )
+    assert logging.root.handlers == handlers  # kfp.local's loop threads leave none behind
     assert result.metrics["shards"] == 4
     assert result.metrics["rows"] == 199_998 and result.metrics["rejects"] == 2
     merged = pq.read_table(result.scores)
