@@ -1,4 +1,5 @@
-"""Real servers the tests start and stop: Prometheus, the Pushgateway, or any daemon on loopback.
+"""Real servers the tests start and stop: Prometheus, the Pushgateway, moto, a GCS emulator, or any
+daemon on loopback.
 
 Each runs in its own session, is ready when its readiness URL answers 200 (its log is shown if it
 exits or never gets there), and is stopped with its whole process group.
@@ -32,11 +33,15 @@ def binary(name: str) -> str:
 class Daemon:
     """A server process in its own session on loopback, stopped (its group) at the end."""
 
-    def __init__(self, command: list[str], ready_url: str, log: Path, url: str = "") -> None:
+    def __init__(
+        self, command: list[str], ready_url: str, log: Path, url: str = "", env: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self._log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.log_path = log
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
         deadline = time.monotonic() + 60
         while True:
             assert self.process.poll() is None, f"{command[0]} exited:\n{log.read_text()}"

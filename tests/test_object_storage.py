@@ -18,6 +18,7 @@ from churnflow.errors import ChurnflowError
 from churnflow.synthetic import synthetic_customers
 
 from .conftest import CHURNFLOW, free_port
+from .daemons import Daemon
 
 MOTO_SERVER = str(Path(sys.executable).with_name("moto_server"))
 
@@ -64,28 +65,18 @@ def test_the_cli_reads_s3_and_fails_in_one_line(bucket, s3_server, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def authenticating_s3():
+def authenticating_s3(tmp_path_factory):
     """A second moto server with IAM authentication on: moto checks signatures only after
     INITIAL_NO_AUTH_ACTION_COUNT unauthenticated calls, which here create the one real user and key."""
     port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    process = subprocess.Popen(
-        [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     endpoint = f"http://127.0.0.1:{port}"
+    moto = Daemon(
+        [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
+        f"{endpoint}/moto-api/",
+        tmp_path_factory.mktemp("moto") / "moto.log",
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and process.poll() is None, "moto_server did not start"
-                time.sleep(0.1)
         import boto3
 
         anyone = {"aws_access_key_id": "x", "aws_secret_access_key": "x", "region_name": "us-east-1"}
@@ -105,8 +96,7 @@ def authenticating_s3():
         s3.put_object(Bucket="private", Key="customers.csv", Body=synthetic_customers(50, 1).to_csv(index=False))
         yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        moto.stop()
 
 
 def test_wrong_credentials_are_one_line(authenticating_s3, monkeypatch):
@@ -159,23 +149,14 @@ def test_a_table_is_read_from_gcs(tmp_path):
     """gs:// through gcsfs against a local GCS API (gcp-storage-emulator). In a child process whose Google
     auth never looks for a metadata server (that lookup would leave loopback)."""
     port = free_port()
-    emulator = subprocess.Popen(
+    endpoint = f"http://127.0.0.1:{port}"
+    emulator = Daemon(
         [str(Path(sys.executable).with_name("gcp-storage-emulator")), "start", "--host", "127.0.0.1"]
         + ["--port", str(port), "--in-memory", "--default-bucket", "customers"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        f"{endpoint}/storage/v1/b",
+        tmp_path / "gcs-emulator.log",
     )
-    endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{endpoint}/storage/v1/b", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and emulator.poll() is None, "the GCS emulator did not start"
-                time.sleep(0.1)
         body = synthetic_customers(60, 2).to_csv(index=False).encode()
         upload = httpx.post(
             f"{endpoint}/upload/storage/v1/b/customers/o",
@@ -203,5 +184,4 @@ def test_a_table_is_read_from_gcs(tmp_path):
         assert rows == "60"
         assert error == "data gs://customers/table/gone.csv: no such object (check the bucket and key)"
     finally:
-        emulator.terminate()
-        emulator.wait(timeout=10)
+        emulator.stop()
