@@ -19,6 +19,7 @@ from churnflow.components.train.logic import train
 from churnflow.config import load_config
 from churnflow.hyperparameters import ForestParams
 
+from . import schemas
 from .kfp_api import kfp_api  # noqa: E402,F401 - a fixture shared by name
 from .s3_server import s3_server  # noqa: E402,F401 - a fixture shared by name
 
@@ -48,6 +49,18 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped, and a skip fails here: {reason}"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fetches the CRD files the collected modules need (tests/schemas.py) before the first test runs.
+
+    Without a copy in ../shared, the cache or the network, the run stops here with one line saying which
+    file, where to put it and where it comes from, rather than failing every test that uses it.
+    """
+    try:
+        schemas.ensure(schemas.needed())
+    except schemas.SchemaUnavailable as error:
+        pytest.exit(str(error), returncode=4)
 
 
 def free_port() -> int:

@@ -39,9 +39,11 @@ import yaml
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from . import schemas
+
 ROOT = Path(__file__).resolve().parents[1]
 RBAC_MANIFEST = ROOT / "manifests" / "rbac.yaml"
-KSERVE_CRD = ROOT.parent / "shared" / "kserve" / "inferenceservices-crd.yaml"
+KSERVE_CRD = schemas.need(schemas.KSERVE_INFERENCESERVICE_CRD)  # ../shared/kserve/, else cached/downloaded
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 VERSION_LABEL = "churnflow.io/model-version"
 
@@ -69,9 +71,7 @@ KINDS = {
 @functools.cache
 def isvc_schema() -> dict:
     """The InferenceService openAPIV3Schema from KServe's CRD (parsed once: the file is ~40k lines)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    crd = yaml.load(KSERVE_CRD.read_text(), Loader=loader)  # noqa: S506 - a safe loader
-    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schemas.crd_version_schema(KSERVE_CRD, "v1beta1")
 
 
 # -- syntax ---------------------------------------------------------------------------------------

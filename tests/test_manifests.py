@@ -3,13 +3,13 @@
 - standard kinds: kubernetes-validate --strict (offline schemas);
 - the kustomization: kubectl kustomize (no server needed);
 - every InferenceService (manifests/, what render_inferenceservice() produces, and what a local run
-  leaves): KServe's CRD openAPIV3Schema from ../shared/kserve/, unknown fields treated as errors —
-  kubernetes-validate passes unknown kinds silently, so this check is ours.
+  leaves): KServe's CRD openAPIV3Schema (tests/schemas.py: ../shared/kserve/, else downloaded and cached),
+  unknown fields treated as errors — kubernetes-validate passes unknown kinds silently, so this check is ours;
+- the Prometheus Operator kinds: the models of cloudcoil-models-prometheus-operator, also strict.
 """
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +21,11 @@ import yaml
 
 from churnflow.components.deploy.inferenceservice import render_inferenceservice
 
+from . import schemas
 from .conftest import KUBECTL
 
 ROOT = Path(__file__).resolve().parents[1]
-CRD = ROOT.parent / "shared" / "kserve" / "inferenceservices-crd.yaml"
+CRD = schemas.need(schemas.KSERVE_INFERENCESERVICE_CRD)  # ../shared/kserve/, else cached or downloaded
 VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
 STANDARD_KINDS = {
     "ServiceAccount",
@@ -48,34 +49,10 @@ def manifest_files() -> list[Path]:
     return sorted(p for p in (ROOT / "manifests").rglob("*.yaml") if p.name != "kustomization.yaml")
 
 
-def strict_schema(node: Any) -> Any:
-    """The CRD's OpenAPI v3 schema as JSON Schema in which unknown fields are errors."""
-    if isinstance(node, list):
-        return [strict_schema(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    node = {k: strict_schema(v) for k, v in node.items()}
-    if node.pop("x-kubernetes-int-or-string", False):
-        node.pop("type", None)
-        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    preserve = node.pop("x-kubernetes-preserve-unknown-fields", False)
-    for key in [k for k in node if k.startswith("x-kubernetes-")]:
-        node.pop(key)
-    node.pop("nullable", None)
-    if "properties" in node and "additionalProperties" not in node and not preserve:
-        node["additionalProperties"] = False
-    return node
-
-
 @pytest.fixture(scope="module")
 def isvc_validator() -> jsonschema.Draft7Validator:
-    if not CRD.is_file():
-        pytest.fail(f"KServe's CRD is missing: put inferenceservices-crd.yaml at {CRD}", pytrace=False)
-    crd = yaml.safe_load(CRD.read_text())
-    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
-    schema = strict_schema(copy.deepcopy(version["schema"]["openAPIV3Schema"]))
-    schema["properties"]["metadata"] = {"type": "object"}  # validated by the API server, not the CRD
-    return jsonschema.Draft7Validator(schema)
+    """Strict: unknown fields are errors; metadata is validated by the API server, not the CRD."""
+    return schemas.crd_validator(CRD, "v1beta1")
 
 
 def assert_valid_isvc(validator: jsonschema.Draft7Validator, manifest: dict[str, Any]) -> None:
@@ -100,6 +77,17 @@ def test_every_kind_is_known():
                 "ServiceMonitor",
                 "PrometheusRule",
             }, (path, document["kind"])
+
+
+def test_monitoring_resources_validate_against_the_prometheus_operator_models():
+    """PodMonitor, ServiceMonitor and PrometheusRule: the operator's own schema, unknown fields refused."""
+    checked = set()
+    for path in manifest_files():
+        for document in documents(path):
+            if document["apiVersion"] == "monitoring.coreos.com/v1":
+                assert schemas.validate_custom(document) == [], path
+                checked.add(document["kind"])
+    assert checked == {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def test_kustomization_builds():
