@@ -112,6 +112,7 @@ def test_the_cache_lives_in_the_users_cache_directory(monkeypatch, tmp_path):
 
 
 def test_the_url_base_can_be_overridden_for_a_local_server(monkeypatch):
+    monkeypatch.delenv(schemas.URL_BASE_VARIABLE, raising=False)
     assert SOURCE.url() == "https://raw.githubusercontent.com" + SOURCE.path
     monkeypatch.setenv(schemas.URL_BASE_VARIABLE, "http://127.0.0.1:9/")
     assert SOURCE.url() == "http://127.0.0.1:9" + SOURCE.path
