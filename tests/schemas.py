@@ -2,14 +2,17 @@
 
 Two kinds of source, so a fresh clone can run the tests without anything put beside it by hand:
 
-- CRD files that only their projects publish (KServe's InferenceService CRD, Kubeflow's PodDefault CRD).
-  `locate()` looks in ../shared/<dir>/ first (CI lays it beside the checkout), then in the user's cache
+- CRD files that only their projects publish (KServe's InferenceService CRD). `locate()` looks in
+  ../shared/<dir>/ first (CI lays it beside the checkout), then in the user's cache
   (`${XDG_CACHE_HOME:-~/.cache}/churnflow/schemas/`), and only then downloads the file from the URL
   recorded below, refuses it unless its SHA-256 is the one recorded below, and caches it. The file itself
   is never part of the repository. `CHURNFLOW_SCHEMA_URL_BASE` replaces the URL's scheme and host (the
   tests point it at a local server).
 - Models that PyPI packages carry (cloudcoil-models-istio, cloudcoil-models-prometheus-operator): no
   download at all; their pydantic models are turned into JSON Schema.
+- Kubeflow's PodDefault: no package carries it and its CRD would be a download, so its schema is built
+  here from the field list of Kubeflow's Go type, every nested Kubernetes type referring to the strict
+  definitions that the pinned kubernetes-validate wheel ships (no download either).
 
 Every check treats unknown fields as errors: kubernetes-validate passes unknown kinds silently, and an
 API server with `fieldValidation=Strict` refuses unknown fields, so a typo must fail here.
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate.utils
+import referencing
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,18 +85,7 @@ KSERVE_INFERENCESERVICE_CRD = CrdSource(
     sha256="5c71522019957f5dbde3b0f7e7270a1ede701c44687833275f4384964a75d896",
 )
 
-# Kubeflow's PodDefault CRD (admission webhook), as kubeflow/manifests v1.10.2 ships it; the file is
-# byte-identical in v1.9.1, v1.10.0-1.10.2 and v1.11.0. No PyPI package carries a PodDefault model.
-KUBEFLOW_PODDEFAULT_CRD = CrdSource(
-    what="Kubeflow's PodDefault CRD",
-    shared_dir="kubeflow",
-    file_name="poddefaults-crd.yaml",
-    base="https://raw.githubusercontent.com",
-    path="/kubeflow/manifests/v1.10.2/applications/admission-webhook/upstream/base/crd.yaml",
-    sha256="2696a772ea2ff713858c3b726e9a25356f32cc906d89b645147eeedbc6c89e85",
-)
-
-SOURCES = (KSERVE_INFERENCESERVICE_CRD, KUBEFLOW_PODDEFAULT_CRD)
+SOURCES = (KSERVE_INFERENCESERVICE_CRD,)
 _needed: dict[str, CrdSource] = {}
 
 
@@ -245,6 +239,96 @@ def _model_class(api_version: str, kind: str) -> type:
     raise KeyError(kind)
 
 
+# -- Kubeflow's PodDefault, built from its Go type and Kubernetes' own definitions -------------------------
+
+# The Kubernetes version whose definitions the nested types come from: the newest kubernetes-validate
+# ships, which is also what `kubernetes-validate --strict` checks the standard kinds against by default.
+KUBERNETES_VERSION = kubernetes_validate.utils.latest_version()
+KUBERNETES_DEFINITIONS_ID = "https://kubernetes.io/api/_definitions.json"  # the `$id` of that file
+CORE_V1 = "io.k8s.api.core.v1."
+META_V1 = "io.k8s.apimachinery.pkg.apis.meta.v1."
+
+
+@functools.cache
+def kubernetes_definitions(version: str = KUBERNETES_VERSION) -> referencing.Resource:
+    """The strict `_definitions.json` of one Kubernetes version, as kubernetes-validate's wheel carries it.
+
+    The strict variant closes every object to unknown fields, as the API server's strict field
+    validation does; it is read with the same package function the `kubernetes-validate` command uses.
+    """
+    contents = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{version}-local-strict/_definitions.json", version
+    )
+    if contents.get("$id") != KUBERNETES_DEFINITIONS_ID:
+        raise ValueError(f"kubernetes-validate's definitions moved: $id {contents.get('$id')!r}")
+    return referencing.Resource.from_contents(contents)
+
+
+def kubernetes_type(name: str) -> dict[str, Any]:
+    """A reference to one definition, e.g. `io.k8s.api.core.v1.EnvVar`."""
+    return {"$ref": f"{KUBERNETES_DEFINITIONS_ID}#/$defs/{name}"}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "array", "items": kubernetes_type(name)}
+
+
+def poddefault_schema() -> dict[str, Any]:
+    """PodDefault (kubeflow.org/v1alpha1) as strict JSON Schema.
+
+    The fields of `spec` are those of `PodDefaultSpec` in kubeflow/kubeflow v1.10.0,
+    components/admission-webhook/pkg/apis/settings/v1alpha1/poddefault_types.go: the webhook version
+    that kubeflow/manifests v1.10.2 installs (its README's component table), and a type unchanged since
+    v1.9.1. `selector` is the only field without `omitempty`, hence the only required one; Go strings,
+    bools and string slices and maps are plain JSON types here. Every Kubernetes type the Go fields use
+    (LabelSelector, Container, EnvVar, ...) is a reference into kubernetes-validate's definitions.
+    `PodDefaultStatus` has no fields, so `status` may only be empty; `metadata` is an ObjectMeta.
+    """
+    strings = {"type": "array", "items": {"type": "string"}}
+    string_map = {"type": "object", "additionalProperties": {"type": "string"}}
+    spec = {
+        "type": "object",
+        "properties": {
+            "selector": {**kubernetes_type(META_V1 + "LabelSelector"), "type": "object"},  # not a pointer
+            "desc": {"type": "string"},
+            "initContainers": _list_of(CORE_V1 + "Container"),
+            "sidecars": _list_of(CORE_V1 + "Container"),
+            "serviceAccountName": {"type": "string"},
+            "automountServiceAccountToken": {"type": "boolean"},
+            "env": _list_of(CORE_V1 + "EnvVar"),
+            "envFrom": _list_of(CORE_V1 + "EnvFromSource"),
+            "volumes": _list_of(CORE_V1 + "Volume"),
+            "volumeMounts": _list_of(CORE_V1 + "VolumeMount"),
+            "annotations": string_map,
+            "labels": string_map,
+            "tolerations": _list_of(CORE_V1 + "Toleration"),
+            "command": strings,
+            "args": strings,
+            "imagePullSecrets": _list_of(CORE_V1 + "LocalObjectReference"),
+        },
+        "required": ["selector"],
+        "additionalProperties": False,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": kubernetes_type(META_V1 + "ObjectMeta"),
+            "spec": spec,
+            "status": {"type": "object", "additionalProperties": False},
+        },
+        "additionalProperties": False,
+    }
+
+
+def poddefault_validator() -> jsonschema.Draft202012Validator:
+    """The PodDefault schema with Kubernetes' definitions registered under their own `$id`."""
+    registry = referencing.Registry().with_resource(KUBERNETES_DEFINITIONS_ID, kubernetes_definitions())
+    return jsonschema.Draft202012Validator(poddefault_schema(), registry=registry)
+
+
 # -- one entry point ----------------------------------------------------------------------------------
 
 MODEL_KINDS = {
@@ -255,20 +339,24 @@ MODEL_KINDS = {
 }
 CRD_KINDS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): KSERVE_INFERENCESERVICE_CRD,
-    ("kubeflow.org/v1alpha1", "PodDefault"): KUBEFLOW_PODDEFAULT_CRD,
+}
+BUILT_KINDS = {
+    ("kubeflow.org/v1alpha1", "PodDefault"): poddefault_validator,
 }
 
 
 @functools.cache
 def validator_for(api_version: str, kind: str) -> jsonschema.protocols.Validator:
     """The strict validator of one apiVersion and kind, built once per run."""
+    if (api_version, kind) in BUILT_KINDS:
+        return BUILT_KINDS[api_version, kind]()
     if (api_version, kind) in CRD_KINDS:
         return crd_validator(CRD_KINDS[api_version, kind], api_version.rsplit("/", 1)[1])
     if (api_version, kind) in MODEL_KINDS:
         model = _model_class(api_version, kind)
         schema = close_objects(model.model_json_schema(by_alias=True, mode="validation"))
         return jsonschema.Draft202012Validator(schema)
-    known = ", ".join(f"{v} {k}" for v, k in sorted([*CRD_KINDS, *MODEL_KINDS]))
+    known = ", ".join(f"{v} {k}" for v, k in sorted([*CRD_KINDS, *MODEL_KINDS, *BUILT_KINDS]))
     raise ValueError(f"no schema for apiVersion {api_version!r} kind {kind!r}; known: {known}")
 
 
@@ -296,8 +384,9 @@ def _leaves(error: jsonschema.ValidationError) -> list[jsonschema.ValidationErro
 def validate_custom(document: dict[str, Any]) -> list[str]:
     """Checks a custom resource against its real schema; returns one `path: message` line per error.
 
-    Dispatches on apiVersion and kind: KServe's and Kubeflow's CRDs (located as above), Istio and
-    Prometheus Operator kinds from the cloudcoil model packages. An empty list means valid.
+    Dispatches on apiVersion and kind: KServe's CRD (located as above), Istio and Prometheus Operator
+    kinds from the cloudcoil model packages, PodDefault from the schema built above. An empty list means
+    valid.
     """
     api_version, kind = document.get("apiVersion"), document.get("kind")
     if not isinstance(api_version, str) or not isinstance(kind, str):
@@ -324,5 +413,5 @@ def validate_istio(document: dict[str, Any]) -> list[str]:
 
 
 def validate_poddefault(document: dict[str, Any]) -> list[str]:
-    """A Kubeflow PodDefault against the PodDefault CRD of kubeflow/manifests."""
+    """A Kubeflow PodDefault against the schema built from Kubeflow's Go type (`poddefault_schema`)."""
     return _validate_group(document, "kubeflow.org")

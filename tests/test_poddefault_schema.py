@@ -1,6 +1,6 @@
-"""Kubeflow's PodDefault checked against the PodDefault CRD of kubeflow/manifests (no PyPI package carries
-a model of it): the CRD file comes through tests/schemas.py, from ../shared/kubeflow/, the cache or a
-verified download, like KServe's.
+"""Kubeflow's PodDefault checked against the schema tests/schemas.py builds from Kubeflow's Go type
+(`PodDefaultSpec`) and the strict Kubernetes definitions in the kubernetes-validate wheel: nothing to
+download, nothing to put beside the checkout.
 """
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 
 from . import schemas
-
-schemas.need(schemas.KUBEFLOW_PODDEFAULT_CRD)
 
 # What a pipeline pod needs to call the KFP API in multi-user Kubeflow: a projected service-account
 # token for the pipelines audience, and the variable that tells the kfp client where it is.
@@ -42,7 +40,7 @@ ACCESS_ML_PIPELINE = {
 }
 
 
-def test_a_poddefault_passes_the_kubeflow_crd():
+def test_a_poddefault_passes_the_schema_built_from_kubeflows_type():
     assert schemas.validate_poddefault(ACCESS_ML_PIPELINE) == []
 
 
@@ -54,5 +52,24 @@ def test_the_poddefault_check_names_each_wrong_field():
     assert schemas.validate_poddefault(broken) == [
         "spec: 'selector' is a required property",
         "spec: Additional properties are not allowed ('volumeMount' was unexpected)",
-        "spec/volumes/0/projected/sources/0/serviceAccountToken/expirationSeconds: '1h' is not of type 'integer'",
+        "spec/volumes/0/projected/sources/0/serviceAccountToken/expirationSeconds: "
+        "'1h' is not of type 'integer', 'null'",
+    ]
+
+
+def test_the_nested_kubernetes_types_are_checked_by_their_own_definitions():
+    """Each Go field of a Kubernetes type gets that type's whole definition, closed to unknown fields:
+    a wrong type three levels down in an EnvVar, a field a Volume does not have (it belongs on the
+    mount), a Container's resources and ObjectMeta in `metadata` are all caught."""
+    broken = copy.deepcopy(ACCESS_ML_PIPELINE)
+    broken["metadata"]["label"] = {"app": "churn"}  # `labels`
+    secret = {"secretKeyRef": {"name": 5, "key": "password"}}
+    broken["spec"]["env"].append({"name": "STORE_PASSWORD", "valueFrom": secret})
+    broken["spec"]["volumes"][0]["readOnly"] = True
+    broken["spec"]["sidecars"] = [{"name": "proxy", "image": "proxy:1", "resources": {"limits": {"cpu": [1]}}}]
+    assert schemas.validate_poddefault(broken) == [
+        "metadata: Additional properties are not allowed ('label' was unexpected)",
+        "spec/env/1/valueFrom/secretKeyRef/name: 5 is not of type 'string', 'null'",
+        "spec/sidecars/0/resources/limits/cpu: [1] is not of type 'string', 'null'",
+        "spec/volumes/0: Additional properties are not allowed ('readOnly' was unexpected)",
     ]

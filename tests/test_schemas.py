@@ -140,11 +140,12 @@ def lone_clone(tmp_path) -> Path:
     return clone
 
 
-def run_pytest_in(clone: Path, xdg_cache: Path, url_base: str) -> subprocess.CompletedProcess[str]:
+def run_pytest_in(clone: Path, xdg_cache: Path, url_base: str, *selection: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "CHURNFLOW_"))}
     env.update(XDG_CACHE_HOME=str(xdg_cache), **{schemas.URL_BASE_VARIABLE: url_base})
+    selection = selection or ("tests/test_manifests.py", "-k", "crd_check")
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_manifests.py", "-k", "crd_check"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selection],
         cwd=clone,
         env=env,
         capture_output=True,
@@ -170,6 +171,14 @@ def test_a_lone_clone_without_cache_or_network_stops_at_once_with_one_line(lone_
     assert len(said) == 1, result.stdout
     assert f"put inferenceservices-crd.yaml at {lone_clone.parent / 'shared' / 'kserve'}/" in said[0]
     assert "passed" not in result.stdout and "error" not in result.stdout.lower().replace(said[0].lower(), "")
+
+
+def test_a_lone_clone_checks_poddefaults_without_cache_or_network(lone_clone, tmp_path):
+    """PodDefault's schema is built from the installed packages: nothing to find, fetch or cache."""
+    result = run_pytest_in(lone_clone, tmp_path / "xdg", closed_port_url(), "tests/test_poddefault_schema.py")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+    assert files_under(tmp_path / "xdg") == []
 
 
 # -- custom resources validated against models that PyPI packages carry (no download) ----------------------
