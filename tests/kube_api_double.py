@@ -10,10 +10,15 @@ resourceVersion and a write carrying a stale one gets 409; PATCH is JSON merge p
 
 A controller stand-in drives status the way KServe does, per deployment mode (the
 `serving.kserve.io/deploymentMode` annotation, else `default_mode`), one reconcile step per read:
-- Serverless: each change of the predictor's pod template creates a Knative revision
-  (`<name>-predictor-0000N`); `components.predictor` reports latestCreatedRevision, latestReadyRevision
-  and `traffic` (revisionName, percent, latestRevision; a canary splits it with the previous rolled-out
-  revision); `observedGeneration` is the Knative Service's generation, not the InferenceService's.
+- Serverless: each change of the predictor's pod template is first judged by Knative's webhook
+  (tests/knative_webhook.py, `knative_version`: Kubeflow 1.9's 1.12.4 by default, None for none); refused,
+  no revision is made and status says so as KServe 0.17+ does (PredictorReady False, ReconcileFailed).
+  Admitted, it creates a Knative revision (`<name>-predictor-0000N`); `components.predictor` reports
+  latestCreatedRevision, latestReadyRevision, latest/previous rolled-out revisions and `traffic`, written
+  as KServe writes the Knative Service's traffic (canaryTrafficPercent splits it with the rolled-out
+  revision, 0 pins it there) and resolved as Knative's route does: `latestRevision` goes to the latest
+  READY revision. `routing` records which model versions receive traffic after every reconcile step;
+  `observedGeneration` is the Knative Service's generation, not the InferenceService's.
 - RawDeployment: a Deployment `<name>-predictor` whose updated/available replicas move as a rolling
   update does; the InferenceService's Ready stays True while old pods serve.
 - A model in `crashing` (its storage URI) crash-loops: its revision never becomes ready (Serverless), or

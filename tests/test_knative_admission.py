@@ -236,3 +236,23 @@ def test_a_raw_deployment_rollback_restores_in_one_write():
         assert "canaryTrafficPercent" not in str(rollback)  # KServe ignores it in RawDeployment
     finally:
         kube.close()
+
+
+# -- 2b: the predictor writes where TMPDIR points -------------------------------------------------------------
+
+
+def test_the_predictor_writes_its_temporary_files_under_the_rendered_tmpdir(model_dir, tmp_path):
+    """Two workers need a Prometheus multiprocess directory: it must land on the scratch volume (TMPDIR), the
+    only writable place in the rendered pod, not in a /tmp Knative 1.12 will not let us mount."""
+    from .conftest import ServerProcess
+
+    (env,) = [e for e in manifest("v1")["spec"]["predictor"]["containers"][0]["env"] if e["name"] == "TMPDIR"]
+    scratch = tmp_path / env["value"].strip("/")
+    scratch.mkdir()
+    server = ServerProcess(model_dir, "--workers", "2", env={"TMPDIR": str(scratch)})
+    try:
+        server.wait_ready()
+        (metrics,) = scratch.glob("churnflow-metrics-*")
+        assert any(metrics.glob("*.db")), sorted(p.name for p in scratch.rglob("*"))
+    finally:
+        server.stop()
