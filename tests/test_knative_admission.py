@@ -256,3 +256,15 @@ def test_the_predictor_writes_its_temporary_files_under_the_rendered_tmpdir(mode
         assert any(metrics.glob("*.db")), sorted(p.name for p in scratch.rglob("*"))
     finally:
         server.stop()
+
+
+def test_a_failed_promotion_rolls_back_even_though_the_canary_is_already_rolled_out(kube):
+    """Promoted, the canary is KServe's latest rolled-out revision: pinning would pin it, so restore at once."""
+    apply(kube, manifest("v1"))
+    kube.models["s3://models/v2"] = "v2-wrong"  # the promoted predictor reports another version
+    with pytest.raises(RolloutFailed, match="expected 'v2'.*rolled back to the previous model") as error:
+        apply(kube, manifest("v2"), canary_percent=10, judge=judge("promote", kube, []), timeout_seconds=0.5)
+    settle(kube)
+    assert kube.answering("ml", "churn") == {"v1": 100}
+    assert "canaryTrafficPercent" not in kube.isvc()["spec"]["predictor"]
+    assert error.value.report["served_during_rollback"][-1] == "v1"
