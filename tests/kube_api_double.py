@@ -278,6 +278,7 @@ class KubeAPIDouble:
         default_mode: str = "Serverless",
         replicas: int = 2,
         knative_version: str | None = knative_webhook.KNATIVE_OF_KUBEFLOW["1.9"],
+        kserve_version: tuple[int, int] = (0, 21),
     ) -> None:
         self.namespace = namespace
         self.rules = rbac if isinstance(rbac, list) else load_rules(Path(rbac), namespace, service_account)
@@ -286,6 +287,8 @@ class KubeAPIDouble:
         self.default_mode = default_mode
         self.replicas = replicas
         self.knative_version = knative_version  # None: no Knative webhook in front of the Knative Service
+        self.kserve_version = kserve_version  # before 0.17 a refusal is only an event
+        self.events: list[dict] = []  # Warning events on InferenceServices (not served: the Role cannot list them)
         self.routing: dict[tuple[str, str], list[dict[str, int]]] = {}  # who answered after each reconcile
         self.isvc_schema = isvc_schema()
         self.objects: dict[tuple[str, str, str], dict] = {}  # (kind, namespace, name) → object
@@ -713,6 +716,10 @@ class KubeAPIDouble:
         PropagateRawStatusWithMessages(PredictorComponent, "ReconcileFailed", err, False); Ready follows its
         dependent). The components keep what they had: the old revisions go on serving. KServe 0.13-0.16
         (Kubeflow 1.9/1.10's own) only record a Warning event "InternalError" with the same text."""
+        if self.kserve_version < (0, 17):  # controller.go: Recorder.Eventf(isvc, Warning, "InternalError", err)
+            event = {"involvedObject": {"kind": "InferenceService", "name": key[2]}, "reason": "InternalError"}
+            self.events.append({**event, "type": "Warning", "message": serving.refused})
+            return
         status = copy.deepcopy(self.objects[key].get("status") or {})
         status.setdefault("deploymentMode", "Serverless")
         status.setdefault("components", {"predictor": {}})

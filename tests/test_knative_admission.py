@@ -159,6 +159,20 @@ def test_after_a_refused_deploy_a_good_one_goes_through(kube):
     assert rollout.action == "updated" and kube.served_version("ml", "churn") == "v1"
 
 
+def test_before_kserve_0_17_a_refusal_is_an_event_and_the_timeout_points_at_it():
+    """KServe 0.13-0.16 (Kubeflow 1.9/1.10) record the refusal only as an InternalError event."""
+    kube = KubeAPIDouble(knative_version=KNATIVE_1_12, kserve_version=(0, 14))
+    try:
+        with pytest.raises(RolloutFailed) as error:
+            apply(kube, as_rendered_before_issue_21(manifest("v1")), timeout_seconds=0.3)
+        message = str(error.value)
+        assert "did not serve within 0.3 s (no new revision created yet" in message
+        assert "kubectl describe inferenceservice churn" in message and "\n" not in message
+        assert POD_CONTEXT_REFUSED in kube.events[-1]["message"] and kube.events[-1]["reason"] == "InternalError"
+    finally:
+        kube.close()
+
+
 def test_knative_1_16_admits_tmp_but_not_the_pod_security_context():
     kube = KubeAPIDouble(knative_version=KNATIVE_1_16)
     try:

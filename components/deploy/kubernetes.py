@@ -255,7 +255,12 @@ def _serverless_progress(obj: dict, target: _Target) -> tuple[bool, str]:
     predictor = (status.get("components") or {}).get("predictor") or {}
     created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
     if not created or created == target.previous_revision:
-        return False, "no new revision created yet"
+        # KServe before 0.17 reports a Knative Service it could not write (e.g. refused by Knative's
+        # webhook) only as a Warning event on the InferenceService, which this step cannot list.
+        return (
+            False,
+            f"no new revision created yet; see the events of `kubectl describe inferenceservice {target.name}`",
+        )
     if created != ready:
         ok, reason = _ready_condition(status)
         return False, f"revision {created} is not ready ({reason or 'starting'})"
