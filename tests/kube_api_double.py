@@ -10,10 +10,15 @@ resourceVersion and a write carrying a stale one gets 409; PATCH is JSON merge p
 
 A controller stand-in drives status the way KServe does, per deployment mode (the
 `serving.kserve.io/deploymentMode` annotation, else `default_mode`), one reconcile step per read:
-- Serverless: each change of the predictor's pod template creates a Knative revision
-  (`<name>-predictor-0000N`); `components.predictor` reports latestCreatedRevision, latestReadyRevision
-  and `traffic` (revisionName, percent, latestRevision; a canary splits it with the previous rolled-out
-  revision); `observedGeneration` is the Knative Service's generation, not the InferenceService's.
+- Serverless: each change of the predictor's pod template is first judged by Knative's webhook
+  (tests/knative_webhook.py, `knative_version`: Kubeflow 1.9's 1.12.4 by default, None for none); refused,
+  no revision is made and status says so as KServe 0.17+ does (PredictorReady False, ReconcileFailed).
+  Admitted, it creates a Knative revision (`<name>-predictor-0000N`); `components.predictor` reports
+  latestCreatedRevision, latestReadyRevision, latest/previous rolled-out revisions and `traffic`, written
+  as KServe writes the Knative Service's traffic (canaryTrafficPercent splits it with the rolled-out
+  revision, 0 pins it there) and resolved as Knative's route does: `latestRevision` goes to the latest
+  READY revision. `routing` records which model versions receive traffic after every reconcile step;
+  `observedGeneration` is the Knative Service's generation, not the InferenceService's.
 - RawDeployment: a Deployment `<name>-predictor` whose updated/available replicas move as a rolling
   update does; the InferenceService's Ready stays True while old pods serve.
 - A model in `crashing` (its storage URI) crash-loops: its revision never becomes ready (Serverless), or
@@ -39,7 +44,7 @@ import yaml
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from . import schemas
+from . import knative_webhook, schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 RBAC_MANIFEST = ROOT / "manifests" / "rbac.yaml"
@@ -256,6 +261,7 @@ class Serving:
     pending: bool = False
     lag: int = 0  # reads until the controller notices a spec change
     failed: set[str] = field(default_factory=set)  # revisions whose pods crash-loop
+    refused: str = ""  # KServe's message while Knative's webhook refuses the Knative Service
 
 
 class KubeAPIDouble:
@@ -269,6 +275,8 @@ class KubeAPIDouble:
         service_account: str = "churnflow-pipeline",
         default_mode: str = "Serverless",
         replicas: int = 2,
+        knative_version: str | None = knative_webhook.KNATIVE_OF_KUBEFLOW["1.9"],
+        kserve_version: tuple[int, int] = (0, 21),
     ) -> None:
         self.namespace = namespace
         self.rules = rbac if isinstance(rbac, list) else load_rules(Path(rbac), namespace, service_account)
@@ -276,6 +284,10 @@ class KubeAPIDouble:
         self.token = "pipeline-sa-token"
         self.default_mode = default_mode
         self.replicas = replicas
+        self.knative_version = knative_version  # None: no Knative webhook in front of the Knative Service
+        self.kserve_version = kserve_version  # before 0.17 a refusal is only an event
+        self.events: list[dict] = []  # Warning events on InferenceServices (not served: the Role cannot list them)
+        self.routing: dict[tuple[str, str], list[dict[str, int]]] = {}  # who answered after each reconcile
         self.isvc_schema = isvc_schema()
         self.objects: dict[tuple[str, str, str], dict] = {}  # (kind, namespace, name) → object
         self.serving: dict[tuple[str, str], Serving] = {}
@@ -576,48 +588,99 @@ class KubeAPIDouble:
             "address": {"url": f"{self.url}/_serving/{namespace}/{name}"},
         }
 
+    @staticmethod
+    def _kserve_traffic(canary: int | None, rolled_out: str, tags: bool) -> list[dict]:
+        """The Knative Service's traffic KServe writes (kserve pkg/controller/v1beta1/inferenceservice/
+        reconcilers/knative/ksvc_reconciler.go createKnativeService, v0.14-v0.20): with canaryTrafficPercent
+        and a rolled-out revision, the latest revision gets the canary's share and the rolled-out one the rest
+        (0 pins everything to the rolled-out one); otherwise one target, latestRevision, 100 %. The latest
+        target is tagged only with the `serving.kserve.io/enable-tag-routing: "true"` annotation."""
+        latest_tag = {"tag": "latest"} if tags else {}
+        if canary is not None and rolled_out:
+            targets = [{"latestRevision": True, "percent": canary, **latest_tag}]
+            if canary < 100:
+                targets.append(
+                    {"revisionName": rolled_out, "latestRevision": False, "percent": 100 - canary, "tag": "prev"}
+                )
+            return targets
+        return [{"latestRevision": True, "percent": 100, **latest_tag}]
+
+    @staticmethod
+    def _route(targets: list[dict], latest_ready: str | None) -> list[dict] | None:
+        """Knative's route: a latestRevision target goes to the configuration's latest READY revision
+        (knative serving pkg/reconciler/route/traffic/traffic.go, latestRevision resolves to
+        LatestReadyRevisionName), not to the latest created one. None: nothing ready, the route keeps what
+        it had."""
+        if latest_ready is None:
+            return None
+        routed = []
+        for target in targets:
+            entry = {"revisionName": target.get("revisionName") or latest_ready, **target}
+            entry = {k: entry[k] for k in ("revisionName", "percent", "latestRevision", "tag") if k in entry}
+            routed.append(entry)
+        return routed
+
+    @staticmethod
+    def _propagate_rollout(serving: Serving, latest_created: str, latest_ready: str | None) -> None:
+        """KServe's bookkeeping of latest/previous rolled-out revisions (kserve pkg/apis/serving/v1beta1/
+        inference_service_status.go PropagateStatus, v0.14-v0.20)."""
+        shares: dict[str, int] = {}
+        for target in serving.traffic:
+            shares[target["revisionName"]] = shares.get(target["revisionName"], 0) + target["percent"]
+        for target in serving.traffic:
+            if target["revisionName"] != latest_ready or not target.get("latestRevision"):
+                continue
+            if serving.rolled_out != latest_ready:
+                if target["percent"] == 100:
+                    serving.previous, serving.rolled_out = serving.rolled_out, latest_ready
+            elif (
+                latest_ready == latest_created
+                and target["percent"] < 100
+                and shares.get(target["revisionName"]) == 100  # a split that lands on one revision
+                and serving.previous
+            ):
+                serving.rolled_out = serving.previous
+
     def _reconcile_serverless(self, key: tuple[str, str, str], isvc: dict, serving: Serving) -> None:
         template = self._template(isvc)
         canary = isvc["spec"]["predictor"].get("canaryTrafficPercent")
         latest = serving.revisions[-1] if serving.revisions else None
-        if latest is None or latest.template != template:  # step 1: Knative creates a revision
+        if latest is not None and latest.template == template:
+            serving.refused = ""  # KServe's Knative Service already matches: nothing to refuse
+        if latest is None or latest.template != template:
+            # step 1: KServe writes the Knative Service; Knative's webhook admits it (a new revision) or not
+            refused = self.knative_version and knative_webhook.refusal(template, self.knative_version)
+            if refused:
+                serving.refused = f"fails to reconcile predictor: {refused}"
+                self._write_refusal(key, serving)
+                return
+            serving.refused = ""
             serving.revisions.append(Revision(f"{key[2]}-predictor-{len(serving.revisions) + 1:05d}", template))
             serving.ksvc_generation += 1
-            serving.pending = True
-        elif serving.pending and not latest.ready and latest.name not in serving.failed:
-            # step 2: the revision becomes ready (or crash-loops); the route is not updated yet
+        elif not latest.ready and latest.name not in serving.failed:
+            # step 2: the revision becomes ready (or crash-loops)
             latest.ready = self.storage_uri(template) not in self.crashing
             if not latest.ready:
                 serving.failed.add(latest.name)
-                serving.pending = False
-        elif serving.pending:  # step 3: traffic moves (a new revision, or a changed canary percent)
-            serving.pending = False
-            if latest.ready:
-                if canary is not None and serving.rolled_out and serving.rolled_out != latest.name:
-                    serving.traffic = [
-                        {
-                            "revisionName": serving.rolled_out,
-                            "percent": 100 - canary,
-                            "latestRevision": False,
-                            "tag": "prev",
-                        },
-                        {"revisionName": latest.name, "percent": canary, "latestRevision": True, "tag": "latest"},
-                    ]
-                else:
-                    if serving.rolled_out != latest.name:
-                        serving.previous = serving.rolled_out
-                    serving.rolled_out = latest.name
-                    serving.traffic = [{"revisionName": latest.name, "percent": 100, "latestRevision": True}]
-                serving.ksvc_generation += 1
-        latest = serving.revisions[-1]
+        # every step: the route follows the Knative Service's traffic and the latest ready revision
         ready = [r for r in serving.revisions if r.ready]
+        latest_ready = ready[-1].name if ready else None
+        tags = (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/enable-tag-routing") == "true"
+        routed = self._route(self._kserve_traffic(canary, serving.rolled_out, tags), latest_ready)
+        if routed is not None and routed != serving.traffic:
+            serving.traffic = routed
+            serving.ksvc_generation += 1
+        self._propagate_rollout(serving, serving.revisions[-1].name, latest_ready)
+        serving.pending = False
+        self.routing.setdefault((key[1], key[2]), []).append(self.answering(key[1], key[2]))
+        latest = serving.revisions[-1]
         failed = latest.name in serving.failed
         predictor: dict[str, Any] = {
-            "latestCreatedRevision": serving.revisions[-1].name,
+            "latestCreatedRevision": latest.name,
             "url": f"http://{key[2]}-predictor.{key[1]}.example.com",
         }
-        if ready:
-            predictor["latestReadyRevision"] = ready[-1].name
+        if latest_ready:
+            predictor["latestReadyRevision"] = latest_ready
         if serving.rolled_out:
             predictor["latestRolledoutRevision"] = serving.rolled_out
         if serving.previous:
@@ -629,10 +692,10 @@ class KubeAPIDouble:
                 "type": "Ready",
                 "status": "False",
                 "reason": "RevisionFailed",
-                "message": f'Revision "{serving.revisions[-1].name}" failed with message: Back-off restarting '
+                "message": f'Revision "{latest.name}" failed with message: Back-off restarting '
                 "failed container kserve-container (CrashLoopBackOff).",
             }
-        elif serving.pending or not ready:
+        elif not latest.ready or not ready:
             condition = {"type": "Ready", "status": "Unknown", "reason": "RevisionMissing"}
         else:
             condition = {"type": "Ready", "status": "True"}
@@ -645,6 +708,34 @@ class KubeAPIDouble:
         if ready:
             status.update(self._address(key[1], key[2]))
         self._write_status(key, status)
+
+    def _write_refusal(self, key: tuple[str, str, str], serving: Serving) -> None:
+        """KServe's status when Knative refuses the Knative Service (kserve v0.17+ components/predictor.go:
+        PropagateRawStatusWithMessages(PredictorComponent, "ReconcileFailed", err, False); Ready follows its
+        dependent). The components keep what they had: the old revisions go on serving. KServe 0.13-0.16
+        (Kubeflow 1.9/1.10's own) only record a Warning event "InternalError" with the same text."""
+        if self.kserve_version < (0, 17):  # controller.go: Recorder.Eventf(isvc, Warning, "InternalError", err)
+            event = {"involvedObject": {"kind": "InferenceService", "name": key[2]}, "reason": "InternalError"}
+            self.events.append({**event, "type": "Warning", "message": serving.refused})
+            return
+        status = copy.deepcopy(self.objects[key].get("status") or {})
+        status.setdefault("deploymentMode", "Serverless")
+        status.setdefault("components", {"predictor": {}})
+        failed = {"status": "False", "reason": "ReconcileFailed", "message": serving.refused}
+        others = [c for c in status.get("conditions") or [] if c.get("type") not in ("Ready", "PredictorReady")]
+        status["conditions"] = [*others, {"type": "PredictorReady", **failed}, {"type": "Ready", **failed}]
+        self._write_status(key, status)
+
+    def answering(self, namespace: str, name: str) -> dict[str, int]:
+        """Which model versions receive traffic right now, and their share (Serverless: the route's)."""
+        serving = self.serving.get((namespace, name))
+        shares: dict[str, int] = {}
+        for target in serving.traffic if serving else []:
+            if target["percent"]:
+                revision = next(r for r in serving.revisions if r.name == target["revisionName"])
+                version = self.version_of(revision.template)
+                shares[version] = shares.get(version, 0) + target["percent"]
+        return shares
 
     def _reconcile_raw(self, key: tuple[str, str, str], isvc: dict, serving: Serving) -> None:
         namespace, name = key[1], key[2]

@@ -163,10 +163,10 @@ def test_canary_bakes_on_split_traffic_then_promotes(kube):
         judge=fixed_judge("promote", seen, kube),
     )
     assert patches(kube)[0]["spec"]["predictor"]["canaryTrafficPercent"] == 10
-    assert seen == [
+    assert seen == [  # in KServe's order: the latest revision's target first
         [
+            {"revisionName": "churn-predictor-00002", "percent": 10, "latestRevision": True},
             {"revisionName": "churn-predictor-00001", "percent": 90, "latestRevision": False, "tag": "prev"},
-            {"revisionName": "churn-predictor-00002", "percent": 10, "latestRevision": True, "tag": "latest"},
         ]
     ]
     assert patches(kube)[1]["spec"] == {"predictor": {"canaryTrafficPercent": None}}

@@ -23,7 +23,11 @@ DEPLOYMENT_MODES = (SERVERLESS, RAW_DEPLOYMENT)
 PIPELINE_RUN_LABEL = "churnflow.io/pipeline-run"
 PIPELINE_RUN_ANNOTATION = "churnflow.io/pipeline-run-name"
 METADATA_DIGEST_ENV = "CHURNFLOW_METADATA_SHA256"
-TMP_VOLUME = "tmp"
+# The predictor's only writable directory. Not /tmp: Knative up to 1.12 (Kubeflow 1.9) refuses a volume
+# mounted at /tmp, /var, /dev, ... (knative/serving pkg/apis/serving/k8s_validation.go, reservedPaths), so
+# the refusal would leave the InferenceService without a revision. TMPDIR sends every tempfile there.
+SCRATCH_VOLUME = "scratch"
+SCRATCH_MOUNT = "/scratch"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 METRICS_PATH = "/metrics"
@@ -53,8 +57,14 @@ def autoscaling(mode: str, scale_target: int, cpu_utilization: int) -> dict[str,
 
 
 def hardened_security_context() -> dict[str, Any]:
-    """The predictor container's: non-root, read-only root filesystem (/tmp is an emptyDir), no
-    privilege escalation, every capability dropped, the runtime's default seccomp profile."""
+    """The predictor container's: non-root, read-only root filesystem (the scratch emptyDir is the only
+    writable place), no privilege escalation, every capability dropped, the runtime's default seccomp profile.
+
+    All of it sits on the container, none on the pod: Knative as Kubeflow 1.9/1.10 install it
+    (`kubernetes.podspec-securitycontext` and `secure-pod-defaults` disabled) refuses every pod-level
+    securityContext field, while its container mask (pkg/apis/serving/fieldmask.go SecurityContextMask,
+    knative-v1.12.4 and knative-v1.16.2) admits exactly these ones. The same in RawDeployment, so the two
+    modes run the same pod."""
     return {
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
@@ -141,7 +151,12 @@ def render_inferenceservice(
     if pipeline_run:
         labels[PIPELINE_RUN_LABEL] = label_value(pipeline_run)
         annotations[PIPELINE_RUN_ANNOTATION] = pipeline_run
-    env = [{"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)}, *store_env(store_secret)]
+    env = [
+        {"name": "STORAGE_URI", "value": kserve_storage_uri(storage_uri)},
+        *store_env(store_secret),
+        # Python's tempfile (model downloads, Prometheus multiprocess directories) follows TMPDIR.
+        {"name": "TMPDIR", "value": SCRATCH_MOUNT},
+    ]
     if metadata_sha256:
         env.append({"name": METADATA_DIGEST_ENV, "value": metadata_sha256})
     predictor: dict[str, Any] = {
@@ -150,7 +165,6 @@ def render_inferenceservice(
         **autoscaling(mode, scale_target, cpu_utilization),
         "labels": dict(labels),
         "annotations": scrape_annotations(),
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [
             {
                 "name": "kserve-container",
@@ -165,10 +179,10 @@ def render_inferenceservice(
                 "readinessProbe": {"httpGet": {"path": f"/v1/models/{name}", "port": HTTP_PORT}},
                 "securityContext": hardened_security_context(),
                 # The root filesystem is read-only: worker start-up and remote model downloads write here.
-                "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+                "volumeMounts": [{"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT}],
             }
         ],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": [{"name": SCRATCH_VOLUME, "emptyDir": {"sizeLimit": "1Gi"}}],
     }
     if service_account:
         predictor["serviceAccountName"] = service_account

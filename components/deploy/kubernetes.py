@@ -16,6 +16,16 @@ window in which its error ratio and p99 latency, read from Prometheus, are compa
 model's (canary.py); it is promoted within bounds and rolled back otherwise. On a timeout (crash-looping
 pods) the previous spec is restored, so the model that was serving goes on serving.
 
+Two things a real Knative adds (docs/knative-admission.md):
+- its webhook may refuse the Knative Service KServe makes of the predictor; KServe 0.17+ then reports
+  `PredictorReady` False with reason `ReconcileFailed` and the webhook's message, which ends the wait at
+  once with that message instead of a timeout;
+- a `latestRevision` route goes to the latest *ready* revision, so restoring the previous spec in one write
+  would hand all traffic to a canary (or any ready new revision) until the restored revision is ready. A
+  Serverless rollback therefore pins traffic to the last rolled-out revision first (KServe's
+  `canaryTrafficPercent: 0`), restores the spec while pinned, and unpins only once the restored revision
+  is ready; the report says which model answered meanwhile (`served_during_rollback`).
+
 The deploy step uses the pipeline pod's service account in-cluster (manifests/rbac.yaml grants exactly
 the calls made here: get/create/patch on inferenceservices, get on deployments); from a laptop it uses
 the kubeconfig.
@@ -56,6 +66,8 @@ class Rollout:
     mode: str = ""
     model_version: str = ""
     canary: dict[str, Any] | None = None  # the bake's numbers and decision (canary.py)
+    # model versions the predictor reported while a rollback was in progress, in the order first seen
+    served_during_rollback: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +79,10 @@ class RolloutFailed(ChurnflowError):
     def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.report = report or {}
+
+
+class AdmissionRefused(ChurnflowError):
+    """KServe could not create or update the predictor's Knative Service (or Deployment): no revision follows."""
 
 
 class CanaryRolledBack(RolloutFailed):
@@ -195,11 +211,35 @@ class _Target:
     """What 'the new model serves' means for one rollout phase."""
 
     def __init__(
-        self, mode: str, name: str, version: str, percent: int, previous_revision: str | None, served_url: str = ""
+        self,
+        mode: str,
+        name: str,
+        version: str,
+        percent: int,
+        previous_revision: str | None,
+        served_url: str = "",
+        stale_refusal: str = "",
     ) -> None:
         self.mode, self.name, self.version, self.served_url = mode, name, version, served_url
         self.percent = percent  # traffic the latest revision should carry
         self.previous_revision = previous_revision  # latestCreatedRevision before our write (None: any)
+        self.stale_refusal = stale_refusal  # a refusal already in status before our write: not about our spec
+
+
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+def refusal(obj: dict | None) -> str:
+    """KServe's message when it could not write the predictor's Knative Service or Deployment, else "".
+
+    KServe 0.17+ (components/predictor.go) sets PredictorReady False with reason ReconcileFailed and the
+    error, e.g. Knative's webhook refusing the pod spec. 0.13-0.16 only emit a Warning event with it."""
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        failed = condition.get("status") == "False" and condition.get("reason") == RECONCILE_FAILED
+        if condition.get("type") == "PredictorReady" and failed:
+            lines = str(condition.get("message") or RECONCILE_FAILED).splitlines()  # one error a line
+            return "; ".join(" ".join(line.split()) for line in lines if line.strip())
+    return ""
 
 
 def _ready_condition(status: dict) -> tuple[bool, str]:
@@ -215,7 +255,12 @@ def _serverless_progress(obj: dict, target: _Target) -> tuple[bool, str]:
     predictor = (status.get("components") or {}).get("predictor") or {}
     created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
     if not created or created == target.previous_revision:
-        return False, "no new revision created yet"
+        # KServe before 0.17 reports a Knative Service it could not write (e.g. refused by Knative's
+        # webhook) only as a Warning event on the InferenceService, which this step cannot list.
+        return (
+            False,
+            f"no new revision created yet; see the events of `kubectl describe inferenceservice {target.name}`",
+        )
     if created != ready:
         ok, reason = _ready_condition(status)
         return False, f"revision {created} is not ready ({reason or 'starting'})"
@@ -264,6 +309,9 @@ def _raw_progress(api: Any, obj: dict, target: _Target, namespace: str) -> tuple
 def _progress(api: Any, obj: dict, target: _Target, namespace: str, http_get: HttpGet) -> tuple[bool, str]:
     # Without the annotation the cluster default applies, which KServe reports in status.deploymentMode.
     mode = target.mode if target.mode in MODES else (obj.get("status") or {}).get("deploymentMode")
+    refused = refusal(obj)
+    if refused and refused != target.stale_refusal:
+        raise AdmissionRefused(f"KServe could not apply the predictor: {refused}")
     if mode == RAW:
         done, reason = _raw_progress(api, obj, target, namespace)
     elif mode == SERVERLESS:
@@ -428,7 +476,15 @@ def apply_inferenceservice(
         action = "updated"
     rollout = Rollout(action, name, namespace, None, canary, mode, version)
     spec_changed = before is None or before.get("spec") != target["spec"]
-    first = _Target(mode, name, version, canary or 100, _latest_created(before) if spec_changed else None, served_url)
+    first = _Target(
+        mode,
+        name,
+        version,
+        canary or 100,
+        _latest_created(before) if spec_changed else None,
+        served_url,
+        refusal(before),
+    )
     phase = "the new model"
     try:
         served = wait_until_served(
@@ -462,26 +518,154 @@ def apply_inferenceservice(
                 "inspection (kubectl describe inferenceservice)",
                 rollout.report(),
             ) from None
-        _rollback(api, namespace, name, before)
-        message = f"deploy: {what}: {reason}; rolled back to the previous model, which keeps serving"
+        waits = {"timeout_seconds": timeout_seconds, "poll_seconds": poll_seconds, "http_get": http_get}
+        restored = _rollback(api, namespace, name, before, mode, served_url, rollout, **waits)
+        message = f"deploy: {what}: {reason}; {restored}"
         error_type = CanaryRolledBack if isinstance(failure, CanaryRolledBack) else RolloutFailed
         raise error_type(message, rollout.report()) from None
     rollout.url = (served.get("status") or {}).get("url")
     return rollout
 
 
-def _rollback(api: Any, namespace: str, name: str, before: dict) -> None:
+def _restore_patch(before: dict, **predictor_overrides: Any) -> Callable[[dict], dict]:
+    """The merge patch back to `before`'s labels, annotations and spec (with predictor fields overridden)."""
+
     def build(current: dict) -> dict:
         meta, old = current.get("metadata", {}), before["metadata"]
+        spec = copy.deepcopy(before.get("spec", {}))
+        spec.setdefault("predictor", {}).update(predictor_overrides)
         return {
             "metadata": {
                 "labels": _owned_map_patch(meta.get("labels"), old.get("labels")),
                 "annotations": _owned_map_patch(meta.get("annotations"), old.get("annotations")),
             },
-            "spec": merge_patch(current.get("spec", {}), before.get("spec", {})),
+            "spec": merge_patch(current.get("spec", {}), spec),
         }
 
-    _patch_fresh(api, namespace, name, "patch (rollback)", build)
+    return build
+
+
+def _rolled_out(obj: dict | None) -> str:
+    predictor = (((obj or {}).get("status") or {}).get("components") or {}).get("predictor") or {}
+    return predictor.get("latestRolledoutRevision") or ""
+
+
+def _share_of(obj: dict, revision: str) -> int:
+    predictor = (((obj or {}).get("status") or {}).get("components") or {}).get("predictor") or {}
+    return sum(t.get("percent") or 0 for t in predictor.get("traffic") or [] if t.get("revisionName") == revision)
+
+
+def _poll(
+    api: Any,
+    namespace: str,
+    name: str,
+    check: Callable[[dict], tuple[bool, str]],
+    *,
+    timeout_seconds: float,
+    poll_seconds: float,
+    watch: Callable[[dict], None],
+) -> tuple[bool, str]:
+    """Polls `check` on fresh reads until it holds or time runs out; `watch` sees every read."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        obj = _get(api, namespace, name) or {}
+        watch(obj)
+        done, reason = check(obj)
+        if done or time.monotonic() >= deadline:
+            return done, reason
+        time.sleep(poll_seconds)
+
+
+def _rollback(
+    api: Any,
+    namespace: str,
+    name: str,
+    before: dict,
+    mode: str,
+    served_url: str,
+    rollout: Rollout,
+    *,
+    timeout_seconds: float,
+    poll_seconds: float,
+    http_get: HttpGet,
+) -> str:
+    """Restores `before`; returns how far that got, as the end of the failure message.
+
+    Serverless, with a rolled-out revision to go back to: (1) canaryTrafficPercent 0, which KServe turns into
+    100 % on the last rolled-out revision (ksvc_reconciler.go), and wait until the route shows it; (2) the
+    previous spec, still pinned; wait until the revision it creates is ready; (3) unpin, so the restored
+    revision takes the traffic, and wait until it serves the previous model_version. At no step does a
+    `latestRevision` target point at the rejected revision with any share. Otherwise (RawDeployment, where
+    KServe ignores canaryTrafficPercent, or nothing ever rolled out) the previous spec is written back at once.
+    """
+    stable = _rolled_out(before)
+    previous_version = _version_of(before)
+    waits = {"timeout_seconds": timeout_seconds, "poll_seconds": poll_seconds}
+
+    def watch(obj: dict) -> None:
+        address = served_url or ((obj.get("status") or {}).get("address") or {}).get("url")
+        seen = served_version(http_get, address, name)
+        if seen is not None and seen not in rollout.served_during_rollback:
+            rollout.served_during_rollback.append(seen)
+
+    if mode != SERVERLESS or not stable:
+        _patch_fresh(api, namespace, name, "patch (rollback)", _restore_patch(before))
+        return "rolled back to the previous model, which keeps serving"
+    _, pinned = _patch_fresh(
+        api, namespace, name, "patch (rollback: pin)", lambda _: {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    )
+    watch(pinned)
+
+    def stable_holds_all(obj: dict) -> tuple[bool, str]:
+        share = _share_of(obj, stable)
+        return share == 100, f"revision {stable} carries {share}% of traffic, expected 100%"
+
+    done, reason = _poll(api, namespace, name, stable_holds_all, watch=watch, **waits)
+    if not done:  # restoring now could route to the rejected revision: leave it pinned for inspection
+        return f"rollback stopped with traffic pinned by canaryTrafficPercent 0 ({reason})"
+    pinned_spec = before.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent", 0) or 0
+    current, restored = _patch_fresh(
+        api, namespace, name, "patch (rollback: restore)", _restore_patch(before, canaryTrafficPercent=0)
+    )
+    # A new revision follows only if the rejected spec had reached Knative (a refused one never did).
+    new_revision = not refusal(current) and _pod_template(current) != _pod_template(restored)
+    created_before = _latest_created(current)
+
+    def restored_ready(obj: dict) -> tuple[bool, str]:
+        predictor = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+        created, ready = predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+        if refusal(obj):
+            return False, refusal(obj)
+        if new_revision and created == created_before:
+            return False, "no revision for the previous spec yet"
+        if created != ready:
+            return False, f"restored revision {created} is not ready"
+        return _share_of(obj, stable) == 100, f"revision {stable} no longer carries all traffic"
+
+    done, reason = _poll(api, namespace, name, restored_ready, watch=watch, **waits)
+    if not done:
+        return (
+            f"rollback stopped with the previous model serving from {stable} (canaryTrafficPercent 0) while the "
+            f"restored spec is not ready ({reason})"
+        )
+    unpin = {"canaryTrafficPercent": pinned_spec or None}
+    _patch_fresh(api, namespace, name, "patch (rollback: unpin)", lambda _: {"spec": {"predictor": unpin}})
+    final = _Target(mode, name, previous_version, 100, None, served_url)
+    try:
+        wait_until_served(api, final, namespace, **waits, http_get=http_get)
+    except (TimeoutError, ChurnflowError) as failure:
+        return f"rolled back to the previous spec, but it does not serve yet ({failure})"
+    finally:
+        watch(_get(api, namespace, name) or {})
+    answered = ", ".join(rollout.served_during_rollback) or "no answer"
+    return f"rolled back to the previous model, which kept serving (answering during the rollback: {answered})"
+
+
+def _pod_template(obj: dict | None) -> dict:
+    """The predictor spec without canaryTrafficPercent: what the Knative revision is made of."""
+    predictor = copy.deepcopy(((obj or {}).get("spec") or {}).get("predictor") or {})
+    predictor.pop("canaryTrafficPercent", None)
+    return predictor
 
 
 def _bake(
