@@ -200,7 +200,10 @@ class KfpApi:
         return experiment
 
     def _parses_on_this_backend(self, spec: dict[str, Any]) -> None:
-        """Before 2.4 the API server parses specs with a proto without the resource string fields."""
+        """Before 2.4 the API server parses specs with a proto without the resource string fields
+        (kubeflow/pipelines PR 11075 added resourceCpuLimit and the rest to api/v2alpha1/pipeline_spec.proto;
+        the API server's go.mod pins that api module at 58ce09e (2023-10) up to 2.3.0 and at a version with
+        them from 2.4.0), so it refuses the spec at creation."""
         backend = self._backend()
         if backend is None or backend >= (2, 4):
             return

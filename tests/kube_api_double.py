@@ -318,7 +318,7 @@ def _field_matches(spec: dict, name: str, value: str | None) -> bool:
     if name in spec and not _any_matches(spec[name], value):
         return False
     negated = "not" + name[0].upper() + name[1:]
-    return not (negated in spec and (value is None or _any_matches(spec[negated], value)))
+    return not (negated in spec and _any_matches(spec[negated], value))  # no value: outside any list
 
 
 def _source_matches(source: dict, request: MeshRequest) -> bool:
@@ -360,7 +360,7 @@ def _rule_matches(rule: dict, request: MeshRequest) -> bool:
         value = _condition_value(condition["key"], request)
         if "values" in condition and not _any_matches(condition["values"], value):
             return False
-        if "notValues" in condition and (value is None or _any_matches(condition["notValues"], value)):
+        if "notValues" in condition and _any_matches(condition["notValues"], value):
             return False
     return True
 

@@ -196,6 +196,18 @@ def test_the_istio_model_follows_istios_semantics():
     assert not istio_allows([allow_get, deny_admin], "ml", workload, MeshRequest("GET", "/admin/x", None))
     assert istio_allows([allow_get], "ml", {"app": "y"}, post_root)  # not selected
     assert istio_allows([allow_get], "other", workload, post_root)  # another namespace's policy
+    # "requests without a JWT": no RequestAuthentication, so every request matches notRequestPrincipals
+    deny_anonymous = {
+        "metadata": {"name": "n", "namespace": "ml"},
+        "spec": {"action": "DENY", "rules": [{"from": [{"source": {"notRequestPrincipals": ["*"]}}]}]},
+    }
+    assert not istio_allows([deny_anonymous], "ml", workload, get_root)
+    mtls_only = {
+        "metadata": {"name": "m", "namespace": "ml"},
+        "spec": {"rules": [{"from": [{"source": {"principals": ["*"]}}]}]},
+    }
+    assert not istio_allows([mtls_only], "ml", workload, get_root)  # plaintext: no principal at all
+    assert istio_allows([mtls_only], "ml", workload, MeshRequest("GET", "/", "cluster.local/ns/a/sa/b"))
     owner = profile_owner_policy("ml")
     assert istio_allows([owner], "ml", workload, MeshRequest("POST", "/", "cluster.local/ns/ml/sa/any"))
     assert not istio_allows([owner], "ml", workload, MeshRequest("POST", "/", "cluster.local/ns/ml2/sa/any"))
