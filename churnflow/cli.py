@@ -374,6 +374,22 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     return status
 
 
+def _deploy_namespace(arguments: dict, profile: str) -> None:
+    """The deploy step deploys into the profile the run runs in (`--namespace`): the deploy step's Role
+    (manifests/rbac.yaml) and the predictor's AuthorizationPolicy are applied there, and in multi-user
+    Kubeflow the run's service account may act in no other namespace. Without a profile (single-user
+    KFP) the pipeline's own `namespace` parameter, or `--set namespace=`, decides."""
+    if not profile:
+        return
+    given = arguments.get("namespace")
+    if given is not None and given != profile:
+        raise ChurnflowError(
+            f"--set namespace={given} contradicts --namespace {profile}: the run's deploy step deploys into its "
+            "profile namespace (where manifests/ grant it the rights); drop one of them"
+        )
+    arguments["namespace"] = profile
+
+
 def _pipeline_arguments(args: argparse.Namespace) -> dict:
     """--data/--config/--set as training-pipeline arguments (the config travels as JSON)."""
     from churnflow.config import config_to_json, load_config
@@ -381,6 +397,7 @@ def _pipeline_arguments(args: argparse.Namespace) -> dict:
     from churnflow.pipelines.parameters import parse_assignments
 
     arguments = parse_assignments(args.set or [], churn_training_pipeline)
+    _deploy_namespace(arguments, args.namespace)
     if args.data:
         arguments["data_uri"] = args.data
     if args.config:

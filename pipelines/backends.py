@@ -55,7 +55,23 @@ FEATURES: dict[str, Feature] = {
         (2, 5),
         "kubeflow/pipelines issue 11935: older drivers fail with 'unknown field secretNameParameter'",
     ),
+    "run_placeholders": Feature(
+        "the run's name or id as a task input ({{$.pipeline_job_name}}, dsl.PIPELINE_JOB_NAME_PLACEHOLDER)",
+        (2, 5),
+        "kubeflow/pipelines PR 11599 (backend/src/v2/driver/driver.go resolves the job and task placeholders), "
+        "released in 2.5.0; older drivers hand the placeholder on as literal text",
+    ),
 }
+# The placeholders the 2.5 driver resolves when a task input is exactly one of them (driver.go,
+# resolveInputParameter, a RuntimeValue constant); before 2.5 none is resolved. No driver resolves them
+# in pod labels or annotations (podMetadata), so they are never written there.
+RUN_PLACEHOLDERS = (
+    "{{$.pipeline_job_name}}",
+    "{{$.pipeline_job_resource_name}}",
+    "{{$.pipeline_job_uuid}}",
+    "{{$.pipeline_task_name}}",
+    "{{$.pipeline_task_uuid}}",
+)
 # Oldest backend that runs KFP v2 pipeline specs at all (KFP 1.x runs Argo workflows, not this IR).
 OLDEST: Version = (2, 0)
 # The backend today's DAG is written for: the newest feature's version (`churnflow compile` default).
@@ -105,6 +121,20 @@ def _dags(spec: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
             yield name, component["dag"]
 
 
+def _task_constants(spec: dict[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """(dag/task, runtimeValue) of every task input parameter given as a constant."""
+    for dag_name, dag in _dags(spec):
+        for task_name, task in dag.get("tasks", {}).items():
+            for value in task.get("inputs", {}).get("parameters", {}).values():
+                runtime = value.get("runtimeValue")
+                if isinstance(runtime, dict) and "constant" in runtime:
+                    yield f"{dag_name}/{task_name}", runtime
+
+
+def _has_placeholder(value: Any) -> bool:
+    return isinstance(value, str) and any(p in value for p in RUN_PLACEHOLDERS)
+
+
 def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Feature key → where the compiled spec (pipeline spec + Kubernetes platform spec) uses it."""
     spec = documents[0]
@@ -117,6 +147,9 @@ def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
             loop = components.get(task.get("componentRef", {}).get("name", ""), {})
             if loop.get("dag", {}).get("outputs"):  # a loop whose outputs leave it is a fan-in
                 used.setdefault("collected", []).append(f"{dag_name}/{task_name}")
+    for where, runtime in _task_constants(spec):
+        if _has_placeholder(runtime["constant"]):
+            used.setdefault("run_placeholders", []).append(where)
     for executor, resources in _resources(spec):
         if set(resources) & set(_RESOURCE_FIELDS):
             used.setdefault("resource_strings", []).append(executor)
@@ -166,6 +199,22 @@ def _adapt_resources(spec: dict[str, Any], values: dict[str, Any]) -> None:
                 del resources[field]
 
 
+def _drop_placeholders(text: str) -> str:
+    for placeholder in RUN_PLACEHOLDERS:
+        text = text.replace(placeholder, "")
+    return text
+
+
+def _adapt_placeholders(spec: dict[str, Any]) -> None:
+    """Before 2.5 every run/task placeholder becomes empty text: the steps read an empty run name as
+    "no run known" and write no run label, annotation or metadata, where the literal placeholder text
+    would otherwise reach the InferenceService and the model's metadata. No older placeholder stands in
+    for it: the job and task placeholders arrived together (KFP PR 11599)."""
+    for _, runtime in _task_constants(spec):
+        if _has_placeholder(runtime["constant"]):
+            runtime["constant"] = _drop_placeholders(runtime["constant"])
+
+
 def adapt(
     documents: list[dict[str, Any]], backend: Version, values: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -174,7 +223,10 @@ def adapt(
     arguments, or its default: such a backend cannot vary resources per run), `optional: false` (the
     default) goes, and so does a secretNameParameter repeating the constant secretName; a Secret named
     by a pipeline parameter is fixed to the run's value or its default, as resources are. An optional
-    Secret stays: without the field it would become required (check refuses it)."""
+    Secret stays: without the field it would become required (check refuses it). Before 2.5 the run
+    and task placeholders ({{$.pipeline_job_name}}, ...) become empty text (`_adapt_placeholders`)."""
+    if backend < FEATURES["run_placeholders"].needs:
+        _adapt_placeholders(documents[0])
     if backend < FEATURES["resource_strings"].needs:
         _adapt_resources(documents[0], values or {})
     parameters = documents[0].get("root", {}).get("inputDefinitions", {}).get("parameters", {})

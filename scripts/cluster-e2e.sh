@@ -183,8 +183,33 @@ ok "prerequisites present"
 step "render offline: the pipeline, manifests/ for namespace $NAMESPACE, the InferenceServices of the canaries"
 offline "$CHURNFLOW" compile --image "$TRAIN_IMAGE" --output "$WORKDIR/churn_pipeline.yaml"
 if command -v kubectl >/dev/null; then
-  say "kubectl kustomize $ROOT/manifests > $WORKDIR/manifests.yaml"
-  kubectl kustomize "$ROOT/manifests" | sed "s/namespace: kubeflow-user-example-com/namespace: $NAMESPACE/" \
+  # KFP standalone has no Kubeflow profile: no PodDefault CRD, and no mesh-wide deny that the predictor's
+  # AuthorizationPolicy would open; with KServe's Istio that ALLOW policy would instead shut out the
+  # predictions this script sends through the ingress. Both are left out here (README, step 2).
+  overlay="$WORKDIR/manifests-standalone"
+  mkdir -p "$overlay"
+  cat >"$overlay/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $(realpath --relative-to="$overlay" "$ROOT/manifests")
+patches:
+  - patch: |-
+      \$patch: delete
+      apiVersion: security.istio.io/v1
+      kind: AuthorizationPolicy
+      metadata:
+        name: churn-predictor-serving-check
+  - patch: |-
+      \$patch: delete
+      apiVersion: kubeflow.org/v1alpha1
+      kind: PodDefault
+      metadata:
+        name: access-ml-pipeline
+EOF
+  say "kubectl kustomize $overlay (manifests/ without the profile-only PodDefault and AuthorizationPolicy)" \
+    "> $WORKDIR/manifests.yaml"
+  kubectl kustomize "$overlay" | sed "s/namespace: kubeflow-user-example-com/namespace: $NAMESPACE/" \
     >"$WORKDIR/manifests.yaml"
   if command -v kubernetes-validate >/dev/null; then
     offline kubernetes-validate --strict "$WORKDIR/manifests.yaml" >"$WORKDIR/validate.log" ||

@@ -11,8 +11,9 @@ configurable backend version in `tag_name`, as the API server does.
 
 An older backend accepts a run whose spec it cannot execute and fails it later in the driver; the
 double does the same: such a run is created in state FAILED with the driver's error. It reads the
-spec on its own terms (a task consuming a ParallelFor's output; Secret-as-env fields), independently
-of churnflow's table in pipelines/backends.py.
+spec on its own terms (a task consuming a ParallelFor's output; Secret-as-env and pod-metadata fields;
+run placeholders a pre-2.5 driver leaves as text), independently of churnflow's table in
+pipelines/backends.py; `driver_error` names the KFP source of each rule.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ _REQUIRED_TYPES = {
     "LIST": list,
     "STRUCT": dict,
 }
+
+
+# A KFP job/task placeholder as the SDK writes it into a task input (dsl.PIPELINE_JOB_NAME_PLACEHOLDER, ...).
+_PLACEHOLDER = re.compile(r"\{\{\$\.pipeline_(job|task)_[a-z_]+\}\}")
 
 
 class ApiError(Exception):
@@ -195,7 +200,10 @@ class KfpApi:
         return experiment
 
     def _parses_on_this_backend(self, spec: dict[str, Any]) -> None:
-        """Before 2.4 the API server parses specs with a proto without the resource string fields."""
+        """Before 2.4 the API server parses specs with a proto without the resource string fields
+        (kubeflow/pipelines PR 11075 added resourceCpuLimit and the rest to api/v2alpha1/pipeline_spec.proto;
+        the API server's go.mod pins that api module at 58ce09e (2023-10) up to 2.3.0 and at a version with
+        them from 2.4.0), so it refuses the spec at creation."""
         backend = self._backend()
         if backend is None or backend >= (2, 4):
             return
@@ -247,27 +255,50 @@ class KfpApi:
         return (int(match.group(1)), int(match.group(2))) if match else None
 
     def driver_error(self, body: dict[str, Any]) -> str | None:
-        """What this backend's driver fails a run of this spec with (None: it runs)."""
+        """What this backend's driver and launcher break on for this spec (None: it runs). Each rule names
+        the KFP source it follows; the first one that applies answers."""
         backend = self._backend()
         if backend is None:
             return None
         spec = body["pipeline_spec"]
         platform = spec.get("platform_spec", {}) if "pipeline_spec" in spec else {}
         spec = spec.get("pipeline_spec", spec)
+        dags = [spec["root"]["dag"], *(c["dag"] for c in spec.get("components", {}).values() if "dag" in c)]
         if backend < (2, 14):
-            dags = [spec["root"]["dag"], *(c["dag"] for c in spec.get("components", {}).values() if "dag" in c)]
+            # kubeflow/pipelines PR 11725 (driver resolves a ParallelFor's collected outputs), first in 2.14.0
             for dag in dags:
                 loops = {name for name, task in dag.get("tasks", {}).items() if "parameterIterator" in task}
                 for task in dag.get("tasks", {}).values():
                     for value in task.get("inputs", {}).get("parameters", {}).values():
                         if value.get("taskOutputParameter", {}).get("producerTask") in loops:
                             return "failed to resolve the outputs of a ParallelFor (collected outputs need 2.14)"
+        if backend < (2, 5):
+            # backend/src/v2/driver/driver.go resolves {{$.pipeline_job_name}} and the other job/task
+            # placeholders from 2.5.0 on (PR 11599); the 2.2-2.4 drivers hand a constant to the task as
+            # it is. A real backend runs such a task, whose step then writes the literal text where the
+            # run name goes (labels, annotations, model metadata); the double fails the run instead, so
+            # that no test can miss it.
+            for dag in dags:
+                for task_name, task in sorted(dag.get("tasks", {}).items()):
+                    for name, value in sorted(task.get("inputs", {}).get("parameters", {}).items()):
+                        constant = value.get("runtimeValue", {}).get("constant")
+                        if isinstance(constant, str) and _PLACEHOLDER.search(constant):
+                            return (
+                                f"KFP driver {backend[0]}.{backend[1]}: task {task_name!r} would get input "
+                                f"{name!r} as the literal text {constant!r} (run placeholders need 2.5)"
+                            )
         executors = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
         for config in executors.values():
+            if "podMetadata" in config and backend < (2, 1):
+                # backend/src/v2/cmd/driver/main.go (2.0.0) unmarshals --kubernetes_config with jsonpb,
+                # which refuses unknown fields, into kubernetes_platform bd9f74e (no pod_metadata; PR 10393, 2.1.0)
+                return 'KFP driver: failed to unmarshal Kubernetes config: unknown field "podMetadata"'
             for secret in config.get("secretAsEnv", []):
                 if "optional" in secret and backend < (2, 15):
+                    # kubeflow/pipelines issue 12495: the field arrived in 2.15.0's kubernetes_platform
                     return 'KFP driver: failed to unmarshal Kubernetes config: unknown field "optional"'
                 if "secretNameParameter" in secret and backend < (2, 5):
+                    # kubeflow/pipelines issue 11935: the field arrived in 2.5.0's kubernetes_platform
                     return 'KFP driver: failed to unmarshal Kubernetes config: unknown field "secretNameParameter"'
         return None
 

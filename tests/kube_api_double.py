@@ -24,7 +24,12 @@ A controller stand-in drives status the way KServe does, per deployment mode (th
 - A model in `crashing` (its storage URI) crash-loops: its revision never becomes ready (Serverless), or
   its new pods never become available (Raw).
 The predictor each InferenceService routes to answers `GET <status.address.url>/v2/models/<name>` with the
-`versions` of the model serving the majority of its traffic, as `churnflow serve` does.
+`versions` of the model serving the majority of its traffic, as `churnflow serve` does, and `/metrics`
+(also on `/_pods/<ns>/<name>/...`, a pod's own address, as Prometheus scrapes). In front of it sits the
+pod's Istio sidecar of a Kubeflow profile (Istio section below): Kubeflow's mesh-wide allow-nothing, the
+profile's ns-owner-access-istio and the AuthorizationPolicies manifests/ creates, evaluated for the peer
+the sidecar sees (Knative's local gateway or activator for the address in Serverless mode, the caller
+itself in RawDeployment or pod to pod); a refusal is Envoy's 403 "RBAC: access denied".
 """
 
 from __future__ import annotations
@@ -63,7 +68,11 @@ GROUPED = re.compile(
     r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<resource>[^/]+)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>[^/]+))?$"
 )
-SERVING = re.compile(r"^/_serving/(?P<ns>[^/]+)/(?P<name>[^/]+)/v2/models/(?P<model>[^/]+)$")
+# The InferenceService's in-cluster address (status.address.url), and one of its predictor pods directly
+# (as Prometheus scrapes them); the rest of the path is the request's.
+SERVING = re.compile(r"^/_serving/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<path>/.*)$")
+PODS = re.compile(r"^/_pods/(?P<ns>[^/]+)/(?P<name>[^/]+)(?P<path>/.*)$")
+MODEL_METADATA = re.compile(r"^/v2/models/(?P<model>[^/]+)$")
 logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log per request in test output
 
 KINDS = {
@@ -187,6 +196,213 @@ def schema_errors(value: Any, schema: dict, path: str, unknown: list[str]) -> li
     return errors
 
 
+# -- Istio authorization (the predictor's sidecar) -------------------------------------------------------
+#
+# What a request to a predictor pod meets in a Kubeflow 1.9/1.10 profile namespace, with Istio's
+# AuthorizationPolicy semantics (istio.io reference "Authorization Policy", istio/istio
+# pilot/pkg/security/authz): DENY policies first, then, if any ALLOW policy applies to the workload,
+# the request must match one of its rules, else Envoy answers 403 "RBAC: access denied". A policy in the
+# root namespace (istio-system) applies to every workload; a missing selector selects every workload of
+# its namespace. Within a rule, `from`, `to` and `when` must all match; entries of a list match if any
+# does; a field's values match if any does. Values: "*" is any non-empty value, "x*" a prefix, "*x" a
+# suffix (pilot/pkg/security/authz/matcher/string.go). principals and namespaces come from the peer's
+# mTLS certificate, so a plaintext caller has neither and never matches them.
+
+ISTIO_ROOT_NAMESPACE = "istio-system"
+# Who a request through the InferenceService's cluster-local address arrives from in Serverless mode:
+# Knative's local gateway (kubeflow/manifests v1.10.0: the knative-local-gateway Service selects the
+# cluster-local-gateway pods, service account cluster-local-gateway-service-account) or, when it is in
+# the path, the activator (knative serving 1.12/1.16 serving-core.yaml: serviceAccountName activator).
+LOCAL_GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account"
+ACTIVATOR_PRINCIPAL = "cluster.local/ns/knative-serving/sa/activator"
+# A test stands for another calling workload with this header: its mTLS principal, "" for a caller
+# without a sidecar (plaintext). Without it the caller is the pod the double's token belongs to.
+SOURCE_HEADER = "X-Test-Source-Principal"
+_UNSUPPORTED_SOURCE = ("ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
+_UNSUPPORTED_OPERATION = ("ports", "notPorts")
+
+
+def global_deny_all() -> dict:
+    """kubeflow/manifests common/istio/istio-install/base/deny_all_authorizationpolicy.yaml (v1.9-v1.10):
+    an empty spec in the root namespace, i.e. an ALLOW policy without rules for every workload."""
+    return {"metadata": {"name": "global-deny-all", "namespace": ISTIO_ROOT_NAMESPACE}, "spec": {}}
+
+
+def profile_owner_policy(namespace: str, owner: str = "user@example.com") -> dict:
+    """ns-owner-access-istio as the profile controller writes it (kubeflow/kubeflow v1.10.0, same in
+    v1.9.2: components/profile-controller/controllers/profile_controller.go, getAuthorizationPolicy),
+    with the default principals of its config map (kubeflow/manifests v1.10.0 apps/profiles)."""
+    return {
+        "metadata": {"name": "ns-owner-access-istio", "namespace": namespace},
+        "spec": {
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "when": [{"key": "request.headers[kubeflow-userid]", "values": [owner]}],
+                    "from": [
+                        {
+                            "source": {
+                                "principals": [
+                                    "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+                                    "cluster.local/ns/kubeflow/sa/ml-pipeline-ui",
+                                ]
+                            }
+                        }
+                    ],
+                },
+                {"when": [{"key": "source.namespace", "values": [namespace]}]},
+                {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]},
+                {
+                    "from": [
+                        {"source": {"principals": ["cluster.local/ns/kubeflow/sa/notebook-controller-service-account"]}}
+                    ],
+                    "to": [{"operation": {"methods": ["GET"], "paths": ["*/api/kernels"]}}],
+                },
+            ],
+        },
+    }
+
+
+@functools.cache
+def _kustomized_policies(namespace: str) -> tuple[str, ...]:
+    """The AuthorizationPolicies `kubectl apply -k manifests/` creates in `namespace` (README step 2:
+    the kustomization's namespace set, then built by kubectl's kustomize), as YAML texts."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    kubectl = str(Path(sys.executable).with_name("kubectl"))
+    with tempfile.TemporaryDirectory() as directory:
+        for path in (ROOT / "manifests").glob("*.yaml"):
+            shutil.copy(path, directory)
+        kustomization = Path(directory) / "kustomization.yaml"
+        kustomization.write_text(re.sub(r"(?m)^namespace: .*$", f"namespace: {namespace}", kustomization.read_text()))
+        built = subprocess.run([kubectl, "kustomize", directory], capture_output=True, text=True, check=True).stdout
+    return tuple(yaml.safe_dump(d) for d in yaml.safe_load_all(built) if d and d["kind"] == "AuthorizationPolicy")
+
+
+def manifest_policies(namespace: str) -> list[dict]:
+    """Our manifests' AuthorizationPolicies as applied to `namespace`."""
+    return [yaml.safe_load(text) for text in _kustomized_policies(namespace)]
+
+
+def _istio_value_matches(pattern: str, value: str | None) -> bool:
+    if value is None or value == "":
+        return False
+    if pattern == "*":
+        return True
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    return value == pattern
+
+
+def _any_matches(patterns: list[str], value: str | None) -> bool:
+    return any(_istio_value_matches(p, value) for p in patterns)
+
+
+@dataclass
+class MeshRequest:
+    """A request as the destination's sidecar sees it."""
+
+    method: str
+    path: str  # without the query string, which Istio's path match ignores
+    principal: str | None  # the peer's mTLS identity; None for plaintext
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def source_namespace(self) -> str | None:
+        match = re.match(r"^[^/]+/ns/([^/]+)/sa/[^/]+$", self.principal or "")
+        return match.group(1) if match else None
+
+
+def _field_matches(spec: dict, name: str, value: str | None) -> bool:
+    """One source/operation field and its not-variant (absent: matches)."""
+    if name in spec and not _any_matches(spec[name], value):
+        return False
+    negated = "not" + name[0].upper() + name[1:]
+    return not (negated in spec and _any_matches(spec[negated], value))  # no value: outside any list
+
+
+def _source_matches(source: dict, request: MeshRequest) -> bool:
+    if unsupported := [k for k in _UNSUPPORTED_SOURCE if k in source]:
+        raise NotImplementedError(f"the Istio double does not model source fields {unsupported}")
+    return (
+        _field_matches(source, "principals", request.principal)
+        and _field_matches(source, "namespaces", request.source_namespace)
+        and _field_matches(source, "requestPrincipals", None)  # no RequestAuthentication on the predictor
+    )
+
+
+def _operation_matches(operation: dict, request: MeshRequest) -> bool:
+    if unsupported := [k for k in _UNSUPPORTED_OPERATION if k in operation]:
+        raise NotImplementedError(f"the Istio double does not model operation fields {unsupported}")
+    return (
+        _field_matches(operation, "methods", request.method)
+        and _field_matches(operation, "paths", request.path)
+        and _field_matches(operation, "hosts", request.headers.get("host"))
+    )
+
+
+def _condition_value(key: str, request: MeshRequest) -> str | None:
+    if key == "source.namespace":
+        return request.source_namespace
+    if key == "source.principal":
+        return request.principal
+    if match := re.fullmatch(r"request\.headers\[(.+)\]", key):
+        return request.headers.get(match.group(1).lower())
+    raise NotImplementedError(f"the Istio double does not model condition key {key!r}")
+
+
+def _rule_matches(rule: dict, request: MeshRequest) -> bool:
+    if rule.get("from") and not any(_source_matches(f.get("source") or {}, request) for f in rule["from"]):
+        return False
+    if rule.get("to") and not any(_operation_matches(t.get("operation") or {}, request) for t in rule["to"]):
+        return False
+    for condition in rule.get("when") or []:
+        value = _condition_value(condition["key"], request)
+        if "values" in condition and not _any_matches(condition["values"], value):
+            return False
+        if "notValues" in condition and _any_matches(condition["notValues"], value):
+            return False
+    return True
+
+
+def _applies(policy: dict, namespace: str, labels: dict[str, str]) -> bool:
+    home = policy["metadata"].get("namespace")
+    if home not in (namespace, ISTIO_ROOT_NAMESPACE):
+        return False
+    selector = ((policy.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def istio_allows(policies: list[dict], namespace: str, labels: dict[str, str], request: MeshRequest) -> bool:
+    """Whether the sidecar of a pod with `labels` in `namespace` lets `request` through."""
+    applying = [p for p in policies if _applies(p, namespace, labels)]
+    for policy in applying:
+        action = (policy.get("spec") or {}).get("action", "ALLOW")
+        if action not in ("ALLOW", "DENY"):
+            raise NotImplementedError(f"the Istio double does not model {action} policies")
+    if any(_rule_matches(rule, request) for rule in _rules(applying, "DENY")):
+        return False
+    if not any((p.get("spec") or {}).get("action", "ALLOW") == "ALLOW" for p in applying):
+        return True  # no ALLOW policy selects the workload: allowed
+    return any(_rule_matches(rule, request) for rule in _rules(applying, "ALLOW"))
+
+
+def _rules(policies: list[dict], action: str) -> list[dict]:
+    """The rules of the policies with `action` (a policy without rules contributes none: it matches
+    nothing, so an ALLOW one only denies)."""
+    return [
+        rule
+        for policy in policies
+        if (policy.get("spec") or {}).get("action", "ALLOW") == action
+        for rule in (policy.get("spec") or {}).get("rules") or []
+    ]
+
+
 # -- RBAC -----------------------------------------------------------------------------------------
 
 
@@ -277,8 +493,20 @@ class KubeAPIDouble:
         replicas: int = 2,
         knative_version: str | None = knative_webhook.KNATIVE_OF_KUBEFLOW["1.9"],
         kserve_version: tuple[int, int] = (0, 21),
+        istio: bool = True,
+        authorization_policies: list[dict] | None = None,
     ) -> None:
         self.namespace = namespace
+        # Istio in a Kubeflow profile (istio=False: no mesh): the mesh-wide allow-nothing, the profile's
+        # own policy, and ours (None: the AuthorizationPolicies manifests/ creates in this namespace).
+        ours = manifest_policies(namespace) if authorization_policies is None else authorization_policies
+        self.authorization_policies = (
+            [global_deny_all(), profile_owner_policy(namespace), *copy.deepcopy(ours)] if istio else []
+        )
+        self.istio = istio
+        self.activator_in_path = False  # Serverless: requests reach the pods through Knative's activator
+        self.caller = f"cluster.local/ns/{namespace}/sa/{service_account}"  # the token's pod, over mTLS
+        self.mesh_denied: list[tuple[str | None, str, str]] = []  # (principal, method, path) answered 403
         self.rules = rbac if isinstance(rbac, list) else load_rules(Path(rbac), namespace, service_account)
         self.user = f"system:serviceaccount:{namespace}:{service_account}"
         self.token = "pipeline-sa-token"
@@ -387,8 +615,8 @@ class KubeAPIDouble:
         body = request.get_data(as_text=True)
         with self.lock:
             self.requests.append((request.method, request.full_path.rstrip("?"), json.loads(body) if body else None))
-            if match := SERVING.match(request.path):
-                return self._serve_metadata(**match.groupdict())
+            if match := SERVING.match(request.path) or PODS.match(request.path):
+                return self._serve(request, through_address=request.path.startswith("/_serving/"), **match.groupdict())
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 return self._status(401, "Unauthorized", "Unauthorized")
             match = GROUPED.match(request.path) or CORE.match(request.path)
@@ -815,8 +1043,48 @@ class KubeAPIDouble:
         revision = next(r for r in serving.revisions if r.name == top["revisionName"])
         return self.version_of(revision.template)
 
-    def _serve_metadata(self, ns: str, name: str, model: str) -> Response:
+    def pod_labels(self, namespace: str, name: str) -> dict[str, str]:
+        """The labels of the predictor pods serving most of the traffic, as KServe and Knative write them:
+        the predictor's own labels plus serving.kserve.io/inferenceservice and component (both modes);
+        Serverless adds serving.knative.dev/service; RawDeployment overwrites `app` with
+        isvc.<name>-predictor (kserve reconcilers/deployment/deployment_reconciler.go, createRawDeployment)."""
+        serving = self.serving[(namespace, name)]
+        if serving.mode == "RawDeployment":
+            deployment = self.objects[("Deployment", namespace, f"{name}-predictor")]
+            status = deployment["status"]
+            template = deployment.get("_previous") if status.get("unavailableReplicas") else None
+            labels = dict(((template or deployment["spec"]["template"])["spec"].get("labels")) or {})
+            labels["app"] = f"isvc.{name}-predictor"
+        else:
+            top = max(serving.traffic, key=lambda t: t["percent"])
+            revision = next(r for r in serving.revisions if r.name == top["revisionName"])
+            labels = dict(revision.template.get("labels") or {})
+            labels["serving.knative.dev/service"] = f"{name}-predictor"
+            labels["serving.knative.dev/revision"] = revision.name
+        labels.update({"serving.kserve.io/inferenceservice": name, "component": "predictor"})
+        return labels
+
+    def _serve(self, request: Request, ns: str, name: str, path: str, through_address: bool) -> Response:
+        """A request to the predictor: through the InferenceService's address (`/_serving/...`) or to a
+        pod directly (`/_pods/...`, as Prometheus scrapes). No ready pod: 503 from the gateway, before any
+        sidecar; then the pod's sidecar applies Istio's policies to the peer it sees: in Serverless mode
+        through the address that is Knative's local gateway or activator, never the caller."""
         version = self.served_version(ns, name)
         if version is None:
             return self._json(503, {"error": "no ready pods"})
-        return self._json(200, {"name": model, "versions": [version], "platform": "", "inputs": [], "outputs": []})
+        caller = request.headers.get(SOURCE_HEADER, self.caller) or None
+        if through_address and self.serving[(ns, name)].mode != "RawDeployment":
+            caller = ACTIVATOR_PRINCIPAL if self.activator_in_path else LOCAL_GATEWAY_PRINCIPAL
+        if self.istio:
+            headers = {k.lower(): v for k, v in request.headers.items() if k != SOURCE_HEADER}
+            seen = MeshRequest(request.method, path, caller, headers)
+            if not istio_allows(self.authorization_policies, ns, self.pod_labels(ns, name), seen):
+                self.mesh_denied.append((caller, request.method, path))
+                return Response("RBAC: access denied", status=403, content_type="text/plain")
+        if path == "/metrics" and request.method == "GET":
+            return Response(f'churnflow_model_info{{model_version="{version}"}} 1\n', content_type="text/plain")
+        match = MODEL_METADATA.match(path)
+        if match and request.method == "GET":
+            model = match.group("model")
+            return self._json(200, {"name": model, "versions": [version], "platform": "", "inputs": [], "outputs": []})
+        return self._json(404, {"error": f"{request.method} {path}: not served"})

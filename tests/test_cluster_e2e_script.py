@@ -86,6 +86,8 @@ def test_dry_run_walks_every_step_and_renders_valid_manifests(tmp_path, isvc_val
     built = [d for d in yaml.safe_load_all((tmp_path / "manifests.yaml").read_text()) if d]
     assert {d["metadata"].get("namespace") for d in built} == {"churn-e2e"}
     assert {"Role", "RoleBinding", "ServiceAccount", "Secret", "NetworkPolicy"} <= {d["kind"] for d in built}
+    # KFP standalone: no profile, so neither the PodDefault (no CRD) nor the Istio policy (issue 21)
+    assert not {"PodDefault", "AuthorizationPolicy"} & {d["kind"] for d in built}
     for canary in ("pass", "fail"):
         manifest = yaml.safe_load((tmp_path / f"isvc-canary-{canary}.yaml").read_text())
         assert_valid_isvc(isvc_validator, manifest)

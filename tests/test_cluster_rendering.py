@@ -80,6 +80,23 @@ def test_a_display_name_becomes_a_readable_label_and_an_exact_annotation():
     assert manifest["metadata"]["annotations"]["churnflow.io/pipeline-run-name"] == DISPLAY_NAME
 
 
+def test_an_unresolved_run_placeholder_is_no_run_name(tmp_path, model_dir):
+    """Issue 21, 2f: a spec compiled for 2.5 but run by an older driver hands the steps the literal
+    `{{$.pipeline_job_name}}`; neither the InferenceService's labels and annotations nor the model's
+    metadata may carry it (compile and submit already drop it for such backends)."""
+    from churnflow.components.train.logic import train
+    from churnflow.hyperparameters import ForestParams
+
+    placeholder = "{{$.pipeline_job_name}}"
+    manifest = render_inferenceservice(name="churn", namespace="ns", storage_uri="s3://b/m", pipeline_run=placeholder)
+    assert "pipeline_job" not in yaml.safe_dump(manifest)
+    assert "churnflow.io/pipeline-run" not in all_labels(manifest)
+    root = model_dir.parent  # the fixture's prepared train split and contract
+    train(root / "train", root / "contract", tmp_path / "model", ForestParams(n_estimators=5), pipeline_run=placeholder)
+    metadata = (tmp_path / "model" / "metadata.json").read_text()
+    assert "pipeline_job" not in metadata and '"pipeline_run": ""' in metadata
+
+
 def test_churnflow_deploy_run_name_reaches_the_same_rendering(capsys):
     assert main(["deploy", "--model-uri", "s3://b/m", "--run-name", DISPLAY_NAME, "--dry-run"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)

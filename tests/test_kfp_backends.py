@@ -40,11 +40,18 @@ def test_the_newest_dag_uses_the_fan_in_and_the_table_finds_it(tmp_path: Path) -
     # one fan-in per rung of the search
     assert used["collected"] == ["root/for-loop-1", "root/for-loop-2", "root/for-loop-3"]
     # the Secrets (data for preprocess: name a parameter, `optional: false` written by kfp-kubernetes) and
-    # the task resources as strings
-    assert set(used) == {"collected", "optional_secret_env", "secret_name_parameter", "resource_strings"}
+    # the task resources as strings; the run's name handed to train and deploy
+    assert set(used) == {
+        "collected",
+        "optional_secret_env",
+        "secret_name_parameter",
+        "resource_strings",
+        "run_placeholders",
+    }
     assert used["secret_name_parameter"] == ["exec-preprocess-op"]
+    assert sorted(used["run_placeholders"]) == ["comp-condition-4/deploy-op", "root/train-op"]
     assert FEATURES["collected"].needs <= NEWEST
-    assert beyond(spec, (2, 4)) == ["collected", "optional_secret_env", "secret_name_parameter"]
+    assert beyond(spec, (2, 4)) == ["collected", "optional_secret_env", "run_placeholders", "secret_name_parameter"]
     assert beyond(spec, NEWEST) == []
 
 
@@ -139,7 +146,9 @@ def run_spec(body: dict) -> dict:
     return spec.get("pipeline_spec", spec)
 
 
-@pytest.mark.parametrize(("version", "fan_in"), [("2.5.0", False), ("2.14.0", True), ("unknown", False)])
+@pytest.mark.parametrize(
+    ("version", "fan_in"), [("2.2.0", False), ("2.4.0", False), ("2.5.0", False), ("2.14.0", True), ("unknown", False)]
+)
 def test_submit_compiles_for_the_backend_the_api_reports(kfp_api: KfpApi, version: str, fan_in: bool) -> None:
     kfp_api.version = version
     assert main(["submit", "--host", kfp_api.url]) == 0
@@ -230,3 +239,60 @@ def test_resource_strings_become_the_fields_old_backends_read(tmp_path: Path) ->
     assert "resourceCpuLimit" in kept[0]["deploymentSpec"]["executors"]["exec-hello"]["container"]["resources"]
     with pytest.raises(ChurnflowError, match=r"CPU/memory .* needs KFP backend 2.4 or newer; this backend is 2.3"):
         compile_pipeline(tmp_path / "e.yaml", pipeline=_resources_from_a_task, backend=(2, 3))
+
+
+def _run_name_inputs(spec: dict) -> dict[str, object]:
+    """task → the constant its `pipeline_run` input gets (train and deploy take the run's name)."""
+    found = {}
+    for dag in [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]:
+        for name, task in dag.get("tasks", {}).items():
+            value = task.get("inputs", {}).get("parameters", {}).get("pipeline_run")
+            if value is not None:
+                found[name] = value["runtimeValue"]["constant"]
+    return found
+
+
+@pytest.mark.parametrize("backend", [(2, 2), (2, 3), (2, 4)])
+def test_no_run_placeholder_reaches_a_backend_before_2_5(tmp_path: Path, backend: tuple[int, int]) -> None:
+    """Issue 21, 2f: drivers before 2.5 pass {{$.pipeline_job_name}} on as text, which would become the
+    InferenceService's run label and annotation and the model's metadata; for them the run name is empty
+    (no placeholder older drivers resolve can stand in: they all arrived in KFP PR 11599)."""
+    spec = documents(compile_pipeline(tmp_path / "p.yaml", backend=backend))
+    text = yaml.safe_dump_all(spec)
+    assert "pipeline_job_name" not in text and "{{$.pipeline_" not in text
+    assert _run_name_inputs(spec[0]) == {"train-op": "", "deploy-op": ""}
+    assert "run_placeholders" not in features_used(spec)
+    kept = documents(compile_pipeline(tmp_path / "new.yaml", backend=(2, 5)))
+    assert _run_name_inputs(kept[0]) == {"train-op": "{{$.pipeline_job_name}}", "deploy-op": "{{$.pipeline_job_name}}"}
+
+
+def test_the_api_double_fails_a_run_placeholder_on_a_backend_before_2_5(kfp_api: KfpApi) -> None:
+    """Named wrongly (--kfp-backend 2.5 for a 2.4 server), the run name reaches a 2.4 driver as text: the
+    double fails the run naming the task and input, as the literal text would otherwise reach labels."""
+    kfp_api.version = "2.4.1"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.5"]) == 0
+    (run,) = kfp_api.runs.values()
+    assert run["state"] == "FAILED"
+    assert run["error"]["message"] == (
+        "KFP driver 2.4: task 'train-op' would get input 'pipeline_run' as the literal text "
+        "'{{$.pipeline_job_name}}' (run placeholders need 2.5)"
+    )
+    kfp_api.version = "2.5.0"
+    assert main(["submit", "--host", kfp_api.url, "--kfp-backend", "2.5"]) == 0
+    assert list(kfp_api.runs.values())[-1]["state"] == "PENDING"
+
+
+def test_the_api_double_fails_pod_metadata_on_a_2_0_driver(kfp_api: KfpApi) -> None:
+    """The drift pipeline's retrain label (PodDefault selector) is podMetadata, which the 2.0 driver cannot
+    unmarshal; churnflow refuses to compile it for 2.0, and a spec compiled for 2.1 fails on 2.0."""
+    from churnflow.pipelines.drift_pipeline import drift_check_pipeline
+    from churnflow.pipelines.kubeflow import submit_run
+
+    arguments = {"model_uri": "s3://m/model", "evaluation_uri": "s3://m/report"}
+    kfp_api.version = "2.0.5"
+    with pytest.raises(ChurnflowError, match=r"pod labels or annotations .* needs KFP backend 2.1"):
+        submit_run(kfp_api.url, arguments, pipeline=drift_check_pipeline)
+    submit_run(kfp_api.url, arguments, pipeline=drift_check_pipeline, backend=(2, 1))
+    (run,) = kfp_api.runs.values()
+    assert run["state"] == "FAILED"
+    assert run["error"]["message"] == 'KFP driver: failed to unmarshal Kubernetes config: unknown field "podMetadata"'

@@ -218,3 +218,28 @@ def test_deploy_applies_through_a_kubeconfig(tmp_path, capsys):
         assert kube.served_version("ml", "churn") == "v1" and kube.denied == []
     finally:
         kube.close()
+
+
+def test_submit_deploys_into_the_profile_namespace_it_runs_in(kfp_api: KfpApi, capsys):
+    """Issue 21, 2h: `--namespace NS` is the profile the run's pods run in, with the deploy step's Role and
+    the predictor's Istio policy; the deploy step deploys there too, unless `--set namespace=` says the
+    same, and a contradiction is refused in one line before KFP is contacted."""
+
+    def namespace_argument(body: dict) -> object:
+        return body["runtime_config"]["parameters"].get("namespace")
+
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a"]) == 0
+    assert main(["schedule", "--host", kfp_api.url, "--namespace", "team-a", "--cron", "0 0 3 * * *"]) == 0
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a", "--set", "namespace=team-a"]) == 0
+    assert main(["submit", "--host", kfp_api.url, "--set", "namespace=serving"]) == 0  # single-user: no profile
+    runs = kfp_api.posted("/apis/v2beta1/runs")
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert [namespace_argument(r) for r in runs] == ["team-a", "team-a", "serving"]
+    assert namespace_argument(job) == "team-a"
+    capsys.readouterr()
+    calls = len(kfp_api.calls)
+    assert main(["submit", "--host", kfp_api.url, "--namespace", "team-a", "--set", "namespace=team-b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("churnflow: error: --set namespace=team-b contradicts --namespace team-a:")
+    assert len(kfp_api.calls) == calls  # refused before contacting KFP

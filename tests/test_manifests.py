@@ -76,6 +76,8 @@ def test_every_kind_is_known():
                 "PodMonitor",
                 "ServiceMonitor",
                 "PrometheusRule",
+                "AuthorizationPolicy",  # Istio (issue 21, 2e)
+                "PodDefault",  # Kubeflow's admission webhook (issue 21, 2g)
             }, (path, document["kind"])
 
 

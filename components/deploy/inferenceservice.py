@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from churnflow.components.deploy.labels import label_value
+from churnflow.components.deploy.labels import label_value, run_name
 from churnflow.errors import ChurnflowError
 
 DEFAULT_SERVE_IMAGE = "ghcr.io/churnflow/churnflow-serve:0.1.0"
@@ -148,6 +148,7 @@ def render_inferenceservice(
     annotations = {MODE_ANNOTATION: mode}
     if model_version:
         labels["churnflow.io/model-version"] = label_value(model_version)
+    pipeline_run = run_name(pipeline_run)
     if pipeline_run:
         labels[PIPELINE_RUN_LABEL] = label_value(pipeline_run)
         annotations[PIPELINE_RUN_ANNOTATION] = pipeline_run

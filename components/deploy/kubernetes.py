@@ -196,15 +196,25 @@ def http_get_json(url: str, timeout: float = 5.0) -> dict:
         return json.loads(response.read())
 
 
-def served_version(http_get: HttpGet, address: str | None, model_name: str) -> str | None:
-    """The model_version the predictor behind `address` reports in its v2 model metadata, if it answers."""
+def served_version(http_get: HttpGet, address: str | None, model_name: str) -> tuple[str | None, str]:
+    """(the model_version the predictor behind `address` reports in its v2 model metadata, or None;
+    why there is none). An Istio refusal is named: in a Kubeflow profile the check needs the predictor's
+    AuthorizationPolicy (manifests/authorizationpolicy.yaml), and without it the rollout only times out."""
     if not address:
-        return None
+        return None, "no address yet"
     try:
         versions = http_get(f"{address.rstrip('/')}/v2/models/{model_name}").get("versions") or []
+    except urllib.error.HTTPError as error:
+        if error.code == 403:
+            body = error.read().decode(errors="replace").strip()[:80] if error.fp else ""
+            return None, (
+                f"answered 403 ({body or 'Forbidden'}): Istio refuses the serving check; apply "
+                "manifests/authorizationpolicy.yaml in this namespace (kubectl apply -k manifests/)"
+            )
+        return None, f"answered {error.code}"
     except (OSError, ValueError, urllib.error.URLError, AttributeError):
-        return None
-    return str(versions[0]) if versions else ""
+        return None, "no answer"
+    return (str(versions[0]) if versions else ""), ""
 
 
 class _Target:
@@ -321,9 +331,9 @@ def _progress(api: Any, obj: dict, target: _Target, namespace: str, http_get: Ht
     if not done or not target.version or target.percent != 100:
         return done, reason  # a canary serves a share only: its revision and traffic are the evidence
     address = target.served_url or ((obj.get("status") or {}).get("address") or {}).get("url")
-    version = served_version(http_get, address, target.name)
+    version, problem = served_version(http_get, address, target.name)
     if version != target.version:
-        seen = "no answer" if version is None else f"model_version {version!r}"
+        seen = problem if version is None else f"model_version {version!r}"
         return False, f"the predictor at {address} reports {seen}, expected {target.version!r}"
     return True, ""
 

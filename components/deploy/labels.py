@@ -15,6 +15,8 @@ MAX_LABEL_VALUE = 63
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")  # the API server's pattern, fullmatch
 _INVALID = re.compile(r"[^A-Za-z0-9._-]+")
 _HASH_CHARS = 8
+# A KFP placeholder the driver did not resolve ("{{$.pipeline_job_name}}" before backend 2.5).
+_UNRESOLVED = re.compile(r"\{\{\$\.[A-Za-z0-9_.\[\]'-]+\}\}")
 
 
 def _digest(text: str) -> str:
@@ -34,3 +36,11 @@ def label_value(text: str) -> str:
         return cleaned
     head = cleaned[: MAX_LABEL_VALUE - _HASH_CHARS - 1].rstrip("-_.")
     return f"{head}-{_digest(text)}"
+
+
+def run_name(text: str) -> str:
+    """The run name a step received, or "" when it is a KFP placeholder left unresolved: drivers
+    before backend 2.5 pass `{{$.pipeline_job_name}}` on as literal text (KFP PR 11599), and that
+    text must not become a label, an annotation or the model's metadata. `compile` and `submit` already
+    replace it for such backends; this catches a spec compiled for a newer backend than runs it."""
+    return "" if _UNRESOLVED.search(text or "") else text

@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import churnflow
 from churnflow.artifact import MODEL_FILE, ONNX_FILE, write_metadata
+from churnflow.components.deploy.labels import run_name
 from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.train.compile_forest import TOLERANCE, compile_model, compiled_max_difference, tree_nodes
 from churnflow.contract import FeatureContract
@@ -123,7 +124,7 @@ def train(
     metadata = {
         "model_version": f"{trained_at:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:6]}",
         "trained_at": trained_at.isoformat(),
-        "pipeline_run": pipeline_run,
+        "pipeline_run": run_name(pipeline_run),
         "algorithm": type(model).__name__,
         "family": params.family,
         "hyperparameters": params.model_dump(),
