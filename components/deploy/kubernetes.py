@@ -614,7 +614,7 @@ def _rollback(
 
     def watch(obj: dict) -> None:
         address = served_url or ((obj.get("status") or {}).get("address") or {}).get("url")
-        seen = served_version(http_get, address, name)
+        seen, _ = served_version(http_get, address, name)
         if seen is not None and seen not in rollout.served_during_rollback:
             rollout.served_during_rollback.append(seen)
 
