@@ -157,3 +157,41 @@ def test_pipelines_take_secrets_by_name_and_never_a_store_url(tmp_path):
     assert store.get("optional") is not True  # optional=True breaks KFP backends before 2.14
     data_secret = yaml.safe_load((ROOT / "manifests" / "data-secret.yaml").read_text())
     assert data_secret["stringData"]["AWS_ENDPOINT_URL"] == "http://minio-service.kubeflow:9000"
+
+
+@pytest.mark.parametrize("mode", ["Serverless", "RawDeployment"])
+def test_scrapes_and_network_policy_select_the_predictor_pods_as_kserve_labels_them(mode):
+    """PodMonitor, prometheus.yml's keep rule and the NetworkPolicy find the predictor pods in both modes.
+
+    In RawDeployment KServe overwrites the pod label `app` with `isvc.<name>-predictor` (kserve
+    pkg/controller/v1beta1/inferenceservice/reconcilers/deployment/deployment_reconciler.go, 0.13 to 0.21),
+    so a selector on `app: churn-predictor` would find no pod there: no scrape, no alert, no ingress.
+    The Kubernetes double's pod_labels writes the labels as KServe and Knative do.
+    """
+    from .kube_api_double import KubeAPIDouble
+    from .test_profile_policies import deploy
+
+    kube = KubeAPIDouble(default_mode=mode)
+    try:
+        deploy(kube, "v1", mode)
+        labels = kube.pod_labels("ml", "churn")
+    finally:
+        kube.close()
+    monitor = yaml.safe_load((MONITORING / "podmonitor.yaml").read_text())
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    policy = yaml.safe_load((ROOT / "manifests" / "networkpolicy.yaml").read_text())
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "churn-predictor")
+    meta = {"__meta_kubernetes_pod_label_" + re.sub(r"[^A-Za-z0-9]", "_", k): v for k, v in labels.items()}
+    keep = next(r for r in job["relabel_configs"] if r.get("action") == "keep")
+    value = ";".join(meta.get(source, "") for source in keep["source_labels"])
+    assert re.fullmatch(keep["regex"], value), (keep, labels)
+    # the series still carry app="churn-predictor", which the alert rules select by
+    for relabel in job["relabel_configs"]:
+        if relabel.get("target_label") == "app":
+            assert meta[relabel["source_labels"][0]] == "churn-predictor"
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        for relabel in endpoint.get("relabelings", []):
+            if relabel.get("targetLabel") == "app":
+                assert meta[relabel["sourceLabels"][0]] == "churn-predictor"

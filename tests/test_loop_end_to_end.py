@@ -79,7 +79,7 @@ def prometheus_config(tmp_path: Path, predictor: ServerProcess, pushgateway: str
         {
             "targets": [f"127.0.0.1:{predictor.port}"],
             "labels": {
-                "__meta_kubernetes_pod_label_app": labels["app"],
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name": labels["app.kubernetes.io/name"],
                 "__meta_kubernetes_pod_label_churnflow_io_model_version": labels["churnflow.io/model-version"],
                 "__meta_kubernetes_pod_annotation_prometheus_io_path": annotations["prometheus.io/path"],
                 # the rendered port is 8080 (checked in test_cluster_monitoring); here the server's free port

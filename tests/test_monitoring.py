@@ -97,7 +97,8 @@ def test_scrape_config_passes_promtool(tmp_path):
     assert pushgateway["job_name"] == "churnflow-pushgateway" and pushgateway["honor_labels"] is True
     assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
     keep = job["relabel_configs"][0]
-    assert keep == {"source_labels": ["__meta_kubernetes_pod_label_app"], "action": "keep", "regex": "churn-predictor"}
+    name_label = "__meta_kubernetes_pod_label_app_kubernetes_io_name"
+    assert keep == {"source_labels": [name_label], "action": "keep", "regex": "churn-predictor"}
     # Debian's Prometheus is built without Kubernetes service discovery, so promtool checks the rest of
     # the configuration with the discovery swapped for a static target.
     job.pop("kubernetes_sd_configs")

@@ -12,6 +12,9 @@ from churnflow.errors import ChurnflowError
 
 DEFAULT_SERVE_IMAGE = "ghcr.io/churnflow/churnflow-serve:0.1.0"
 APP_LABEL = "churn-predictor"
+# The pod label the scrapes, the NetworkPolicy and the alerts find the predictor by. Not `app`: KServe
+# overwrites that with isvc.<name>-predictor in RawDeployment (reconcilers/deployment/deployment_reconciler.go).
+NAME_LABEL = "app.kubernetes.io/name"
 MODEL_MOUNT = "/mnt/models"
 HTTP_PORT = 8080
 # The ServiceAccount manifests/storage.yaml ships: its Secret gives KServe's storage initializer the
@@ -144,7 +147,7 @@ def render_inferenceservice(
     """
     mode = check_deployment_mode(deployment_mode)
     _check_inputs(service_account, metadata_sha256)
-    labels = {"app": APP_LABEL, "app.kubernetes.io/part-of": "churnflow"}
+    labels = {"app": APP_LABEL, NAME_LABEL: APP_LABEL, "app.kubernetes.io/part-of": "churnflow"}
     annotations = {MODE_ANNOTATION: mode}
     if model_version:
         labels["churnflow.io/model-version"] = label_value(model_version)
