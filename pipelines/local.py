@@ -1,4 +1,5 @@
-"""Running the pipeline on this machine through kfp.local (SubprocessRunner, no venv, no network).
+"""Running the pipeline on this machine through kfp.local (SubprocessRunner, no venv, no network; or
+DockerRunner, each task in the train image: docker_runner, `churnflow run --runner docker`).
 
 `churnflow run` lands here. It runs the very pipeline function that is compiled for Kubeflow and
 leaves in the output directory:
@@ -113,24 +114,36 @@ def _failure_message(log_path: Path) -> str:
     return f"{where} failed; see {log_path}"
 
 
-def docker_runner(*shared_dirs: Path, environment: dict[str, str] | None = None) -> Any:
+def docker_runner(
+    *shared_dirs: Path, read_only: tuple[Path, ...] = (), environment: dict[str, str] | None = None
+) -> Any:
     """kfp.local's DockerRunner, running each task in its component image as a cluster would: the
     image's own user and no entrypoint or user override (the task's command is the whole command).
 
     Containers join the host network, so anything a task calls stays on loopback. kfp.local mounts the
     pipeline root at its own path, and `shared_dirs` (e.g. the run's output folder, where the deploy
     step releases locally) are mounted the same way; the image's user is not root, so each of them is
-    made writable for every user here: a host folder keeps its owner inside the container. kfp.local
-    gives a task no environment of this process: `environment` is what every task gets."""
+    made writable for every user here: a host folder keeps its owner inside the container. `read_only`
+    folders (input data) are mounted as they are, read-only. kfp.local gives a task no environment of
+    this process: `environment` is what every task gets."""
+    import docker
     from docker.types import Mount
     from kfp import local
 
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ChurnflowError(f"--runner docker: the Docker engine does not answer ({reason})") from None
     mounts = []
     for directory in shared_dirs:
         directory = Path(directory).absolute()
         directory.mkdir(parents=True, exist_ok=True)
         directory.chmod(0o777)
         mounts.append(Mount(target=str(directory), source=str(directory), type="bind"))
+    for directory in read_only:
+        directory = Path(directory).absolute()
+        mounts.append(Mount(target=str(directory), source=str(directory), type="bind", read_only=True))
     extra: dict[str, Any] = {"environment": environment} if environment else {}
     return local.DockerRunner(network_mode="host", mounts=mounts, **extra)
 

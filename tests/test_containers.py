@@ -40,7 +40,7 @@ from churnflow.components.deploy.inferenceservice import render_inferenceservice
 from churnflow.config import config_to_json, load_config
 from churnflow.synthetic import synthetic_customers
 
-from .conftest import free_port
+from .conftest import CHURNFLOW, free_port
 from .kfp_api import KfpApi
 from .s3_server import S3Server
 from .test_scoring_pipeline import CONFIG as SCORING_CONFIG
@@ -324,21 +324,15 @@ def owners(root: Path) -> set[int]:
 def trained(images: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The training pipeline run through kfp.local's DockerRunner on 1,000 synthetic rows."""
     out = tmp_path_factory.mktemp("docker-run")
-    started = time.monotonic()
-    result = run_in_docker(
-        f"""
-        import json
-        from pathlib import Path
-        from churnflow.config import load_config
-        from churnflow.pipelines.local import docker_runner, run_local
-        out = Path({str(out / "run")!r})
-        run = run_local(out, config=load_config(None), rows=1000, arguments={{"tune": False, "n_estimators": 30}},
-                        runner=docker_runner(out))
-        print(json.dumps(run.metrics))
-        """,
-        out,
-    )
-    (out / "metrics.seconds").write_text(f"{time.monotonic() - started:.1f}")
+    env = {k: v for k, v in os.environ.items() if k != "CHURNFLOW_TRAIN_IMAGE"}  # --image chooses it
+    done = subprocess.run(
+        [CHURNFLOW, "run", "--runner", "docker", "--image", TRAIN_IMAGE, "--rows", "1000",
+         "--set", "tune=false", "--set", "n_estimators=30", "--output", str(out / "run")],
+        capture_output=True, text=True, timeout=900, env=env, cwd=out,
+    )  # fmt: skip
+    log = out / "run" / "pipeline.log"
+    assert done.returncode == 0, done.stdout + done.stderr + (log.read_text()[-4000:] if log.is_file() else "")
+    result = json.loads((out / "run" / "metrics.json").read_text())
     assert result["deployed"] is True and result["rows"] == 1000, result
     assert result["roc_auc"] > 0.7 and result["compiled"] == "onnx", result
     return out / "run"
@@ -351,6 +345,17 @@ def test_training_pipeline_runs_in_the_train_image_as_its_user(trained: Path) ->
     assert owners(trained / ".kfp") == {uid}  # every artifact written by the image's own user
     assert (trained / "model" / "model.onnx").is_file() and (trained / "inferenceservice.yaml").is_file()
     assert json.loads((trained / "metrics.json").read_text())["deployed"] is True
+
+
+def test_docker_runner_without_an_engine_is_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'no-docker.sock'}"}
+    done = subprocess.run(
+        [CHURNFLOW, "run", "--runner", "docker", "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("churnflow: error: --runner docker: the Docker engine does not answer"), line
 
 
 def test_scoring_pipeline_runs_in_the_train_image(trained: Path, tmp_path: Path) -> None:
