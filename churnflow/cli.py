@@ -62,6 +62,10 @@ def _copy_reliability_chart(output_dir: Path) -> Path | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.image and args.runner != "docker":
+        raise ChurnflowError("--image: only with --runner docker (subprocess tasks run in this environment)")
+    if args.image:  # read when the components are declared, by the imports below
+        os.environ["CHURNFLOW_TRAIN_IMAGE"] = args.image
     from churnflow.config import load_config
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
     from churnflow.pipelines.local import run_local
@@ -74,7 +78,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     data = args.data or _implicit_data(args)
     source = data or f"synthetic data ({args.rows} rows)"
     print(f"churnflow: running the pipeline locally on {source} → {args.output} (log: pipeline.log)")
-    result = run_local(args.output, config=config, data_uri=data, rows=args.rows, arguments=arguments)
+    runner = None
+    if args.runner == "docker":
+        from churnflow.pipelines.local import docker_runner
+
+        local_data = (Path(data).absolute().parent,) if data and Path(data).exists() else ()
+        runner = docker_runner(Path(args.output), read_only=local_data)
+    result = run_local(args.output, config=config, data_uri=data, rows=args.rows, arguments=arguments, runner=runner)
     m = result.metrics
     print(
         f"  roc_auc={m['roc_auc']:.4f} accuracy={m['accuracy']:.4f} precision={m['precision']:.4f} "
@@ -574,6 +584,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=VALUE",
         help="set a pipeline parameter, e.g. --set min_roc_auc=0.8 (repeatable)",
+    )
+    run.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="subprocess (default): every task a process here; docker: every task in the train image through "
+        "kfp.local's DockerRunner, as the image's user (needs a Docker engine)",
+    )
+    run.add_argument(
+        "--image", help="with --runner docker: the train image (default: $CHURNFLOW_TRAIN_IMAGE or the published tag)"
     )
     run.set_defaults(func=_cmd_run)
 

@@ -1,4 +1,5 @@
-"""Running the pipeline on this machine through kfp.local (SubprocessRunner, no venv, no network).
+"""Running the pipeline on this machine through kfp.local (SubprocessRunner, no venv, no network; or
+DockerRunner, each task in the train image: docker_runner, `churnflow run --runner docker`).
 
 `churnflow run` lands here. It runs the very pipeline function that is compiled for Kubeflow and
 leaves in the output directory:
@@ -113,17 +114,57 @@ def _failure_message(log_path: Path) -> str:
     return f"{where} failed; see {log_path}"
 
 
-def run_in_kfp_local(run: Callable[[], T], pipeline_root: Path, log_path: Path) -> T:
+def docker_runner(
+    *shared_dirs: Path, read_only: tuple[Path, ...] = (), environment: dict[str, str] | None = None
+) -> Any:
+    """kfp.local's DockerRunner, running each task in its component image as a cluster would: the
+    image's own user and no entrypoint or user override (the task's command is the whole command).
+
+    Containers join the host network, so anything a task calls stays on loopback. kfp.local mounts the
+    pipeline root at its own path, and `shared_dirs` (e.g. the run's output folder, where the deploy
+    step releases locally) are mounted the same way; the image's user is not root, so each of them is
+    made writable for every user here: a host folder keeps its owner inside the container. `read_only`
+    folders (input data) are mounted as they are, read-only. kfp.local gives a task no environment of
+    this process: `environment` is what every task gets."""
+    import docker
+    from docker.types import Mount
+    from kfp import local
+
+    try:
+        docker.from_env().ping()
+    except docker.errors.DockerException as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ChurnflowError(f"--runner docker: the Docker engine does not answer ({reason})") from None
+    mounts = []
+    for directory in shared_dirs:
+        directory = Path(directory).absolute()
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o777)
+        mounts.append(Mount(target=str(directory), source=str(directory), type="bind"))
+    for directory in read_only:
+        directory = Path(directory).absolute()
+        mounts.append(Mount(target=str(directory), source=str(directory), type="bind", read_only=True))
+    extra: dict[str, Any] = {"environment": environment} if environment else {}
+    return local.DockerRunner(network_mode="host", mounts=mounts, **extra)
+
+
+def run_in_kfp_local(run: Callable[[], T], pipeline_root: Path, log_path: Path, runner: Any = None) -> T:
     """Calls `run` (a pipeline function, which kfp.local executes on the spot) with kfp.local set up,
     its output in `log_path`, and everything it changes in this process put back afterwards.
 
-    Every task is a subprocess of this machine; loop tasks get their share of the cores
+    By default every task is a subprocess of this machine; `runner` may be another kfp.local runner
+    (docker_runner: each task in its image). Loop tasks get their share of the cores
     (LOOP_THREADS_ENV); the cluster-only CPU and memory settings are not warned about. A failure is one
     line (a task's ChurnflowError, or the failed task's name and the log), kfp.local's own errors
     included."""
     from kfp import local
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root), raise_on_error=True)
+    if runner is None:
+        runner = local.SubprocessRunner(use_venv=False)
+    else:  # the image's user writes task outputs into the pipeline root
+        pipeline_root.mkdir(parents=True, exist_ok=True)
+        pipeline_root.chmod(0o777)
+    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     original_print = builtins.print  # kfp.local indents print() inside sub-DAGs and may not restore it
     root_handlers = list(logging.root.handlers)
     with (
@@ -153,11 +194,13 @@ def run_local(
     rows: int = 1000,
     arguments: dict[str, Any] | None = None,
     pipeline: Any = None,
+    runner: Any = None,
 ) -> LocalRun:
     """Runs the whole pipeline locally and collects its results into `output_dir`.
 
     `pipeline` is the training pipeline by default; tests pass the variant compiled for older KFP
-    backends (churn_pipeline.training_pipeline) to run it the same way."""
+    backends (churn_pipeline.training_pipeline) to run it the same way. `runner` is a kfp.local runner
+    (default: subprocesses; docker_runner(output_dir) runs each task in the train image)."""
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
 
     output_dir = Path(output_dir).absolute()
@@ -172,7 +215,7 @@ def run_local(
         "local_release_dir": str(model_link),
     }
     task = run_in_kfp_local(
-        lambda: (pipeline or churn_training_pipeline)(**parameters), output_dir / ".kfp", output_dir / LOG_FILE
+        lambda: (pipeline or churn_training_pipeline)(**parameters), output_dir / ".kfp", output_dir / LOG_FILE, runner
     )
     evaluation = json.loads(Path(task.outputs["evaluation"].path).read_text())
     candidate = output_dir / CANDIDATE_DIR

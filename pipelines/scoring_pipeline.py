@@ -103,13 +103,16 @@ class LocalScoring:
     report: Path
 
 
-def run_scoring_local(output_dir: str | Path, **arguments: Any) -> LocalScoring:
-    """Runs the scoring pipeline through kfp.local; returns where its artifacts landed."""
+def run_scoring_local(output_dir: str | Path, runner: Any = None, **arguments: Any) -> LocalScoring:
+    """Runs the scoring pipeline through kfp.local (`runner`: see run_in_kfp_local); returns where its
+    artifacts landed."""
     from churnflow.pipelines.local import run_in_kfp_local
 
     output_dir = Path(output_dir).absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
-    run_in_kfp_local(lambda: churn_scoring_pipeline(**arguments), output_dir / ".kfp", output_dir / "scoring.log")
+    run_in_kfp_local(
+        lambda: churn_scoring_pipeline(**arguments), output_dir / ".kfp", output_dir / "scoring.log", runner
+    )
     root = output_dir / ".kfp"
     merge = max(root.rglob("merge-scores-op*"), key=lambda p: p.stat().st_mtime)
     plan = max(root.rglob("plan-op*"), key=lambda p: p.stat().st_mtime)
