@@ -129,6 +129,12 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         path = Path(compile_drift_pipeline(args.output, image=image, backend=backend, resources=resources))
     else:
         pipeline = None
+        if args.pipeline == "campaign":
+            from churnflow.pipelines.campaign_pipeline import campaign_report_pipeline
+
+            pipeline = campaign_report_pipeline
+            if args.output == "churn_pipeline.yaml":
+                args.output = "campaign_pipeline.yaml"
         if args.pipeline == "scoring":
             from churnflow.pipelines.scoring_pipeline import make_scoring_pipeline
 
@@ -251,6 +257,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"  note: {note}")
     print(f"  call list: {paths['call_list']}; charts: {paths['expected_saving']}, {paths['cumulative_gains']}")
+    return 0
+
+
+def _cmd_campaign_report(args: argparse.Namespace) -> int:
+    from churnflow.campaign import campaign_report, summary_lines
+
+    report = campaign_report(args.plan, args.outcomes, args.output, args.format)
+    print(f"churnflow: campaign report → {Path(args.output) / 'report.json'}, report.html")
+    for line in summary_lines(report):
+        print(f"  {line}")
     return 0
 
 
@@ -573,10 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     comp.add_argument(
         "--pipeline",
-        choices=["training", "drift", "scoring"],
+        choices=["training", "drift", "scoring", "campaign"],
         default="training",
-        help="which pipeline: training (default), drift (the drift check) or scoring (score the base in shards, "
-        "then plan)",
+        help="which pipeline: training (default), drift (the drift check), scoring (score the base in shards, "
+        "then plan) or campaign (measure a campaign against its control group)",
     )
     comp.add_argument(
         "--parallelism", type=int, default=8, help="scoring pipeline: most shards scored at once (default 8)"
@@ -628,6 +644,17 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--data", help="the customer table that was scored, for the reasons")
     plan.add_argument("--config", help="dataset config (the id column), as given to churnflow score")
     plan.set_defaults(func=_cmd_plan)
+
+    report = sub.add_parser(
+        "campaign-report", help="measure a campaign against its control group once the outcomes are known"
+    )
+    report.add_argument("--plan", required=True, help="the plan directory (output of churnflow plan; path or URI)")
+    report.add_argument(
+        "--outcomes", required=True, help="table of the call list's id column and churned (0/1); path or URI"
+    )
+    report.add_argument("--output", required=True, help="directory for report.json, report.html and the charts")
+    report.add_argument("--format", choices=["csv", "parquet"], help="outcomes format (default: from the file names)")
+    report.set_defaults(func=_cmd_campaign_report)
 
     srv = sub.add_parser("serve", help="serve a model directory with KServe's ModelServer")
     srv.add_argument("--model-dir", required=True, help="model directory or storage URI (pvc://, s3://, gs://)")

@@ -132,7 +132,8 @@ def plan_op(
         paths = write_plan(result, directory)
         shutil.copyfile(paths["call_list"], call_list.path)
         os.makedirs(plan.path, exist_ok=True)
-        for name in ("plan", "expected_saving", "cumulative_gains"):
+        # call_list too: the plan artifact is then a whole plan directory, what campaign-report reads
+        for name in ("plan", "call_list", "expected_saving", "cumulative_gains"):
             shutil.copy(paths[name], plan.path)
     print(f"plan: contact {result.contacted}, expected net saving {result.expected_saving:.2f}")
     return result.expected_saving
