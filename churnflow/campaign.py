@@ -92,7 +92,11 @@ def read_plan(plan_uri: str) -> PlanOnDisk:
             ) from None
     try:
         summary = json.loads(files["plan.json"])
-        head = pacsv.read_csv(pa.BufferReader(files["call_list.csv"]))
+        header = files["call_list.csv"].split(b"\n", 1)[0].decode().strip().strip('"')
+        id_column = summary.get("id_column") or header.split('","')[0].split(",")[0]
+        # ids stay text: "00123" and "123" are different customers
+        types = pacsv.ConvertOptions(column_types={id_column: pa.string()})
+        head = pacsv.read_csv(pa.BufferReader(files["call_list.csv"]), convert_options=types)
     except (ValueError, pa.ArrowInvalid) as error:
         raise ChurnflowError(f"--plan {plan_uri}: cannot read the plan ({str(error).splitlines()[0]})") from None
     for column in ("group", "probability", "value_at_risk"):
@@ -100,7 +104,8 @@ def read_plan(plan_uri: str) -> PlanOnDisk:
             raise ChurnflowError(
                 f"--plan {plan_uri}: call_list.csv has no {column!r} column (written by churnflow plan?)"
             )
-    id_column = head.schema.names[0]
+    if id_column not in head.schema.names:
+        raise ChurnflowError(f"--plan {plan_uri}: call_list.csv has no id column {id_column!r}")
     groups = head.column("group").to_pylist()
     unknown = sorted({g for g in groups} - {"contact", "control"})
     if unknown:

@@ -226,7 +226,16 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from churnflow.config import load_config
-    from churnflow.plan import FORMULA, Campaign, explain_list, make_plan, read_scores, write_plan
+    from churnflow.plan import (
+        FORMULA,
+        Campaign,
+        explain_list,
+        make_plan,
+        money_text,
+        read_scores,
+        write_plan,
+        write_plan_html,
+    )
 
     campaign = Campaign(
         contact_cost=args.contact_cost,
@@ -236,8 +245,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         top=args.top,
         control_fraction=args.control_fraction,
         seed=args.seed,
+        min_control=args.min_control,
+        currency=args.currency,
     )
     campaign.check()
+    campaign.check_affordable()
     if bool(args.model_dir) != bool(args.data):
         raise ChurnflowError("plan: give --model-dir and --data together (for the reasons), or neither")
     scores, id_column = read_scores(args.scores)
@@ -247,16 +259,25 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         plan.notes.append("no --model-dir/--data given: the call list has no reasons")
     paths = write_plan(plan, args.output)
+    if args.report == "html":
+        paths["report"] = write_plan_html(plan, paths)
     summary = plan.summary()
+    money = args.currency
     print(f"churnflow: {FORMULA}")
     print(
         f"  contact {summary['contacted']:,} of {summary['customers_scored']:,} customers "
-        f"(control group {summary['control']:,}, not contacted); expected spend {summary['expected_spend']:,.2f}"
+        f"(control group {summary['control']:,}, not contacted); "
+        f"expected spend {money_text(summary['expected_spend'], money)}"
     )
-    print(f"  expected net saving of the contacted list: {summary['expected_net_saving']:,.2f}")
+    print(f"  expected net saving of the contacted list: {money_text(summary['expected_net_saving'], money)}")
+    warning = plan.measurement_note()
+    if warning:
+        print(f"  warning: {warning}")
     for note in plan.notes:
         print(f"  note: {note}")
     print(f"  call list: {paths['call_list']}; charts: {paths['expected_saving']}, {paths['cumulative_gains']}")
+    if "report" in paths:
+        print(f"  report: {paths['report']}")
     return 0
 
 
@@ -640,6 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--save-rate", type=float, required=True, help="share of contacted churners the offer keeps")
     plan.add_argument("--control-fraction", type=float, default=0.1, help="random share kept as control (0.1)")
     plan.add_argument("--seed", type=int, default=0, help="seed of the control group draw (default 0)")
+    plan.add_argument(
+        "--min-control",
+        type=int,
+        default=0,
+        help="smallest control group (the plan prints the size that detects its expected effect)",
+    )
+    plan.add_argument("--currency", default="", help="currency of the values and costs, for the charts (e.g. EUR)")
+    plan.add_argument("--report", choices=["html"], help="also write plan.html, the one-page campaign plan")
     plan.add_argument("--model-dir", help="model directory or URI, for each customer's top three reasons")
     plan.add_argument("--data", help="the customer table that was scored, for the reasons")
     plan.add_argument("--config", help="dataset config (the id column), as given to churnflow score")

@@ -124,6 +124,7 @@ def plan_op(
         control_fraction=control_fraction,
         seed=seed,
     )
+    campaign.check_affordable()
     table, id_column = read_scores(scores.path, fmt="parquet")
     result = make_plan(table, id_column, campaign)
     config = parse_config_text(dataset_config, "dataset_config") if dataset_config else None
