@@ -16,7 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from churnflow.errors import ChurnflowError
 
-CONFIG_KEYS = ("id", "target", "positive_label", "numeric", "categorical", "strict_categories", "value")
+CONFIG_KEYS = (
+    "id",
+    "target",
+    "positive_label",
+    "numeric",
+    "categorical",
+    "strict_categories",
+    "value",
+    "segments",
+    "actionable",
+)
 VALUE_KEYS = ("column", "horizon_months", "constant")
 
 

@@ -463,8 +463,8 @@ def plot(plan: Plan, directory: Path) -> dict[str, Path]:
     axis.xaxis.set_major_formatter(count)
     axis.yaxis.set_major_formatter(money)
     axis.set_xlabel("customers contacted, in rank order")
-    unit = plan.campaign.currency or "value units of the dataset config"
-    axis.set_ylabel(f"cumulative expected net saving ({unit})")
+    unit = plan.campaign.currency or "the value column's unit"
+    axis.set_ylabel(f"cumulative expected net saving\n({unit})")
     axis.set_title("Expected saving by list size")
     axis.grid(alpha=0.3)
     figure.tight_layout()
