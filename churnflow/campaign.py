@@ -387,10 +387,20 @@ def campaign_report(plan_uri: str, outcomes_uri: str, output: str | Path, fmt: s
     report = measure(plan, outcomes)
     directory = Path(output)
     directory.mkdir(parents=True, exist_ok=True)
+    # who was in which arm and what they did: what `plan --uplift-from` learns from
+    known = [i for i, key in enumerate(plan.ids) if key in outcomes]
+    pd_rows = [f"{plan.id_column},group,churned"] + [
+        f"{_csv(plan.ids[i])},{'control' if plan.control[i] else 'contact'},{outcomes[plan.ids[i]]}" for i in known
+    ]
+    (directory / "customers.csv").write_text("\n".join(pd_rows) + "\n")
     charts = plot_report(report, directory)
     (directory / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (directory / "report.html").write_text(render_html(report, charts))
     return report
+
+
+def _csv(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -227,7 +227,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from churnflow.config import load_config
     from churnflow.plan import (
-        FORMULA,
         Campaign,
         explain_list,
         make_plan,
@@ -250,20 +249,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     )
     campaign.check()
     campaign.check_affordable()
-    if bool(args.model_dir) != bool(args.data):
+    if bool(args.model_dir) != bool(args.data) and not (args.uplift_from and args.data):
         raise ChurnflowError("plan: give --model-dir and --data together (for the reasons), or neither")
+    if args.uplift_from and not args.data:
+        raise ChurnflowError("--uplift-from: needs --data (the customers' features) and --config")
     scores, id_column = read_scores(args.scores)
-    plan = make_plan(scores, id_column, campaign)
-    if args.model_dir:
+    uplift, uplift_notes = None, []
+    if args.uplift_from:
+        from churnflow.uplift import estimate
+
+        ids = [str(v) for v in scores.column(id_column).to_pylist()]
+        uplift, uplift_notes = estimate(args.uplift_from, args.data, load_config(args.config), ids)
+    plan = make_plan(scores, id_column, campaign, uplift)
+    plan.notes[:0] = uplift_notes
+    if args.model_dir and args.data:
         explain_list(plan, args.model_dir, args.data, load_config(args.config))
     else:
-        plan.notes.append("no --model-dir/--data given: the call list has no reasons")
+        given = "no --model-dir" if args.data else "no --model-dir/--data"
+        plan.notes.append(f"{given} given: the call list has no reasons")
     paths = write_plan(plan, args.output)
     if args.report == "html":
         paths["report"] = write_plan_html(plan, paths)
     summary = plan.summary()
     money = args.currency
-    print(f"churnflow: {FORMULA}")
+    print(f"churnflow: {summary['formula']}")
     print(
         f"  contact {summary['contacted']:,} of {summary['customers_scored']:,} customers "
         f"(control group {summary['control']:,}, not contacted); "
@@ -669,6 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--currency", default="", help="currency of the values and costs, for the charts (e.g. EUR)")
     plan.add_argument("--report", choices=["html"], help="also write plan.html, the one-page campaign plan")
+    plan.add_argument(
+        "--uplift-from",
+        metavar="REPORT_DIR",
+        help="a past campaign's report (churnflow campaign-report --output): rank by expected saving = "
+        "uplift × value − costs, with --data and --config",
+    )
     plan.add_argument("--model-dir", help="model directory or URI, for each customer's top three reasons")
     plan.add_argument("--data", help="the customer table that was scored, for the reasons")
     plan.add_argument("--config", help="dataset config (the id column), as given to churnflow score")

@@ -47,6 +47,9 @@ ASSUMPTIONS = [
     "contact and offer costs are the same for every customer",
     "the control group is a seeded random share of the chosen list and is not contacted",
 ]
+UPLIFT_FORMULA = (
+    "expected net saving = uplift × (value − offer_cost) − contact_cost, value = value_at_risk / probability"
+)
 CURVE_POINTS = 2000
 ALPHA = 0.05  # two-sided significance of the campaign measurement
 POWER = 0.8  # chance of detecting the planned reduction when it is real
@@ -133,11 +136,19 @@ class Campaign:
         return None
 
 
-def choose(net_sorted: np.ndarray, campaign: Campaign) -> int:
-    """How many of the customers, in rank order (net falling), the plan contacts."""
+def choose(net_sorted: np.ndarray, campaign: Campaign, spend: np.ndarray | None = None) -> int:
+    """How many of the customers, in rank order (net falling), the plan contacts; `spend` is each
+    customer's expected spend when it differs between customers (uplift ranking)."""
     positive = int(np.searchsorted(-net_sorted, 0.0, side="left"))  # net > 0
-    limit = campaign.contact_limit()
+    limit = budget_limit(campaign, spend)
     return positive if limit is None else min(positive, limit)
+
+
+def budget_limit(campaign: Campaign, spend: np.ndarray | None = None) -> int | None:
+    """Most customers, in list order, that --top or --budget allow (None: no limit)."""
+    if spend is None or campaign.budget is None:
+        return campaign.contact_limit()
+    return int(np.searchsorted(np.cumsum(spend), campaign.budget + 1e-9, side="right"))
 
 
 def list_size(contacted: int, available: int, control_fraction: float, min_control: int = 0) -> int:
@@ -202,6 +213,8 @@ class Plan:
     total_value_at_risk: float
     curve_net_full: np.ndarray
     ranks: np.ndarray | None = None
+    budget_limit: int | None = None
+    uplift: np.ndarray | None = None
     reasons: list[list[str]] | None = None
     segments: dict[str, list[Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -213,9 +226,17 @@ class Plan:
     @property
     def budget_binds_at(self) -> int | None:
         """Contacts the budget pays for, when it stops the list before the saving turns negative."""
-        limit = self.campaign.contact_limit() if self.campaign.budget is not None else None
         positive = int((self.curve_net_full > 0).sum())
+        limit = self.budget_limit
         return limit if limit is not None and limit < positive else None
+
+    @property
+    def expected_spend(self) -> float:
+        """Contacts plus the offers they are expected to pay (uplift ranking: each customer's own uplift)."""
+        if self.uplift is None:
+            return self.contacted * self.campaign.cost_per_contact
+        kept = np.clip(self.uplift[~self.control], 0, None)
+        return float(self.contacted * self.campaign.contact_cost + kept.sum() * self.campaign.offer_cost)
 
     @property
     def expected_saving(self) -> float:
@@ -227,6 +248,8 @@ class Plan:
         contacted, control = self.contacted, int(self.control.sum())
         churn_rate = float(self.probability[~self.control].mean()) if contacted else 0.0
         expected = self.campaign.save_rate * churn_rate
+        if self.uplift is not None:  # ranked by uplift: the model's own estimate of the reduction
+            expected = float(self.uplift[~self.control].mean()) if contacted else 0.0
         return {
             "method": "two-proportion sample size, normal approximation, the contacted customers' expected "
             "churn rate as the variance in both groups",
@@ -259,7 +282,7 @@ class Plan:
     def summary(self) -> dict[str, Any]:
         c = self.campaign
         return {
-            "formula": FORMULA,
+            "formula": FORMULA if self.uplift is None else UPLIFT_FORMULA,
             "assumptions": ASSUMPTIONS,
             "parameters": {
                 "contact_cost": c.contact_cost,
@@ -278,10 +301,11 @@ class Plan:
             "contacted": self.contacted,
             "control": int(self.control.sum()),
             "expected_net_saving": self.expected_saving,
-            "expected_spend": self.contacted * c.cost_per_contact,
+            "expected_spend": self.expected_spend,
             "value_at_risk_contacted": float(self.value_at_risk[~self.control].sum()),
             "total_value_at_risk": self.total_value_at_risk,
             "budget_binds_at": self.budget_binds_at,
+            "ranking": "risk × value" if self.uplift is None else "uplift",
             "measurement": self.measurement(),
             "notes": self.notes,
         }
@@ -309,15 +333,29 @@ def read_scores(uri: str, fmt: str | None = None) -> tuple[pa.Table, str]:
     return table.take(order), id_column
 
 
-def make_plan(scores: pa.Table, id_column: str, campaign: Campaign) -> Plan:
-    """The list, its control group and the curves, from scores sorted by value at risk (highest first)."""
+def make_plan(scores: pa.Table, id_column: str, campaign: Campaign, uplift: np.ndarray | None = None) -> Plan:
+    """The list, its control group and the curves, from scores sorted by value at risk (highest first).
+
+    With `uplift` (each customer's estimated churn reduction if contacted, aligned with `scores`) the
+    customers are ranked by expected net saving = uplift × (value − offer_cost) − contact_cost instead,
+    where value = value_at_risk / probability is what the customer is worth if kept."""
     campaign.check()
     value = scores.column("value_at_risk").to_numpy(zero_copy_only=False).astype(np.float64)
     probability = scores.column("probability").to_numpy(zero_copy_only=False).astype(np.float64)
-    if len(value) > 1 and np.any(np.diff(value) > 1e-9 * np.maximum(1.0, np.abs(value[:-1]))):
-        raise ChurnflowError("scores: not in rank order (value_at_risk must fall with rank)")
-    net = campaign.net(value)
-    contacted = choose(net, campaign)
+    spend = None
+    if uplift is None:
+        if len(value) > 1 and np.any(np.diff(value) > 1e-9 * np.maximum(1.0, np.abs(value[:-1]))):
+            raise ChurnflowError("scores: not in rank order (value_at_risk must fall with rank)")
+        net = campaign.net(value)
+    else:
+        worth = np.divide(value, probability, out=np.zeros_like(value), where=probability > 0)
+        unsorted = uplift * (worth - campaign.offer_cost) - campaign.contact_cost
+        order = np.argsort(-unsorted, kind="stable")
+        scores, value, probability = scores.take(order), value[order], probability[order]
+        uplift, net = uplift[order], unsorted[order]
+        spend = campaign.contact_cost + np.clip(uplift, 0, None) * campaign.offer_cost
+    contacted = choose(net, campaign, spend)
+    limit = budget_limit(campaign, spend) if campaign.budget is not None else None
     size = list_size(contacted, len(value), campaign.control_fraction, campaign.min_control)
     control = control_mask(size, contacted, campaign.control_fraction, campaign.seed)
     notes = []
@@ -327,7 +365,7 @@ def make_plan(scores: pa.Table, id_column: str, campaign: Campaign) -> Plan:
         notes.append("the base is too small to keep the contacted part at full size beside the control group")
     ranks = (
         scores.column("rank").slice(0, size).to_numpy(zero_copy_only=False).astype(np.int64)
-        if "rank" in scores.schema.names
+        if "rank" in scores.schema.names and uplift is None
         else np.arange(1, size + 1)
     )
     step = max(1, len(value) // CURVE_POINTS)
@@ -351,6 +389,8 @@ def make_plan(scores: pa.Table, id_column: str, campaign: Campaign) -> Plan:
         total_value_at_risk=float(value.sum()),
         curve_net_full=net,
         ranks=ranks,
+        budget_limit=limit,
+        uplift=None if uplift is None else uplift[:size],
         notes=notes,
     )
 
@@ -369,6 +409,7 @@ def write_plan(plan: Plan, output: str | Path) -> dict[str, Path]:
         "probability": plan.probability,
         "value_at_risk": plan.value_at_risk,
         "expected_net_saving": np.where(plan.control, 0.0, plan.net),
+        **({} if plan.uplift is None else {"uplift": plan.uplift}),
     }
     for k in range(3):
         data[f"reason_{k + 1}"] = pa.array(
@@ -420,7 +461,7 @@ def write_plan_html(plan: Plan, paths: dict[str, Path], rows: int = 25) -> Path:
         f"(control group {summary['control']:,}, not contacted); expected spend "
         f"{money_text(summary['expected_spend'], currency)}; expected net saving "
         f"<b>{money_text(summary['expected_net_saving'], currency)}</b>.</p>"
-        f"<p><small>{html.escape(FORMULA)}. Parameters: {html.escape(parameters)}.</small></p>"
+        f"<p><small>{html.escape(summary['formula'])}. Parameters: {html.escape(parameters)}.</small></p>"
         f"<p>Measurement: the plan expects a churn rate reduction of "
         f"{100 * measurement['expected_reduction']:.1f} points; this control group detects "
         f"{'nothing' if detectable is None else f'{100 * detectable:.1f} points or more'} "

@@ -16,7 +16,7 @@ def report_step(plan_uri: str, outcomes_uri: str, html_path: str, report_dir: st
     with tempfile.TemporaryDirectory() as directory:
         report = campaign_report(plan_uri, outcomes_uri, directory)
         Path(report_dir).mkdir(parents=True, exist_ok=True)
-        for name in ("report.json", "churn_by_group.png", "reduction_by_decile.png"):
+        for name in ("report.json", "customers.csv", "churn_by_group.png", "reduction_by_decile.png"):
             shutil.copy(Path(directory) / name, report_dir)
         shutil.copyfile(Path(directory) / "report.html", html_path)
     for line in summary_lines(report):
