@@ -16,7 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from churnflow.errors import ChurnflowError
 
-CONFIG_KEYS = ("id", "target", "positive_label", "numeric", "categorical", "strict_categories", "value")
+CONFIG_KEYS = (
+    "id",
+    "target",
+    "positive_label",
+    "numeric",
+    "categorical",
+    "strict_categories",
+    "value",
+    "segments",
+    "actionable",
+)
 VALUE_KEYS = ("column", "horizon_months", "constant")
 
 
@@ -68,6 +78,12 @@ class DatasetConfig(BaseModel):
     all-zero one-hot columns."""
     value: ValueConfig | None = None
     """Customer value for `churnflow score`'s value at risk; without it every customer is worth 1."""
+    segments: list[str] = []
+    """Columns `churnflow plan` copies into the call list (region, plan type, ...): for the callers and
+    for measuring a campaign by segment; any column of the customer table."""
+    actionable: list[str] | None = None
+    """Features a caller can act on (contract, support, ...): when set, only these become the call
+    list's reasons; tenure or total charges explain the risk but give a caller nothing to offer."""
 
     @field_validator("target", "id")
     @classmethod
@@ -87,6 +103,9 @@ class DatasetConfig(BaseModel):
         for role, column in (("target", self.target), ("id", self.id)):
             if column is not None and column in features:
                 raise ValueError(f"{role} column {column!r} is also listed as a feature")
+        outside = [c for c in self.actionable or [] if c not in features]
+        if outside:
+            raise ValueError(f"actionable columns must be features (numeric or categorical): {outside}")
         if self.value is not None and self.value.column is not None and self.value.column in (self.target, self.id):
             raise ValueError(f"value column {self.value.column!r} is the target or id column")
         return self
@@ -157,4 +176,7 @@ def config_to_json(config: DatasetConfig) -> str:
     data = config.model_dump()
     if data.get("value") is None:
         data.pop("value", None)
+    for key, empty in (("segments", []), ("actionable", None)):  # unset: left out, as before they existed
+        if data.get(key) == empty:
+            data.pop(key, None)
     return json.dumps(data, sort_keys=True)

@@ -271,5 +271,6 @@ def test_plan_call_list_carries_the_reasons_explain_gives(server, model_dir, con
         expected = [f"{column}=" for column, _ in answer["top_increasing"][:3]]
         got = [call[f"reason_{k}"] for k in (1, 2, 3) if call[f"reason_{k}"]]
         assert [g.split("=")[0] + "=" for g in got] == expected
-        pushes = [float(g.rsplit("(+", 1)[1].rstrip(")")) for g in got]
+        assert all(g.endswith(" churn probability)") for g in got)  # the reasons' unit
+        pushes = [float(g.rsplit("(+", 1)[1].split()[0]) for g in got]
         assert pushes == pytest.approx([round(v, 3) for _, v in answer["top_increasing"][:3]], abs=1e-3)

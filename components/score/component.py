@@ -124,6 +124,7 @@ def plan_op(
         control_fraction=control_fraction,
         seed=seed,
     )
+    campaign.check_affordable()
     table, id_column = read_scores(scores.path, fmt="parquet")
     result = make_plan(table, id_column, campaign)
     config = parse_config_text(dataset_config, "dataset_config") if dataset_config else None
@@ -132,7 +133,8 @@ def plan_op(
         paths = write_plan(result, directory)
         shutil.copyfile(paths["call_list"], call_list.path)
         os.makedirs(plan.path, exist_ok=True)
-        for name in ("plan", "expected_saving", "cumulative_gains"):
+        # call_list too: the plan artifact is then a whole plan directory, what campaign-report reads
+        for name in ("plan", "call_list", "expected_saving", "cumulative_gains"):
             shutil.copy(paths[name], plan.path)
     print(f"plan: contact {result.contacted}, expected net saving {result.expected_saving:.2f}")
     return result.expected_saving

@@ -1,0 +1,1 @@
+"""The campaign report: a planned campaign's outcomes measured against its randomized control group."""
