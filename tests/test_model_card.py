@@ -4,7 +4,8 @@ what the run prints and records, and the data-quality messages.
 The browser check: a loopback HTTP server serves the card with a Content-Security-Policy that allows
 nothing but inline styles and data: images (so anything external would be blocked and show), and a
 test-only wrapper page that frames the card and writes, for every section id and every image, what
-the rendered DOM holds (heading text, naturalWidth) into its own DOM; `chromium --dump-dom` returns it.
+the rendered DOM holds (heading text, naturalWidth, the share of its pixels decoded: the charts are
+opaque, so a truncated image shows as transparent rows) into its own DOM; `chromium --dump-dom` returns it.
 The card itself has no scripts.
 """
 
@@ -52,7 +53,19 @@ window.addEventListener("load", () => {
     sections[section.id] = {heading: heading ? heading.textContent : null,
                             visible: section.getBoundingClientRect().height > 0};
   }
-  const images = [...doc.images].map(i => ({id: i.id, complete: i.complete, width: i.naturalWidth}));
+  const images = [...doc.images].map(i => {
+    // a truncated PNG still has its size (from its header): count the pixels actually decoded
+    const canvas = document.createElement("canvas");
+    canvas.width = i.naturalWidth; canvas.height = i.naturalHeight;
+    let opaque = 0, all = 0;
+    if (i.naturalWidth > 0) {
+      const context = canvas.getContext("2d");
+      context.drawImage(i, 0, 0);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      for (let k = 3; k < pixels.length; k += 4) { all++; if (pixels[k] === 255) opaque++; }
+    }
+    return {id: i.id, complete: i.complete, width: i.naturalWidth, decoded: all ? opaque / all : 0};
+  });
   document.getElementById("result").textContent = JSON.stringify(
     {title: doc.title, sections, images, scripts: doc.scripts.length});
 });
@@ -139,8 +152,8 @@ def test_the_card_renders_every_section_in_a_headless_browser(card_site, tmp_pat
         assert rendered["sections"].get(section_id) == {"heading": heading, "visible": True}, section_id
     charts = {"chart-reliability", "chart-roc", "chart-pr", "chart-gains"}
     assert {image["id"] for image in rendered["images"]} == charts
-    for image in rendered["images"]:  # decoded under a policy that admits only data: images
-        assert image["complete"] and image["width"] > 100, image
+    for image in rendered["images"]:  # decoded, every pixel, under a policy that admits only data: images
+        assert image["complete"] and image["width"] > 100 and image["decoded"] == 1.0, image
     shot = tmp_path / "card.png"
     taken = _chromium(
         f"--screenshot={shot}", "--window-size=1200,3000", f"{card_site}/model-card.html", profile=tmp_path / "q"
