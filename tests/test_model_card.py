@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from churnflow.model_card import SECTIONS, _batch_metrics, bootstrap_intervals
+from churnflow.model_card import SECTIONS, _batch_metrics, bootstrap_intervals, resamples_for
 from churnflow.synthetic import telco_customers
 
 from .conftest import CHURNFLOW
@@ -173,3 +173,8 @@ def test_vectorised_bootstrap_metrics_equal_scikit_learn_on_one_resample():
     assert intervals == bootstrap_intervals(target, probability, 0.5, resamples=300)  # seeded
     low, high = intervals["roc_auc"]
     assert low < roc_auc_score(target, probability) < high and high - low < 0.2
+
+
+def test_large_test_splits_get_fewer_resamples_but_never_under_the_floor():
+    assert resamples_for(200) == resamples_for(20_000) == 1000
+    assert resamples_for(40_000) == 500 and resamples_for(10_000_000) == 200

@@ -36,7 +36,7 @@ from churnflow.data import read_split
 from churnflow.decision import load_calibrator
 from churnflow.drift import probability_reference
 from churnflow.errors import ChurnflowError
-from churnflow.model_card import RESAMPLES, bootstrap_intervals, gains_curve, top_decile_lift
+from churnflow.model_card import bootstrap_intervals, gains_curve, resamples_for, top_decile_lift
 
 REPORT_FILE = "evaluation.json"
 GATE_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")
@@ -172,8 +172,8 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
     deploy, reasons = decide(metrics, gate, champion)
     return {
         "metrics": metrics,
-        "intervals": bootstrap_intervals(target, probability, contract.threshold),
-        "resamples": RESAMPLES,
+        "intervals": bootstrap_intervals(target, probability, contract.threshold, resamples_for(len(target))),
+        "resamples": resamples_for(len(target)),
         "importance": feature_importance(model, contract, frame),
         "gate": gate.model_dump(),
         "champion": champion,
