@@ -59,6 +59,8 @@ class EncodedBatch:
     """the value column's number for good rows, when the config names one"""
     unseen: dict[str, int]
     missing: dict[str, int]
+    filled: dict[str, int] | None = None
+    """numeric column → blank cells among the good rows, read as the training median"""
 
 
 def _text(value: object, limit: int = 40) -> str:
@@ -165,6 +167,8 @@ class BatchEncoder:
         if not good.all():  # only readable rows are encoded
             numeric = numeric[good]
             categorical = {c: Levels(levels.codes[good], levels.uniques) for c, levels in categorical.items()}
+        blanks = np.count_nonzero(np.isnan(numeric), axis=0)  # before the encoder fills them
+        filled = {c: int(n) for c, n in zip(self.encoder.numeric, blanks, strict=True) if n}
         encoded = self.encoder.encode(numeric, categorical, report_refused=True)
         features = encoded.features
         if encoded.refused:  # a strict contract's unseen or missing levels: rejects too
@@ -190,6 +194,7 @@ class BatchEncoder:
             value=None if value is None else value[good],
             unseen=encoded.unseen,
             missing=encoded.missing,
+            filled=filled,
         )
 
 

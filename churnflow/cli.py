@@ -90,6 +90,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"  roc_auc={m['roc_auc']:.4f} accuracy={m['accuracy']:.4f} precision={m['precision']:.4f} "
         f"recall={m['recall']:.4f} f1={m['f1']:.4f} brier={m['brier']:.4f}"
     )
+    params = ", ".join(f"{k}={v}" for k, v in m["params"].items() if k not in ("family", "random_state"))
+    print(f"  chose {m['model_family']} ({params}); threshold {m['threshold']:.3f}; pr_auc={m['pr_auc']:.4f}")
+    for column, fill in m.get("filled_blanks", {}).items():
+        print(f"  filled {fill['blanks']} blank {column!r} cell(s) with the training median {fill['value']:g}")
+    print(f"  model card: {result.output_dir / 'model-card.html'}")
     chart = _copy_reliability_chart(result.output_dir)
     if result.deployed:
         print(f"  deployed model {m['model_version']} → {result.output_dir / 'model'}")
@@ -230,6 +235,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
         if counts:
             detail = ", ".join(f"{column}: {count}" for column, count in counts.items())
             print(f"  {kind} category levels read as all-zero ({detail})")
+    if summary.filled:
+        detail = ", ".join(f"{column}: {count}" for column, count in summary.filled.items())
+        print(f"  filled blank numbers with the training median ({detail})")
     print(f"  {summary.value_note}; total value at risk {summary.total_value_at_risk:,.2f}")
     return 0
 

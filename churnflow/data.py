@@ -100,6 +100,27 @@ class ValidatedTable:
     integral_columns: tuple[str, ...]
 
 
+COLUMNS_LISTED = 60
+"""How many of a table's columns a missing-column error lists before saying how many more there are."""
+
+
+def columns_hint(missing: list[str], available: list[str]) -> str:
+    """The table's columns (all, or the first COLUMNS_LISTED and how many more) and the closest name
+    to each missing one: a misspelt column is found at a glance, not by reading the file's header."""
+    import difflib
+
+    shown = ", ".join(available[:COLUMNS_LISTED])
+    if len(available) > COLUMNS_LISTED:
+        shown += f", … and {len(available) - COLUMNS_LISTED} more"
+    by_case = {name.lower(): name for name in available}
+    guesses = []
+    for name in missing:
+        close = [by_case[name.lower()]] if name.lower() in by_case else difflib.get_close_matches(name, available, 1)
+        if close:
+            guesses.append(f"{name!r}: did you mean {close[0]!r}?")
+    return f"it has: {shown}" + (f"; {' '.join(guesses)}" if guesses else "")
+
+
 def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
     """Checks the table against the config and returns a typed copy with just the configured columns.
 
@@ -113,7 +134,7 @@ def validate_table(raw: pd.DataFrame, config: DatasetConfig) -> ValidatedTable:
     if missing:
         raise ChurnflowError(
             f"column(s) {', '.join(repr(c) for c in missing)} named in the dataset config are not in the data "
-            f"(it has: {', '.join(map(str, raw.columns[:20]))})"
+            f"({columns_hint(missing, [str(c) for c in raw.columns])})"
         )
     if raw.empty:
         raise ChurnflowError("data has a header but no rows")
@@ -179,9 +200,12 @@ def _binary_target(values: pd.Series, config: DatasetConfig) -> pd.Series:
             f"{', '.join(map(repr, distinct[:6]))}"
         )
     if not positive and len(distinct) == 2:
+        hint = ""
+        if isinstance(config.positive_label, bool):  # YAML reads an unquoted yes/no/true/false as a boolean
+            hint = '; YAML read an unquoted yes/no/true/false as a boolean: quote it, e.g. positive_label: "Yes"'
         raise ChurnflowError(
             f"target column {config.target!r}: positive_label {config.positive_label!r} is not among its "
-            f"labels {', '.join(map(repr, distinct))}"
+            f"labels {', '.join(map(repr, distinct))}{hint}"
         )
     if len(distinct) < 2:
         raise ChurnflowError(

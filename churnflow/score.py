@@ -32,6 +32,7 @@ from churnflow.bulk_input import BatchEncoder
 from churnflow.bulk_rank import merge_runs, sort_run
 from churnflow.config import DatasetConfig
 from churnflow.contract import FeatureContract
+from churnflow.data import columns_hint
 from churnflow.decision import load_calibrator
 from churnflow.errors import ChurnflowError
 from churnflow.predictor.scoring import Scorer
@@ -59,6 +60,8 @@ class ScoreSummary:
     reject_reasons: Counter = field(default_factory=Counter)
     unseen: Counter = field(default_factory=Counter)
     missing: Counter = field(default_factory=Counter)
+    filled: Counter = field(default_factory=Counter)
+    """blank numeric cells per column, scored as the training median"""
     total_value_at_risk: float = 0.0
     predicted_churners: int = 0
     seconds: float = 0.0
@@ -74,6 +77,7 @@ class ScoreSummary:
             "reject_reasons": dict(self.reject_reasons),
             "unseen_levels": dict(self.unseen),
             "missing_levels": dict(self.missing),
+            "filled_blanks": dict(self.filled),
             "total_value_at_risk": self.total_value_at_risk,
             "predicted_churners": self.predicted_churners,
             "seconds": self.seconds,
@@ -165,7 +169,7 @@ def open_table(uri: str, columns: list[str], batch_rows: int, fmt: str | None = 
     if missing:
         raise ChurnflowError(
             f"data {uri}: required column(s) {', '.join(map(repr, missing))} not in the table "
-            f"(it has: {', '.join(dataset.schema.names[:20])})"
+            f"({columns_hint(missing, list(dataset.schema.names))})"
         )
     return dataset, kind
 
@@ -311,6 +315,7 @@ def score_table(
                 summary.reject_reasons.update(f for f, _ in encoded.rejects.values())
             summary.unseen.update(encoded.unseen)
             summary.missing.update(encoded.missing)
+            summary.filled.update(encoded.filled or {})
             if len(encoded.features):
                 probability = model.probability(encoded.features)
                 value = encoded.value if encoded.value is not None else 1.0

@@ -13,7 +13,7 @@ import contextvars
 from typing import Any, NamedTuple
 
 from kfp import dsl, kubernetes
-from kfp.dsl import Artifact, Model
+from kfp.dsl import HTML, Artifact, Model
 
 from churnflow.components.deploy.component import deploy_op
 from churnflow.components.deploy.inferenceservice import (
@@ -40,10 +40,11 @@ _FAN_IN = contextvars.ContextVar("fan_in", default=True)
 
 
 class PipelineOutputs(NamedTuple):
-    """What a run hands back: the trained model and its evaluation report (deployed or not)."""
+    """What a run hands back: the trained model, its evaluation report and model card (deployed or not)."""
 
     model: Model
     evaluation: Artifact
+    model_card: HTML
 
 
 def _training_dag(
@@ -182,7 +183,9 @@ def _training_dag(
         # A re-run with the same inputs must roll out again, never be skipped as cached.
         deploy.set_caching_options(False)
         set_resources(deploy, "light")
-    return PipelineOutputs(model=train.outputs["model"], evaluation=evaluate.outputs["report"])
+    return PipelineOutputs(
+        model=train.outputs["model"], evaluation=evaluate.outputs["report"], model_card=evaluate.outputs["model_card"]
+    )
 
 
 churn_training_pipeline = dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(_training_dag)

@@ -6,7 +6,8 @@ leaves in the output directory:
 
     model/            the released model (a symlink swapped atomically; only the deploy step writes it)
     candidate/        the model this run trained, released or not
-    metrics.json      the evaluation metrics, `deployed`, and why not when it was refused
+    metrics.json      the evaluation metrics, the chosen model and threshold, `deployed`, and why not
+    model-card.html   why this model: data, candidates, rule, metrics with intervals, charts (model_card.py)
     inferenceservice.yaml   when deployed
     pipeline.log      everything the tasks printed
     .kfp/             kfp.local's pipeline root (every task's artifacts)
@@ -38,8 +39,9 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "pipeline.log"
 MODEL_LINK = "model"
 CANDIDATE_DIR = "candidate"
+CARD_FILE = "model-card.html"
 T = TypeVar("T")
-SUMMARY_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "brier")
+SUMMARY_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "brier", "threshold")
 _USER_ERROR = re.compile(r"ChurnflowError: (.+)$")
 _FAILED_TASK = re.compile(r"Task '?([\w-]+)'? finished with status .*FAILURE")
 
@@ -222,8 +224,15 @@ def run_local(
     shutil.rmtree(candidate, ignore_errors=True)
     shutil.copytree(task.outputs["model"].path, candidate)
     metadata = read_metadata(candidate)
+    shutil.copyfile(task.outputs["model_card"].path, output_dir / CARD_FILE)
     metrics = {name: evaluation["metrics"][name] for name in SUMMARY_METRICS}
+    gate = evaluation["gate"]
     metrics.update(
+        model_family=metadata["family"],
+        params=metadata["hyperparameters"],
+        base_rate=metadata["data"]["positive_rate"],
+        filled_blanks=metadata["data"].get("filled_blanks", {}),
+        floors={name: gate[name] for name in ("min_roc_auc", "min_f1", "min_precision", "max_brier")},
         deployed=bool(evaluation["deploy"]),
         reasons=evaluation["reasons"],
         model_version=metadata["model_version"],

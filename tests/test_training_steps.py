@@ -306,3 +306,25 @@ def test_deploy_renders_the_inferenceservice_and_releases_locally(trained, tmp_p
     assert np.isclose(
         json.loads((released / "evaluation.json").read_text())["metrics"]["roc_auc"], evaluation["metrics"]["roc_auc"]
     )
+
+
+def test_a_missing_column_error_lists_every_column_and_suggests_the_closest_name():
+    frame = table().rename(columns={"monthly_charges": "MonthlyCharges"})
+    for i in range(70):  # a wide table: the list is cut with a count, never silently
+        frame[f"extra_{i:02d}"] = 0
+    with pytest.raises(ChurnflowError) as error:
+        validate_table(frame, DEFAULT)
+    message = str(error.value)
+    assert "'monthly_charges': did you mean 'MonthlyCharges'?" in message and "\n" not in message
+    assert "extra_53" in message and "extra_54" not in message and "… and 16 more" in message
+
+
+def test_a_yes_label_that_yaml_read_as_a_boolean_gets_a_hint_to_quote_it():
+    config = parse_config_text("target: churn\npositive_label: Yes\nnumeric: [tenure]\n")
+    assert config.positive_label is True
+    with pytest.raises(ChurnflowError) as error:
+        validate_table(table(churn=["yes", "no", "yes", "no"]), config)
+    assert 'quote it, e.g. positive_label: "Yes"' in str(error.value)
+    with pytest.raises(ChurnflowError) as error:  # a label that is not a boolean gets no such hint
+        validate_table(table(churn=["yes", "no", "yes", "no"]), DEFAULT)
+    assert "quote it" not in str(error.value)

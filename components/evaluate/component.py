@@ -1,6 +1,6 @@
 """KFP wrapper of the evaluate step (logic in logic.py)."""
 
-from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from churnflow.components.image import churnflow_component
 
@@ -18,15 +18,20 @@ def evaluate_op(
     classification_metrics: Output[ClassificationMetrics],
     report: Output[Artifact],
     reliability_curve: Output[Artifact],
+    model_card: Output[HTML],
+    card_summary: Output[Markdown],
 ) -> bool:
     """Scores the candidate on the test split; returns whether it may be deployed.
 
     The decision is the component's single output (`Output`): kfp.local resolves conditions only on
-    an `Output`-named parameter, so dsl.If reads `evaluate.outputs["Output"]`.
+    an `Output`-named parameter, so dsl.If reads `evaluate.outputs["Output"]`. The model card (HTML)
+    and its summary (Markdown) are what the Kubeflow UI shows on the run page.
     """
     import json
 
+    from churnflow.artifact import read_metadata
     from churnflow.components.evaluate.logic import Gate, evaluate, reliability_png
+    from churnflow.model_card import render_html, render_markdown, summary_line
 
     gate = Gate(min_roc_auc=min_roc_auc, min_f1=min_f1, min_precision=min_precision, max_regression=max_regression)
     result = evaluate(model.path, test_data.path, gate, champion_metrics)
@@ -40,6 +45,12 @@ def evaluate_op(
     reliability_curve.metadata["mime_type"] = "image/png"
     with open(report.path, "w") as handle:
         json.dump(result, handle, indent=2)
+    metadata = read_metadata(model.path)
+    with open(model_card.path, "w") as handle:
+        handle.write(render_html(result, metadata))
+    with open(card_summary.path, "w") as handle:
+        handle.write(render_markdown(result, metadata))
+    print(f"evaluate: {summary_line(result, metadata)}")
     verdict = "deploy" if result["deploy"] else "do not deploy: " + "; ".join(result["reasons"])
     print(f"evaluate: roc_auc={scores['roc_auc']:.4f} f1={scores['f1']:.4f} -> {verdict}")
     return result["deploy"]

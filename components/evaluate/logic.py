@@ -17,10 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     brier_score_loss,
     classification_report,
     confusion_matrix,
     f1_score,
+    precision_recall_curve,
     precision_score,
     recall_score,
     roc_auc_score,
@@ -34,6 +36,7 @@ from churnflow.data import read_split
 from churnflow.decision import load_calibrator
 from churnflow.drift import probability_reference
 from churnflow.errors import ChurnflowError
+from churnflow.model_card import bootstrap_intervals, gains_curve, resamples_for, top_decile_lift
 
 REPORT_FILE = "evaluation.json"
 GATE_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")
@@ -59,8 +62,11 @@ def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -
     predicted = (probability > threshold).astype("int64")  # as predict(): churn only above the threshold
     fpr, tpr, thresholds = roc_curve(target, probability)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
+    precision_points, recall_points, _ = precision_recall_curve(target, probability)
     return {
         "roc_auc": float(roc_auc_score(target, probability)),
+        "pr_auc": float(average_precision_score(target, probability)),
+        "lift_top_decile": top_decile_lift(target, probability),
         "accuracy": float(accuracy_score(target, predicted)),
         "precision": float(precision_score(target, predicted, zero_division=0)),
         "recall": float(recall_score(target, predicted, zero_division=0)),
@@ -76,6 +82,8 @@ def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -
             "tpr": tpr[keep].tolist(),
             "thresholds": np.minimum(thresholds[keep], 1.0).tolist(),
         },
+        "pr_curve": {"precision": precision_points.tolist(), "recall": recall_points.tolist()},
+        "gains_curve": gains_curve(target, probability),
         "classification_report": classification_report(
             target,
             predicted,
@@ -164,6 +172,9 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
     deploy, reasons = decide(metrics, gate, champion)
     return {
         "metrics": metrics,
+        "intervals": bootstrap_intervals(target, probability, contract.threshold, resamples_for(len(target))),
+        "resamples": resamples_for(len(target)),
+        "importance": feature_importance(model, contract, frame),
         "gate": gate.model_dump(),
         "champion": champion,
         "deploy": deploy,
@@ -171,3 +182,16 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
         # the served-probability distribution on the test split: the drift check's prediction baseline
         "probability_reference": probability_reference(probability),
     }
+
+
+def feature_importance(model: Any, contract: FeatureContract, frame: Any) -> list[tuple[str, float]]:
+    """Each input column's mean absolute contribution over the test rows, largest first.
+
+    The same decision-path decomposition the predictor's :explain answers with, so the card's global
+    ranking and a single customer's reasons are measured in the same units."""
+    from churnflow.predictor.explain import fold_to_inputs, path_contributions
+
+    _, contributions = path_contributions(model, contract.encode_frame(frame))
+    columns, folded = fold_to_inputs(contract, contributions)
+    importance = np.abs(folded).mean(axis=0)
+    return sorted(((c, float(v)) for c, v in zip(columns, importance, strict=True)), key=lambda p: -p[1])

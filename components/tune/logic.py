@@ -7,10 +7,19 @@ in rungs of successive halving on growing subsamples (halving.py), each rung its
 older than KFP 2.14 cannot collect a loop's outputs, so for them one task runs the same search in its
 own pod (`tune_in_one_task`). The test split is never read here.
 
-The choice is the one-standard-error rule: the candidates are listed simplest first (the random forest
-before boosting, each family's defaults before its variations), and the first whose mean fold score is
-within one standard error of the best mean wins. A difference smaller than the noise between folds is
-not trusted, so a tuned setting or the other family must earn its place by more than that.
+The choice is a paired one-standard-error rule: the candidates are listed simplest first (the random
+forest before boosting, each family's defaults before its variations). Every candidate is scored on
+the same folds (same seed, same rows), so each is compared with the best candidate fold by fold: the
+first whose mean fold-by-fold difference from the best is within one standard error of that
+difference wins. A difference smaller than the noise is not trusted, so a tuned setting or the other
+family must earn its place by more than that; pairing removes the noise both candidates share (a hard
+fold is hard for both), which two candidates' own spreads cannot.
+
+The standard error of the mean difference is the corrected one of Nadeau and Bengio (2003) for
+cross-validation, sd(d) · √(1/J + n_test/n_train) over J folds: the folds share training rows, so the
+naive sd(d)/√J would be too small and trust differences that are noise. Training splits under
+`REPEAT_BELOW_ROWS` rows are cross-validated `REPEATS` times over with reshuffled folds
+(RepeatedStratifiedKFold), so the differences are averaged over more splits.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold
 
 from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.tune import halving
@@ -60,6 +69,9 @@ TUNABLE = {
     ),
 }
 MAX_CANDIDATES = 64
+REPEATS = 3
+"""Repetitions of k-fold CV (reshuffled folds) on training splits under REPEAT_BELOW_ROWS rows."""
+REPEAT_BELOW_ROWS = 20_000
 # Scores where higher is better; brier is negated so that "best" is always the maximum.
 METRICS = {
     "roc_auc": lambda y, p: roc_auc_score(y, p),
@@ -149,7 +161,8 @@ def cross_validate(
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical), rows=rows)
     features = contract.encode_frame(frame)
     target = frame[contract.target].to_numpy(dtype="int64")
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    repeats = cv_repeats(contract_dir, len(frame))
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     started = time.perf_counter()
     scores = []
     threads = loop_threads()  # a loop task beside others on one machine gets its share of the cores
@@ -164,6 +177,8 @@ def cross_validate(
         "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0,
         "standard_error": standard_error(scores),
         "fold_scores": scores,
+        "folds": folds,
+        "repeats": repeats,
         "rows": len(frame),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -194,25 +209,63 @@ def standard_error(scores: list[float]) -> float:
     return float(np.std(scores, ddof=1) / np.sqrt(len(scores)))
 
 
-def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """The one-standard-error choice among the candidates, in the order they were listed.
+def cv_repeats(contract_dir: str | Path, rows: int) -> int:
+    """REPEATS for a training split under REPEAT_BELOW_ROWS rows (the whole split, not a halving rung's
+    sample, so every rung of one search uses the same folds), else 1."""
+    try:
+        total = train_rows(contract_dir)
+    except (OSError, ValueError, KeyError):
+        total = rows  # a contract without preprocess's summary: the rows in hand
+    return REPEATS if total < REPEAT_BELOW_ROWS else 1
 
-    `results` keep the candidates' order (simplest first), which the pipeline's fan-in preserves.
-    """
+
+def paired_difference(result: dict[str, Any], best: dict[str, Any]) -> tuple[float, float] | None:
+    """(mean fold-by-fold difference from `best`, its corrected standard error), or None when the two
+    were not scored on the same folds (different rows or fold counts: nothing to pair)."""
+    mine, theirs = result.get("fold_scores", []), best.get("fold_scores", [])
+    if len(mine) != len(theirs) or len(mine) < 2 or result.get("rows") != best.get("rows"):
+        return None
+    differences = np.subtract(mine, theirs)
+    folds = int(result.get("folds") or len(mine) // int(result.get("repeats") or 1))
+    # Nadeau & Bengio: held-out over training rows of one fold is 1/(k-1)
+    correction = 1.0 / len(differences) + 1.0 / max(1, folds - 1)
+    return float(np.mean(differences)), float(np.std(differences, ddof=1) * np.sqrt(correction))
+
+
+RULE = (
+    "first listed candidate whose mean fold-by-fold difference from the highest-scoring candidate, on the same "
+    "folds, is within one (corrected) standard error of that difference"
+)
+
+
+def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paired one-standard-error choice among the candidates, in the order they were listed.
+
+    `results` keep the candidates' order (simplest first), which the pipeline's fan-in preserves. Each
+    result is returned with its `paired_difference` and `paired_standard_error` from the best (None
+    when it could not be paired; then its own mean is held against the best's own standard error)."""
     if not results:
         raise ChurnflowError("tuning: no candidate was scored")
     top = max(results, key=lambda r: r["score"])
-    tolerance = top.get("standard_error", standard_error(top.get("fold_scores", [])))
-    chosen = next(r for r in results if r["score"] >= top["score"] - tolerance)
+    unpaired = top.get("standard_error", standard_error(top.get("fold_scores", [])))
+    annotated, chosen, tolerance = [], None, unpaired
+    for result in results:
+        paired = paired_difference(result, top)
+        difference, error = paired if paired else (result["score"] - top["score"], unpaired)
+        entry = {**result, "paired_difference": paired and difference, "paired_standard_error": paired and error}
+        annotated.append(entry)
+        if chosen is None and difference >= -error:
+            chosen, tolerance = entry, error
+    assert chosen is not None  # the best itself always qualifies (difference 0)
     return {
         "best": chosen["params"],
         "metric": chosen["metric"],
         "best_score": chosen["score"],
-        "rule": "first listed candidate within one standard error of the highest mean fold score",
+        "rule": RULE,
         "highest_score": top["score"],
         "highest_params": top["params"],
         "tolerance": tolerance,
-        "candidates": results,
+        "candidates": annotated,
     }
 
 
@@ -284,7 +337,7 @@ def describe_selection(selection: dict[str, Any]) -> str:
     """One log line for the choice."""
     return (
         f"{selection['best']['family']} {selection['metric']}={selection['best_score']:.4f} "
-        f"(highest {selection['highest_score']:.4f}, one standard error {selection['tolerance']:.4f}) "
+        f"(highest {selection['highest_score']:.4f}, paired standard error {selection['tolerance']:.4f}) "
         f"of {len(selection['candidates'])} candidates{_rows(selection)}, with {selection['best']}"
     )
 
