@@ -85,12 +85,13 @@ def test_the_quick_start_serve_and_drift_use_the_same_folder():
 def fake_run(deployed: bool, calls: list[dict]):
     """Stands in for kfp.local (the real pipeline runs in test_pipeline_runs and test_readme)."""
 
-    def run_local(output_dir, *, config, data_uri="", rows=1000, arguments=None):
+    def run_local(output_dir, *, config, data_uri="", rows=1000, arguments=None, runner=None):
         calls.append({"data_uri": data_uri, "rows": rows})
         out = Path(output_dir).absolute()
         out.mkdir(parents=True, exist_ok=True)
         metrics = dict.fromkeys(local.SUMMARY_METRICS, 0.5)
         metrics.update(deployed=deployed, reasons=[] if deployed else ["roc_auc 0.5000 below the floor 0.7000"])
+        metrics.update(model_family="random_forest", params={"n_estimators": 100}, threshold=0.5, pr_auc=0.5)
         return local.LocalRun(output_dir=out, metrics={**metrics, "model_version": "v-test"})
 
     return run_local
