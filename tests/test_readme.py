@@ -380,6 +380,25 @@ def test_the_readme_markers_are_well_formed():
             print(f"README line {block.line}: not run: {block.reason}")
 
 
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda page: page.name)
+def test_the_docs_run_as_written(page, tmp_path):
+    """docs/ follows the README's convention: each ```bash block runs, in order, in a fresh copy of the
+    repository, or carries a not-run marker with its reason."""
+    blocks = parse_blocks(page.read_text())
+    for block in blocks:
+        if block.kind == "not-run":
+            print(f"{page.name} line {block.line}: not run: {block.reason}")
+    if all(block.kind == "not-run" for block in blocks):
+        return
+    workdir = tmp_path / "churnflow"
+    workdir.mkdir()
+    fresh_copy(workdir)
+    run_readme((workdir / "docs" / page.name).read_text(), workdir, free_port())
+
+
 def venv_is_current() -> bool:
     """Whether scripts/setup.sh would leave the .venv alone (its stamp: SHA-256 of pyproject + constraints).
 
