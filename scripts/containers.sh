@@ -17,6 +17,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 cache="${CHURNFLOW_CACHE:-$root/.cache/containers}"
 mkdir -p "$cache"
+# One build at a time: scripts/test.sh starts this in the background while the other tests run, and the
+# container tests' fixture runs it again, which waits here until the first has finished (then it is cached).
+exec 9>"$cache/lock"
+flock 9
 state="$cache/containers.json"
 # The legacy builder: Debian's docker.io 20.10 has no buildx plugin, and its layer cache is enough here.
 export DOCKER_BUILDKIT=0

@@ -63,6 +63,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         pytest.exit(str(error), returncode=4)
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The container tests run last: scripts/test.sh builds their images in the background meanwhile."""
+    items.sort(key=lambda item: item.get_closest_marker("containers") is not None)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
