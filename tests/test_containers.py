@@ -48,6 +48,8 @@ from .test_scoring_pipeline import CONFIG as SCORING_CONFIG
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
+# Its own bucket on the session's S3 server: other tests list the "models" bucket and must not see these.
+CONTAINER_BUCKET = "container-models"
 CACHE = Path(os.environ.get("CHURNFLOW_CACHE", ROOT / ".cache" / "containers"))
 TRAIN_IMAGE, SERVE_IMAGE = "churnflow-train:test", "churnflow-serve:test"
 INITIALIZER_IMAGE = "churnflow-storage-initializer:test"
@@ -207,7 +209,7 @@ def test_serve_image_answers_as_the_rendered_predictor_container(
     user = docker("image", "inspect", "-f", "{{.Config.User}}", SERVE_IMAGE).stdout.strip()
     # runAsNonRoot: the kubelet starts only an image whose user is a non-zero uid it can check
     assert user.isdigit() and int(user) != 0, user
-    uri = upload(s3_server, model_dir, "models", f"churn/{uuid.uuid4().hex[:8]}")
+    uri = upload(s3_server, model_dir, CONTAINER_BUCKET, f"churn/{uuid.uuid4().hex[:8]}")
     predictor = Predictor(s3_server, uri, sha256_file(model_dir / "metadata.json"), tmp_path)
     predictors.append(predictor)
     assert predictor.env["STORAGE_URI"] == uri and "--read-only" in predictor.flags
@@ -255,7 +257,7 @@ def test_serve_image_refuses_a_model_whose_metadata_does_not_match_the_digest(
     metadata.pop("files")
     write_metadata(other, {**metadata, "model_version": "swapped"})
     assert sha256_file(other / "metadata.json") != sha256_file(model_dir / "metadata.json")
-    uri = upload(s3_server, other, "models", f"churn/{uuid.uuid4().hex[:8]}")
+    uri = upload(s3_server, other, CONTAINER_BUCKET, f"churn/{uuid.uuid4().hex[:8]}")
     predictor = Predictor(s3_server, uri, sha256_file(model_dir / "metadata.json"), tmp_path)
     predictors.append(predictor)
     assert predictor.initialize().returncode == 0
@@ -273,8 +275,10 @@ def test_serve_image_refuses_a_model_whose_metadata_does_not_match_the_digest(
 def test_a_missing_object_fails_the_storage_initializer(
     predictors: list[Predictor], s3_server: S3Server, model_dir: Path, tmp_path: Path
 ) -> None:
-    upload(s3_server, model_dir, "models", "present")
-    predictor = Predictor(s3_server, "s3://models/absent", sha256_file(model_dir / "metadata.json"), tmp_path)
+    upload(s3_server, model_dir, CONTAINER_BUCKET, "present")
+    predictor = Predictor(
+        s3_server, f"s3://{CONTAINER_BUCKET}/absent", sha256_file(model_dir / "metadata.json"), tmp_path
+    )
     predictors.append(predictor)
     init = predictor.initialize()
     assert init.returncode != 0 and "storage initialization failed" in init.stderr, init.stdout + init.stderr
