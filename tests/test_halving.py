@@ -139,7 +139,8 @@ def _flat(scores: list[float], standard_errors: list[float]) -> list[dict]:
 def test_on_a_small_table_only_the_candidates_within_the_noise_of_the_best_are_repeated() -> None:
     # 4 is the best; 0 and 3 are within its noise, 1, 2 and 5 far behind (tight folds)
     rung0 = _flat([0.835, 0.70, 0.71, 0.836, 0.84, 0.72], [0.01, 0.001, 0.001, 0.01, 0.01, 0.001])
-    items = halving.advance(rung0)
+    (task,) = halving.advance(rung0)  # one task scores them one after another
+    items = task["group"]
     assert [item["index"] for item in items] == [0, 3, 4]
     assert all(item["repeats"] == [1, REPEATS] and item["rows"] == 1000 for item in items)
     assert items[0]["earlier"]["fold_scores"] == rung0[0]["fold_scores"]  # pooled with rung 0's folds
@@ -148,7 +149,7 @@ def test_on_a_small_table_only_the_candidates_within_the_noise_of_the_best_are_r
 
 def test_the_repetitions_go_to_at_most_three_the_best_and_the_first_listed_within_its_noise() -> None:
     rung0 = _flat([0.835, 0.837, 0.836, 0.84, 0.70], [0.01] * 4 + [0.001])
-    assert [item["index"] for item in halving.advance(rung0)] == [0, 1, 3]
+    assert [item["index"] for item in halving.advance(rung0)[0]["group"]] == [0, 1, 3]
 
 
 def test_a_small_table_whose_best_is_clear_after_one_k_fold_is_decided_at_rung_0() -> None:

@@ -50,7 +50,10 @@ def next_rung_op(results: List[str]) -> List[dict]:  # noqa: UP006
     from churnflow.components.tune import halving
 
     items = halving.advance([json.loads(r) for r in results])
-    print(f"next rung: {'decided, carried' if 'carry' in items[0] else 'scoring'} {len(items)} candidate(s)")
+    if "group" in items[0]:
+        print(f"next rung: more folds for {len(items[0]['group'])} candidate(s) within the noise, in one task")
+    else:
+        print(f"next rung: {'decided, carried' if 'carry' in items[0] else 'scoring'} {len(items)} candidate(s)")
     return items
 
 

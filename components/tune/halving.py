@@ -19,7 +19,10 @@ difference smaller than the noise between folds.
 A flat search on a training split under logic.REPEAT_BELOW_ROWS rows uses rung 1 for repeated
 cross-validation instead: rung 0 scores every candidate on one k-fold, rung 1 gives only the
 candidates the rule cannot yet separate from the best (logic.undecided) the other repetitions, on the
-same folds, and the choice is made on their pooled folds; rung 2 carries it. If rung 0 leaves one
+same folds, and the choice is made on their pooled folds; rung 2 carries it. Rung 1 is then one item
+(`{"group": [items]}`, scored one after another in one task): two or three candidates' extra folds
+take a few seconds, and a task each would cost more in start-up (about 2 s of CPU per local task,
+more for a pod) than the fitting. If rung 0 leaves one
 candidate undecided, it has decided. (A halving search on such a split repeats every rung's k-fold.)
 """
 
@@ -99,6 +102,7 @@ def _typed(result: dict[str, Any]) -> dict[str, Any]:
 
 def _record(results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The search with this rung's results added (a decided search is returned as it is)."""
+    results = [one for r in results for one in r.get("group", [r])]
     if not results:
         raise ChurnflowError("tuning: no candidate was scored in this rung")
     search = results[0]["search"]
@@ -125,10 +129,11 @@ def advance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         again = undecided(results)
         if len(again) > 1:  # rung 1: the other repetitions for these alone, pooled with rung 0's folds
             search = {**search, "repeated": True}
-            return [
+            group = [
                 {**_item(int(r["index"]), r["params"], rows, search, [1, repeats]), "earlier": _earlier(r)}
                 for r in again
             ]
+            return [{"index": group[0]["index"], "group": group, "search": search}]
     keep = max(1, math.ceil(len(results) / search["factor"]))
     best = sorted(results, key=lambda r: r["score"], reverse=True)[:keep]
     chosen = select_best(results)["best"]

@@ -212,6 +212,9 @@ def score_item(
     back a carried result once the search has decided."""
     if "carry" in item:
         return item["carry"]
+    if "group" in item:  # rung 1's repetitions: several candidates in one task (halving.advance)
+        group = [score_item(train_dir, contract_dir, one, folds, metric, seed) for one in item["group"]]
+        return {"index": int(item["index"]), "group": group, "search": item["search"]}
     repeats = tuple(int(r) for r in item["repeats"]) if "repeats" in item else None
     result = cross_validate(
         train_dir,
