@@ -251,7 +251,8 @@ def candidate_rows(tuning: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def _repeats(tuning: dict[str, Any]) -> str:
-    first = tuning["candidates"][0]
+    chosen = [c for c in tuning["candidates"] if c["params"] == tuning["best"]]
+    first = (chosen or tuning["candidates"])[0]  # screened-out candidates have fewer folds than the chosen
     repeats, folds = int(first.get("repeats") or 1), int(first.get("folds") or len(first.get("fold_scores", [])))
     return f"{repeats} × {folds}-fold stratified CV" if repeats > 1 else f"{folds}-fold stratified CV"
 
@@ -363,9 +364,17 @@ def render_html(report: dict[str, Any], metadata: dict[str, Any]) -> str:
                 table_rows,
             )
             + "<p>Paired difference: the mean of the candidate's fold-by-fold score differences, on the same "
-            f"folds ({rows[0]['folds']} = {_repeats(tuning)}). The standard error is Nadeau and Bengio's "
-            "corrected one for cross-validation, sd(d)·√(1/J + n_test/n_train), since folds share training "
-            "rows.</p>"
+            f"folds ({max(r['folds'] for r in rows)} = {_repeats(tuning)}). The standard error is Nadeau and "
+            "Bengio's corrected one for cross-validation, sd(d)·√(1/J + n_test/n_train), since folds share "
+            "training rows."
+            + (
+                " Candidates with fewer folds were more than one standard error behind the highest after the "
+                "first k folds, or listed after the two earliest within it: only the others were repeated, "
+                "and their differences on those first folds are shown."
+                if len({r["folds"] for r in rows}) > 1
+                else ""
+            )
+            + "</p>"
         )
     else:
         parts.append(f"<p>One candidate: {e(family)} with {e(str(metadata.get('hyperparameters', {})))}.</p>")

@@ -15,12 +15,19 @@ import pytest
 from churnflow.components.preprocess.logic import TRAIN_FILE, preprocess
 from churnflow.components.train.logic import train
 from churnflow.components.tune import halving
-from churnflow.components.tune.logic import candidates, score_item, select_best, tune_in_one_task
+from churnflow.components.tune.logic import (
+    REPEATS,
+    candidates,
+    cross_validate,
+    score_item,
+    select_best,
+    tune_in_one_task,
+)
 from churnflow.config import load_config
 from churnflow.contract import FeatureContract
 from churnflow.data import read_split, validate_table, write_split
 from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import ForestParams, model_params
+from churnflow.hyperparameters import BoostingParams, ForestParams, model_params
 from churnflow.synthetic import synthetic_customers
 
 
@@ -114,6 +121,76 @@ def test_once_decided_the_later_rungs_carry_the_choice_without_fitting(splits: P
     assert [c["index"] for c in selection["candidates"]] == [0, 1, 2]
     assert selection["halving"]["rungs"] == [{"rung": 0, "rows": 100, "candidates": [0, 1, 2]}]
     assert selection["halving"]["tuning_rows"] == 100
+
+
+# -- repeated cross-validation on a small table: only for the undecided ----------------------------
+
+
+def _flat(scores: list[float], standard_errors: list[float]) -> list[dict]:
+    """Rung 0's results of a flat search on a small training split (repetitions due)."""
+    items = halving.start([ForestParams(min_samples_leaf=i + 1).model_dump() for i in range(len(scores))], 1000, 10_000)
+    assert {tuple(item["repeats"]) for item in items} == {(0, 1)}  # rung 0: one k-fold for everyone
+    return [
+        {**result(i, s, e, rows=1000), "repeats": 1, "seconds": 0.5, "search": item["search"]}
+        for i, (s, e, item) in enumerate(zip(scores, standard_errors, items, strict=True))
+    ]
+
+
+def test_on_a_small_table_only_the_candidates_within_the_noise_of_the_best_are_repeated() -> None:
+    # 4 is the best; 0 and 3 are within its noise, 1, 2 and 5 far behind (tight folds)
+    rung0 = _flat([0.835, 0.70, 0.71, 0.836, 0.84, 0.72], [0.01, 0.001, 0.001, 0.01, 0.01, 0.001])
+    (task,) = halving.advance(rung0)  # one task scores them one after another
+    items = task["group"]
+    assert [item["index"] for item in items] == [0, 3, 4]
+    assert all(item["repeats"] == [1, REPEATS] and item["rows"] == 1000 for item in items)
+    assert items[0]["earlier"]["fold_scores"] == rung0[0]["fold_scores"]  # pooled with rung 0's folds
+    assert items[0]["search"]["repeated"] is True
+
+
+def test_the_repetitions_go_to_at_most_three_the_best_and_the_first_listed_within_its_noise() -> None:
+    rung0 = _flat([0.835, 0.837, 0.836, 0.84, 0.70], [0.01] * 4 + [0.001])
+    assert [item["index"] for item in halving.advance(rung0)[0]["group"]] == [0, 1, 3]
+
+
+def test_a_small_table_whose_best_is_clear_after_one_k_fold_is_decided_at_rung_0() -> None:
+    rung0 = _flat([0.70, 0.71, 0.90], [0.001, 0.001, 0.001])
+    carried = halving.advance(rung0)
+    assert len(carried) == 1 and carried[0]["carry"]["index"] == 2
+    assert carried[0]["carry"]["search"]["decided"] is True
+
+
+def test_repetitions_scored_later_pool_into_the_same_folds_as_scoring_them_at_once(splits: Path) -> None:
+    train_dir, contract_dir = splits / "train", splits / "contract"
+    params = ForestParams(n_estimators=8).model_dump()
+    at_once = cross_validate(train_dir, contract_dir, params, folds=3, repeats=(0, REPEATS))
+    first = cross_validate(train_dir, contract_dir, params, folds=3, repeats=(0, 1))
+    item = {"index": 0, "params": params, "rows": 2400, "search": {}, "repeats": [1, REPEATS]}
+    later = score_item(train_dir, contract_dir, {**item, "earlier": first}, folds=3)
+    assert later["fold_scores"] == at_once["fold_scores"] and later["repeats"] == REPEATS
+    assert later["score"] == pytest.approx(at_once["score"]) and later["std"] == pytest.approx(at_once["std"])
+
+
+def test_a_small_table_repeats_only_its_undecided_candidates_in_one_task_as_in_the_fan_out(splits: Path) -> None:
+    grid = '{"max_depth": [0, 1], "min_samples_leaf": [1, 5, 20]}'
+    listed = candidates(ForestParams(n_estimators=8), True, grid)
+    listed.append(BoostingParams(max_iter=20).model_dump())
+    train_dir, contract_dir = splits / "train", splits / "contract"
+    together = tune_in_one_task(train_dir, contract_dir, listed, folds=3)
+    rungs = together["halving"]["rungs"]
+    assert [r["rows"] for r in rungs] == [2400, 2400] and rungs[0]["candidates"] == list(range(7))
+    assert rungs[1]["candidates"] == [2, 6]  # min_samples_leaf=20 and boosting: the rest is far behind
+    folds = {c["index"]: len(c["fold_scores"]) for c in together["candidates"]}
+    assert {i for i, n in folds.items() if n == 3 * REPEATS} == set(rungs[1]["candidates"])
+    assert {i for i, n in folds.items() if n == 3} == set(range(7)) - set(rungs[1]["candidates"])
+    repeated = [c for c in together["candidates"] if not c.get("screened_out")]
+    assert together["best"] == select_best(repeated)["best"]  # chosen on the pooled folds
+    items = halving.start(listed, 2400, halving.DEFAULT_MIN_ROWS)
+    for _ in range(halving.RUNGS - 1):
+        items = halving.advance([score_item(train_dir, contract_dir, i, folds=3) for i in reversed(items)])
+    fanned = halving.finish([score_item(train_dir, contract_dir, i, folds=3) for i in reversed(items)])
+    assert fanned["best"] == together["best"] and fanned["halving"] == together["halving"]
+    for one, other in zip(fanned["candidates"], together["candidates"], strict=True):  # fits agree to ~1e-5
+        assert one["index"] == other["index"] and one["fold_scores"] == pytest.approx(other["fold_scores"], abs=1e-4)
 
 
 # -- the compact split ---------------------------------------------------------------------------

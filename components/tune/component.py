@@ -50,7 +50,10 @@ def next_rung_op(results: List[str]) -> List[dict]:  # noqa: UP006
     from churnflow.components.tune import halving
 
     items = halving.advance([json.loads(r) for r in results])
-    print(f"next rung: {'decided, carried' if 'carry' in items[0] else 'scoring'} {len(items)} candidate(s)")
+    if "group" in items[0]:
+        print(f"next rung: more folds for {len(items[0]['group'])} candidate(s) within the noise, in one task")
+    else:
+        print(f"next rung: {'decided, carried' if 'carry' in items[0] else 'scoring'} {len(items)} candidate(s)")
     return items
 
 
@@ -64,16 +67,18 @@ def cv_score_op(
     seed: int,
 ) -> str:
     """Stratified k-fold CV score (mean and spread) of one rung item: a candidate on a prefix of the
-    training split, or a result carried through once the search has decided (JSON)."""
+    training split, a group of candidates' later repetitions (rung 1 on a small table), or a result
+    carried through once the search has decided (JSON)."""
     import json
 
     from churnflow.components.tune.logic import score_item
 
     result = score_item(train_data.path, contract.path, candidate, folds=folds, metric=metric, seed=seed)
-    print(
-        f"cv_score: {result['metric']}={result['score']:.4f} ± {result['std']:.4f} (sd) on {result['rows']} rows"
-        f"{' (carried)' if 'carry' in candidate else ''} for {result['params']}"
-    )
+    for one in result.get("group", [result]):  # a group: rung 1's repetitions, several candidates
+        print(
+            f"cv_score: {one['metric']}={one['score']:.4f} ± {one['std']:.4f} (sd) on {one['rows']} rows, "
+            f"{len(one['fold_scores'])} folds{' (carried)' if 'carry' in candidate else ''} for {one['params']}"
+        )
     return json.dumps(result)
 
 

@@ -15,6 +15,15 @@ candidate is left), the later rungs carry its result through without fitting any
 A rung advances its best third by mean fold score and, if that leaves it out, the candidate the
 one-standard-error rule would choose at that rung, so the simplest candidate is not dropped for a
 difference smaller than the noise between folds.
+
+A flat search on a training split under logic.REPEAT_BELOW_ROWS rows uses rung 1 for repeated
+cross-validation instead: rung 0 scores every candidate on one k-fold, rung 1 gives only the
+candidates the rule cannot yet separate from the best (logic.undecided) the other repetitions, on the
+same folds, and the choice is made on their pooled folds; rung 2 carries it. Rung 1 is then one item
+(`{"group": [items]}`, scored one after another in one task): two or three candidates' extra folds
+take a few seconds, and a task each would cost more in start-up (about 2 s of CPU per local task,
+more for a pod) than the fitting. If rung 0 leaves one
+candidate undecided, it has decided. (A halving search on such a split repeats every rung's k-fold.)
 """
 
 from __future__ import annotations
@@ -42,8 +51,15 @@ def schedule(train_rows: int, min_rows: int) -> list[int]:
     return sorted(set(rows))
 
 
-def _item(index: int, params: dict[str, Any], rows: int, search: dict[str, Any]) -> dict[str, Any]:
-    return {"index": index, "params": params, "rows": rows, "search": search}
+def _item(index: int, params: dict[str, Any], rows: int, search: dict[str, Any], repeats: list[int]) -> dict[str, Any]:
+    return {"index": index, "params": params, "rows": rows, "search": search, "repeats": repeats}
+
+
+def _repeats_now(search: dict[str, Any]) -> list[int]:
+    """The repetitions of k-fold a rung's items are scored on: all of them on a halving rung, the
+    first alone at rung 0 of a flat search that repeats (the rest are for its undecided candidates)."""
+    repeats = int(search.get("repeats", 1))
+    return [0, 1] if len(search["schedule"]) == 1 else [0, repeats]
 
 
 def start(candidates: list[dict[str, Any]], train_rows: int, min_rows: int) -> list[dict[str, Any]]:
@@ -53,9 +69,19 @@ def start(candidates: list[dict[str, Any]], train_rows: int, min_rows: int) -> l
     cv_score hands it back with the result: the DAG passes one list from rung to rung, nothing else."""
     if not candidates:
         raise ChurnflowError("tuning: no candidate to score")
+    from churnflow.components.tune.logic import search_repeats
+
     rows = schedule(train_rows, min_rows)
-    search = {"train_rows": train_rows, "schedule": rows, "factor": FACTOR, "rungs": [], "decided": False}
-    return [_item(i, c, rows[0], search) for i, c in enumerate(candidates)]
+    search = {
+        "train_rows": train_rows,
+        "schedule": rows,
+        "factor": FACTOR,
+        "rungs": [],
+        "decided": False,
+        "repeats": search_repeats(train_rows),
+        "repeated": False,
+    }
+    return [_item(i, c, rows[0], search, _repeats_now(search)) for i, c in enumerate(candidates)]
 
 
 def _ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,6 +102,7 @@ def _typed(result: dict[str, Any]) -> dict[str, Any]:
 
 def _record(results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The search with this rung's results added (a decided search is returned as it is)."""
+    results = [one for r in results for one in r.get("group", [r])]
     if not results:
         raise ChurnflowError("tuning: no candidate was scored in this rung")
     search = results[0]["search"]
@@ -91,12 +118,22 @@ def advance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Once the search has decided (the rung used every row, or one candidate is left), the next items
     carry the choice's result (`{"carry": result}`) and nothing more is fitted."""
-    from churnflow.components.tune.logic import select_best
+    from churnflow.components.tune.logic import select_best, undecided
 
     search, results = _record(results)
     if search["decided"]:
         return [{"carry": r} for r in results]
     rows = search["rungs"][-1]["rows"]
+    repeats = int(search.get("repeats", 1))  # a search begun before repetitions were per candidate: 1
+    if len(search["schedule"]) == 1 and repeats > 1 and not search.get("repeated"):
+        again = undecided(results)
+        if len(again) > 1:  # rung 1: the other repetitions for these alone, pooled with rung 0's folds
+            search = {**search, "repeated": True}
+            group = [
+                {**_item(int(r["index"]), r["params"], rows, search, [1, repeats]), "earlier": _earlier(r)}
+                for r in again
+            ]
+            return [{"index": group[0]["index"], "group": group, "search": search}]
     keep = max(1, math.ceil(len(results) / search["factor"]))
     best = sorted(results, key=lambda r: r["score"], reverse=True)[:keep]
     chosen = select_best(results)["best"]
@@ -105,19 +142,33 @@ def advance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if not next_rows or len(survivors) == 1:
         search = {**search, "decided": True}
         return [{"carry": {**r, "search": search}} for r in results if r["params"] == chosen]
-    return [_item(int(r["index"]), r["params"], next_rows[0], search) for r in survivors]
+    return [_item(int(r["index"]), r["params"], next_rows[0], search, _repeats_now(search)) for r in survivors]
+
+
+def _earlier(result: dict[str, Any]) -> dict[str, Any]:
+    """What rung 1 pools with its own folds: rung 0's fold scores of the candidate."""
+    return {k: result[k] for k in ("fold_scores", "repeats", "seconds")}
 
 
 def finish(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The choice: the one-standard-error rule over the last rung that fitted anything.
 
     The selection's `candidates` are that rung's results (all scored on the same rows); `halving`
-    records every rung."""
+    records every rung. After a repetition rung they are followed, in listed order, by the candidates
+    rung 0 left behind (`screened_out`, with rung 0's folds and paired differences)."""
     from churnflow.components.tune.logic import select_best
 
     search, _ = _record(results)
     last = search["rungs"][-1]
     selection = select_best([_typed(r) for r in last["results"]])
+    if search.get("repeated") and len(search["rungs"]) > 1:
+        repeated = {int(r["index"]) for r in last["results"]}
+        screened = [
+            {**c, "screened_out": True}
+            for c in select_best([_typed(r) for r in search["rungs"][0]["results"]])["candidates"]
+            if int(c["index"]) not in repeated
+        ]
+        selection["candidates"] = sorted(selection["candidates"] + screened, key=lambda c: int(c["index"]))
     selection["halving"] = {
         "train_rows": int(search["train_rows"]),
         "schedule": [int(r) for r in search["schedule"]],

@@ -17,9 +17,16 @@ fold is hard for both), which two candidates' own spreads cannot.
 
 The standard error of the mean difference is the corrected one of Nadeau and Bengio (2003) for
 cross-validation, sd(d) · √(1/J + n_test/n_train) over J folds: the folds share training rows, so the
-naive sd(d)/√J would be too small and trust differences that are noise. Training splits under
-`REPEAT_BELOW_ROWS` rows are cross-validated `REPEATS` times over with reshuffled folds
-(RepeatedStratifiedKFold), so the differences are averaged over more splits.
+naive sd(d)/√J would be too small and trust differences that are noise.
+
+On training splits under `REPEAT_BELOW_ROWS` rows the noise is large, so the candidates the rule
+cannot yet separate are cross-validated `REPEATS` times over with reshuffled folds
+(RepeatedStratifiedKFold): every candidate is scored on the first k folds, and only the best and the
+first listed candidates within one standard error of it (`REPEAT_CANDIDATES` in all) get the other
+`REPEATS - 1` repetitions, on the same folds for each; the rule then chooses among those on all
+`REPEATS × k` folds (`undecided`, halving.advance). Repeating every candidate cost half as much CPU
+again as the whole default run on 1,000 rows; a candidate clearly behind the best after k folds
+cannot be chosen, so its repetitions bought nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ MAX_CANDIDATES = 64
 REPEATS = 3
 """Repetitions of k-fold CV (reshuffled folds) on training splits under REPEAT_BELOW_ROWS rows."""
 REPEAT_BELOW_ROWS = 20_000
+REPEAT_CANDIDATES = 3
+"""At most this many candidates (the best and the first listed within the noise) get the repetitions."""
 # Scores where higher is better; brier is negated so that "best" is always the maximum.
 METRICS = {
     "roc_auc": lambda y, p: roc_auc_score(y, p),
@@ -151,9 +160,15 @@ def cross_validate(
     metric: str = "roc_auc",
     seed: int = 42,
     rows: int | None = None,
+    repeats: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Stratified k-fold score of one candidate on the training split, or on its first `rows` rows
-    (a random sample: the split is stored shuffled)."""
+    (a random sample: the split is stored shuffled).
+
+    `repeats` = (first, end) scores repetitions first … end-1 of a seeded `end`-times repeated k-fold:
+    repetition r's folds do not depend on `end` (the splitter draws them one after another from one
+    seeded generator), so (0, 1) and then (1, 3) give the same 3 × k folds as (0, 3). None: all
+    repetitions `cv_repeats` asks for."""
     if metric not in METRICS:
         raise ChurnflowError(f"tuning_metric: expected one of {', '.join(METRICS)}, got {metric!r}")
     params = model_params(**candidate)
@@ -161,12 +176,13 @@ def cross_validate(
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical), rows=rows)
     features = contract.encode_frame(frame)
     target = frame[contract.target].to_numpy(dtype="int64")
-    repeats = cv_repeats(contract_dir, len(frame))
-    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    first, end = repeats if repeats is not None else (0, cv_repeats(contract_dir, len(frame)))
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=end, random_state=seed)
     started = time.perf_counter()
     scores = []
     threads = loop_threads()  # a loop task beside others on one machine gets its share of the cores
-    for fit_rows, held_rows in splitter.split(features, target):
+    splits = itertools.islice(splitter.split(features, target), first * folds, None)
+    for fit_rows, held_rows in splits:
         with fit_threads(params, len(fit_rows), threads):
             model = build_estimator(params, n_jobs=threads or -1).fit(features[fit_rows], target[fit_rows])
         scores.append(float(METRICS[metric](target[held_rows], model.predict_proba(features[held_rows])[:, 1])))
@@ -178,7 +194,7 @@ def cross_validate(
         "standard_error": standard_error(scores),
         "fold_scores": scores,
         "folds": folds,
-        "repeats": repeats,
+        "repeats": end - first,
         "rows": len(frame),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -196,10 +212,37 @@ def score_item(
     back a carried result once the search has decided."""
     if "carry" in item:
         return item["carry"]
+    if "group" in item:  # rung 1's repetitions: several candidates in one task (halving.advance)
+        group = [score_item(train_dir, contract_dir, one, folds, metric, seed) for one in item["group"]]
+        return {"index": int(item["index"]), "group": group, "search": item["search"]}
+    repeats = tuple(int(r) for r in item["repeats"]) if "repeats" in item else None
     result = cross_validate(
-        train_dir, contract_dir, item["params"], folds=folds, metric=metric, seed=seed, rows=int(item["rows"])
+        train_dir,
+        contract_dir,
+        item["params"],
+        folds=folds,
+        metric=metric,
+        seed=seed,
+        rows=int(item["rows"]),
+        repeats=repeats,  # type: ignore[arg-type]
     )
+    if "earlier" in item:  # the later repetitions of a candidate scored on the first ones: pool them
+        result = pooled(item["earlier"], result)
     return {"index": int(item["index"]), **result, "search": item["search"]}
+
+
+def pooled(earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """One candidate's result over the folds of both: its first repetitions, then the later ones."""
+    scores = [float(s) for s in earlier["fold_scores"]] + later["fold_scores"]
+    return {
+        **later,
+        "score": float(np.mean(scores)),
+        "std": float(np.std(scores, ddof=1)),
+        "standard_error": standard_error(scores),
+        "fold_scores": scores,
+        "repeats": int(earlier["repeats"]) + int(later["repeats"]),
+        "seconds": round(float(earlier["seconds"]) + float(later["seconds"]), 3),
+    }
 
 
 def standard_error(scores: list[float]) -> float:
@@ -209,6 +252,11 @@ def standard_error(scores: list[float]) -> float:
     return float(np.std(scores, ddof=1) / np.sqrt(len(scores)))
 
 
+def search_repeats(train_rows: int) -> int:
+    """REPEATS for a training split under REPEAT_BELOW_ROWS rows, else 1."""
+    return REPEATS if train_rows < REPEAT_BELOW_ROWS else 1
+
+
 def cv_repeats(contract_dir: str | Path, rows: int) -> int:
     """REPEATS for a training split under REPEAT_BELOW_ROWS rows (the whole split, not a halving rung's
     sample, so every rung of one search uses the same folds), else 1."""
@@ -216,7 +264,7 @@ def cv_repeats(contract_dir: str | Path, rows: int) -> int:
         total = train_rows(contract_dir)
     except (OSError, ValueError, KeyError):
         total = rows  # a contract without preprocess's summary: the rows in hand
-    return REPEATS if total < REPEAT_BELOW_ROWS else 1
+    return search_repeats(total)
 
 
 def paired_difference(result: dict[str, Any], best: dict[str, Any]) -> tuple[float, float] | None:
@@ -252,9 +300,14 @@ def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
     for result in results:
         paired = paired_difference(result, top)
         difference, error = paired if paired else (result["score"] - top["score"], unpaired)
-        entry = {**result, "paired_difference": paired and difference, "paired_standard_error": paired and error}
+        entry = {
+            **result,
+            "paired_difference": paired and difference,
+            "paired_standard_error": paired and error,
+            "within_noise": bool(difference >= -error),
+        }
         annotated.append(entry)
-        if chosen is None and difference >= -error:
+        if chosen is None and entry["within_noise"]:
             chosen, tolerance = entry, error
     assert chosen is not None  # the best itself always qualifies (difference 0)
     return {
@@ -267,6 +320,19 @@ def select_best(results: list[dict[str, Any]]) -> dict[str, Any]:
         "tolerance": tolerance,
         "candidates": annotated,
     }
+
+
+def undecided(results: list[dict[str, Any]], cap: int = REPEAT_CANDIDATES) -> list[dict[str, Any]]:
+    """The candidates the paired rule cannot yet tell apart from the best: the best and the first
+    listed within one standard error of it, at most `cap` in all, in listed order.
+
+    Only the first listed within the noise can be chosen, so those are the ones worth more folds; the
+    best is kept for them to be paired with. One candidate back means the rule has decided."""
+    selection = select_best(results)
+    top = selection["highest_params"]
+    near = [c for c in selection["candidates"] if c["within_noise"] and c["params"] != top]
+    keep = {id(c) for c in near[: max(0, cap - 1)]}
+    return [r for r, c in zip(results, selection["candidates"], strict=True) if c["params"] == top or id(c) in keep]
 
 
 def tune_in_one_task(
