@@ -12,7 +12,8 @@ import yaml
 from kfp import dsl, kubernetes
 
 from churnflow.cli import main
-from churnflow.components.tune.logic import candidates, cross_validate, select_best, tune_in_one_task
+from churnflow.components.tune import halving
+from churnflow.components.tune.logic import candidates, score_item, tune_in_one_task
 from churnflow.errors import ChurnflowError
 from churnflow.hyperparameters import ForestParams
 from churnflow.pipelines.backends import FEATURES, NEWEST, beyond, features_used, parse_version
@@ -129,16 +130,20 @@ def test_backend_versions_parse_as_the_api_reports_them() -> None:
 
 
 def test_tuning_in_one_task_chooses_what_the_fan_out_chooses(model_dir: Path) -> None:
+    """tune_op (backends before 2.14) runs the rungs' own functions in one pod: same rungs, same choice."""
     root = model_dir.parent
     listed = candidates(ForestParams(n_estimators=10), True, '{"min_samples_leaf": [1, 20]}')
-    fanned = select_best([cross_validate(root / "train", root / "contract", c, folds=3) for c in listed])
     together = tune_in_one_task(root / "train", root / "contract", listed, folds=3)
-    assert together["halving"]["rungs"] == [
-        {"rung": 0, "rows": together["halving"]["train_rows"], "candidates": [0, 1]}
-    ]
-    same = ("best", "metric", "best_score", "rule", "highest_score", "highest_params", "tolerance")
+    rows = together["halving"]["train_rows"]
+    items = halving.start(listed, rows, halving.DEFAULT_MIN_ROWS)
+    for _ in range(halving.RUNGS - 1):
+        items = halving.advance([score_item(root / "train", root / "contract", i, folds=3) for i in items])
+    fanned = halving.finish([score_item(root / "train", root / "contract", i, folds=3) for i in items])
+    assert together["halving"]["rungs"][0] == {"rung": 0, "rows": rows, "candidates": [0, 1]}
+    same = ("best", "metric", "rule", "highest_params", "tolerance", "halving")
     assert {k: together[k] for k in same} == {k: fanned[k] for k in same}
-    assert [c["fold_scores"] for c in together["candidates"]] == [c["fold_scores"] for c in fanned["candidates"]]
+    for one, other in zip(fanned["candidates"], together["candidates"], strict=True):  # fits agree to ~1e-5
+        assert one["index"] == other["index"] and one["fold_scores"] == pytest.approx(other["fold_scores"], abs=1e-4)
 
 
 def run_spec(body: dict) -> dict:
