@@ -299,6 +299,15 @@ def test_train_image_user_can_write_where_the_kfp_launcher_puts_artifacts(images
     assert result.stdout.strip() == config["User"]
 
 
+def test_serve_image_has_no_kfp_and_kserve_s_kubernetes_pin(images: dict[str, Any]) -> None:
+    """The predictor image carries KServe's ModelServer and churnflow's predictor, not the pipeline SDK;
+    kserve 0.21 needs kubernetes < 37."""
+    script = "import importlib.util as u, kubernetes; print(u.find_spec('kfp') is None, kubernetes.__version__)"
+    result = docker("run", "--rm", "--network", "host", "--entrypoint", "python", SERVE_IMAGE, "-c", script)
+    no_kfp, version = result.stdout.split()
+    assert no_kfp == "True" and int(version.split(".")[0]) < 37, result.stdout
+
+
 # -- the pipelines through kfp.local's DockerRunner, in the train image --------------------------------
 
 
