@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from churnflow.components.deploy.inferenceservice import render_inferenceservice
 from churnflow.components.deploy.kubernetes import CanaryPolicy, RolloutFailed, apply_inferenceservice
 
 from .conftest import KUBECTL
@@ -35,6 +34,7 @@ from .kube_api_double import (
     manifest_policies,
     profile_owner_policy,
 )
+from .test_knative_admission import manifest  # the one rendering of a test predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_PRINCIPAL = "cluster.local/ns/ml/sa/churnflow-pipeline"
@@ -46,17 +46,9 @@ def documents(path: Path) -> list[dict]:
 
 
 def deploy(kube: KubeAPIDouble, version: str, mode: str, timeout: float = 2.0):
-    manifest = render_inferenceservice(
-        name="churn",
-        namespace="ml",
-        storage_uri=f"s3://models/{version}",
-        image="serve:1",
-        model_version=version,
-        deployment_mode=mode,
-    )
     return apply_inferenceservice(
         kube.client(),
-        manifest,
+        manifest(version, mode),
         timeout_seconds=timeout,
         poll_seconds=0.005,
         canary_policy=CanaryPolicy(bake_seconds=0),
