@@ -20,7 +20,10 @@ mkdir -p "$cache"
 # One build at a time: scripts/test.sh starts this in the background while the other tests run, and the
 # container tests' fixture runs it again, which waits here until the first has finished (then it is cached).
 exec 9>"$cache/lock"
-flock 9
+if ! flock -w 1200 9; then
+  echo "containers: another build has held $cache/lock for 20 min: see $cache/build-in-background.log" >&2
+  exit 1
+fi
 state="$cache/containers.json"
 # The legacy builder: Debian's docker.io 20.10 has no buildx plugin, and its layer cache is enough here.
 export DOCKER_BUILDKIT=0
@@ -81,7 +84,8 @@ if ! "$docker" info >/dev/null 2>&1; then
   fi
   start="$(now)"
   echo "containers: starting dockerd (log $cache/dockerd.log)" >&2
-  nohup dockerd >"$cache/dockerd.log" 2>&1 &
+  # 9>&-: dockerd outlives this script and must not inherit the build lock, or every later build waits forever.
+  nohup dockerd >"$cache/dockerd.log" 2>&1 9>&- &
   for _ in $(seq 1 120); do
     "$docker" info >/dev/null 2>&1 && break
     sleep 0.5

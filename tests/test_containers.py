@@ -80,6 +80,22 @@ def images() -> dict[str, Any]:
     return state
 
 
+def test_the_build_lock_is_free_once_the_images_are_built(images: dict[str, Any]) -> None:
+    """scripts/test.sh builds in the background and this module's fixture builds again, waiting on the
+    lock: if anything the build leaves running (dockerd, started when the engine was down) kept the lock's
+    descriptor, every later build would wait until it timed out (CI at 1854896: 25 min, 8 errors)."""
+    held = subprocess.run(["flock", "-n", str(CACHE / "lock"), "true"], capture_output=True, timeout=30)
+    holders = [fd.parent.parent.name for fd in Path("/proc").glob("[0-9]*/fd/*") if _points_to(fd, CACHE / "lock")]
+    assert held.returncode == 0, f"the build lock {CACHE / 'lock'} is still held, by pids {holders}"
+
+
+def _points_to(fd: Path, target: Path) -> bool:
+    try:
+        return Path(fd.readlink()) == target.resolve()
+    except OSError:
+        return False
+
+
 # -- the serve image as the InferenceService's predictor container ------------------------------------
 
 
