@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pyarrow.dataset as ds
 
-from churnflow.bulk_input import BatchEncoder
-from churnflow.contract import FeatureContract
+from churnflow.core.contract import FeatureContract
 from churnflow.predictor.scoring import Scorer
+from churnflow.scoring.arrow_encoding import BatchEncoder
 
 
 def main() -> None:

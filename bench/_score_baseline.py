@@ -10,7 +10,7 @@ import sys
 import joblib
 import pandas as pd
 
-from churnflow.contract import FeatureContract
+from churnflow.core.contract import FeatureContract
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import accuracy_score, classification_report, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.synthetic import synthetic_customers
 
 
 def main(rows: int, output: Path) -> None:

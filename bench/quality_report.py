@@ -22,8 +22,8 @@ from churnflow.components.evaluate.logic import Gate, evaluate
 from churnflow.components.preprocess.logic import preprocess
 from churnflow.components.train.logic import train
 from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, select_best
-from churnflow.config import load_config
-from churnflow.hyperparameters import ForestParams, model_params
+from churnflow.core.config import load_config
+from churnflow.core.hyperparameters import ForestParams, model_params
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,7 +38,7 @@ GRIDS = {
 
 def tables(work: Path, rows: int) -> list[tuple[str, str, Any]]:
     """(name, data path or "" for synthetic, dataset config) of each example table."""
-    from churnflow.synthetic import telco_customers
+    from churnflow.core.synthetic import telco_customers
 
     telco = work / "telco.csv"
     telco_customers(rows, seed=11).to_csv(telco, index=False)

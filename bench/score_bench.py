@@ -68,8 +68,8 @@ def rates(rows: int, seconds: float, cpu_seconds: float, peak: float | None = No
 def train_model(directory: Path, trees: int, rows: int) -> Path:
     from churnflow.components.preprocess.logic import preprocess
     from churnflow.components.train.logic import train
-    from churnflow.config import load_config
-    from churnflow.hyperparameters import ForestParams
+    from churnflow.core.config import load_config
+    from churnflow.core.hyperparameters import ForestParams
 
     config = load_config(None)
     preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=rows)

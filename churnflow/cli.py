@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from churnflow.errors import ChurnflowError
-from churnflow.psi import PSI_ACT, PSI_WATCH
+from churnflow.core.errors import ChurnflowError
+from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -66,7 +66,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ChurnflowError("--image: only with --runner docker (subprocess tasks run in this environment)")
     if args.image:  # read when the components are declared, by the imports below
         os.environ["CHURNFLOW_TRAIN_IMAGE"] = args.image
-    from churnflow.config import load_config
+    from churnflow.core.config import load_config
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
     from churnflow.pipelines.local import run_local
     from churnflow.pipelines.parameters import parse_assignments
@@ -165,7 +165,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from churnflow.synthetic import LAYOUTS
+    from churnflow.core.synthetic import LAYOUTS
 
     if args.rows < 1:
         raise ChurnflowError(f"--rows: expected at least 1, got {args.rows}")
@@ -207,8 +207,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_score(args: argparse.Namespace) -> int:
     import logging
 
-    from churnflow.config import load_config
-    from churnflow.score import rejects_uri, score_table
+    from churnflow.core.config import load_config
+    from churnflow.scoring.bulk import rejects_uri, score_table
 
     logging.basicConfig(level=logging.INFO, format="churnflow: %(message)s")
     output = args.output or f"scores.{args.format}"
@@ -243,8 +243,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from churnflow.config import load_config
-    from churnflow.plan import (
+    from churnflow.campaigns.plan import (
         Campaign,
         explain_list,
         make_plan,
@@ -253,6 +252,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         write_plan,
         write_plan_html,
     )
+    from churnflow.core.config import load_config
 
     campaign = Campaign(
         contact_cost=args.contact_cost,
@@ -274,7 +274,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     scores, id_column = read_scores(args.scores)
     uplift, uplift_notes = None, []
     if args.uplift_from:
-        from churnflow.uplift import estimate
+        from churnflow.campaigns.uplift import estimate
 
         ids = [str(v) for v in scores.column(id_column).to_pylist()]
         uplift, uplift_notes = estimate(args.uplift_from, args.data, load_config(args.config), ids)
@@ -309,7 +309,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_campaign_report(args: argparse.Namespace) -> int:
-    from churnflow.campaign import campaign_report, summary_lines
+    from churnflow.campaigns.measurement import campaign_report, summary_lines
 
     report = campaign_report(args.plan, args.outcomes, args.output, args.format)
     print(f"churnflow: campaign report → {Path(args.output) / 'report.json'}, report.html")
@@ -373,8 +373,8 @@ def _other_versions(store_url: str, report: dict, *, model_name: str, window: in
 def _cmd_drift(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from churnflow.drift import Thresholds, run_check, summary
-    from churnflow.drift_report import write_report
+    from churnflow.monitoring.drift import Thresholds, run_check, summary
+    from churnflow.monitoring.drift_report import write_report
 
     since = None
     if args.since:
@@ -431,7 +431,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         print(f"  report: {paths['html']} ({paths['json'].name}, {paths['prom'].name})")
     gateway = args.pushgateway or os.environ.get("CHURNFLOW_PUSHGATEWAY", "")
     if gateway:
-        from churnflow.drift_report import push_report
+        from churnflow.monitoring.drift_report import push_report
 
         group = push_report(report, gateway, namespace=args.namespace)
         print(f"  pushed to {gateway} ({', '.join(f'{k}={v}' for k, v in group.items())})")
@@ -456,7 +456,7 @@ def _deploy_namespace(arguments: dict, profile: str) -> None:
 
 def _pipeline_arguments(args: argparse.Namespace) -> dict:
     """--data/--config/--set as training-pipeline arguments (the config travels as JSON)."""
-    from churnflow.config import config_to_json, load_config
+    from churnflow.core.config import config_to_json, load_config
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
     from churnflow.pipelines.parameters import parse_assignments
 

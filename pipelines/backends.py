@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 Version = tuple[int, int]
 

@@ -26,7 +26,7 @@ from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
 from churnflow.components.tune.component import candidates_op, cv_score_op, next_rung_op, select_params_op, tune_op
 from churnflow.components.tune.halving import DEFAULT_MIN_ROWS, RUNGS
-from churnflow.config import config_to_json, load_config
+from churnflow.core.config import config_to_json, load_config
 from churnflow.pipelines.resources import set_resources
 
 PIPELINE_NAME = "churnflow-training"

@@ -17,8 +17,8 @@ from kfp.dsl import Artifact, Model
 from churnflow.components.deploy.inferenceservice import STORE_ENV, STORE_SECRET, STORE_SECRET_KEY
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
 from churnflow.components.image import TRAIN_IMAGE
+from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH
 from churnflow.pipelines.resources import set_resources
-from churnflow.psi import PSI_ACT, PSI_WATCH
 
 PIPELINE_NAME = "churnflow-drift-check"
 KFP_ACCESS_LABEL = "access-ml-pipeline"

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 from churnflow.pipelines.backends import Version, adapt, check, parse_version, show
 
 DEFAULT_SERVICE_ACCOUNT = "churnflow-pipeline"  # manifests/rbac.yaml

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from churnflow.artifact import EVALUATION_FILE, read_metadata
-from churnflow.config import DatasetConfig, config_to_json
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import LOOP_THREADS_ENV
+from churnflow.core.artifact import EVALUATION_FILE, read_metadata
+from churnflow.core.config import DatasetConfig, config_to_json
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import LOOP_THREADS_ENV
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "pipeline.log"

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from kfp import dsl
 
-from churnflow.components.score.component import list_shards_op, merge_scores_op, plan_op, score_shard_op
+from churnflow.components.batch_score.component import list_shards_op, merge_scores_op, plan_op, score_shard_op
 
 PIPELINE_NAME = "churnflow-scoring"
 DEFAULT_PARALLELISM = 8

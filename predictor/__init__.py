@@ -3,7 +3,7 @@
 The request path (model.py reads top to bottom):
 model.py       ChurnModel: decode (v1 here, v2 in codec_v2.py) → align → score → answer
 codec_v2.py    Open Inference Protocol tensors in, InferResponse out
-alignment.py   requests → validated columns → the one encoder (churnflow/encoding.py)
+alignment.py   requests → validated columns → the one encoder (churnflow/core/encoding.py)
 scoring.py     the compiled forest (ONNX Runtime) with scikit-learn as the fallback
 explain.py     reasons per prediction (:explain)
 metrics.py     what /metrics exports beyond KServe's own latency histograms

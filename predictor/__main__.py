@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 KSERVE_PASS_THROUGH = (
     "max_threads",

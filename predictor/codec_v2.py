@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from churnflow.predictor.alignment import Aligned, Aligner, RequestError
+from churnflow.predictor.request_decoding import Aligned, Aligner, RequestError
 
 NUMERIC_TYPES = frozenset(
     {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}

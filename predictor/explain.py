@@ -24,7 +24,7 @@ import numpy as np
 from scipy.special import expit
 
 from churnflow.components.train.compile_forest import is_boosting, model_trees
-from churnflow.contract import FeatureContract
+from churnflow.core.contract import FeatureContract
 
 
 def path_contributions(model: Any, features: np.ndarray) -> tuple[float, np.ndarray]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from churnflow.artifact import METADATA_FILE, MODEL_FILE, sha256_file, verify_files
-from churnflow.contract import FeatureContract
-from churnflow.decision import Calibrator, load_calibrator
-from churnflow.errors import ChurnflowError
-from churnflow.predictor.alignment import Aligner
+from churnflow.core.artifact import METADATA_FILE, MODEL_FILE, sha256_file, verify_files
+from churnflow.core.calibration import Calibrator, load_calibrator
+from churnflow.core.contract import FeatureContract
+from churnflow.core.errors import ChurnflowError
+from churnflow.monitoring.reference import load_reference
+from churnflow.predictor.request_decoding import Aligner
 from churnflow.predictor.scoring import Scorer
-from churnflow.reference import load_reference
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def resolve_model_dir(uri: str) -> Path:
     from the AWS_* environment); any other URI (pvc://, https://, ...) by KServe's storage helper."""
     if "://" not in uri or uri.startswith("file://"):
         return Path(uri.removeprefix("file://"))
-    from churnflow.storage import download_directory, is_object_uri
+    from churnflow.core.storage import download_directory, is_object_uri
 
     if is_object_uri(uri):
         try:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from churnflow.reference import MISSING_BIN, UNSEEN_BIN
+from churnflow.monitoring.reference import MISSING_BIN, UNSEEN_BIN
 
 SMALL_BATCH = 16
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -71,7 +71,7 @@ MODEL_LOADED = Gauge(
     "churnflow_model_loaded_timestamp_seconds", "When the serving model was loaded (Unix time).", ["model_name"]
 )
 # Drift results. The drift check (`churnflow drift`, the drift-check pipeline) computes them offline and
-# writes them to drift.prom for a textfile collector or pushgateway (churnflow.drift_report); they are
+# writes them to drift.prom for a textfile collector or pushgateway (churnflow.monitoring.drift_report); they are
 # declared here too so the serving scrape names every metric the alert rules and dashboard read.
 FEATURE_DRIFT_PSI = Gauge(
     "churnflow_feature_drift_psi", "PSI of a feature's live distribution against training.", ["model_name", "feature"]

@@ -22,16 +22,16 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from churnflow.artifact import MODEL_FILE
-from churnflow.errors import ChurnflowError
+from churnflow.core.artifact import MODEL_FILE
+from churnflow.core.errors import ChurnflowError
 from churnflow.predictor import codec_v2
-from churnflow.predictor.alignment import Aligned, Aligner, RequestError
 from churnflow.predictor.explain import explain_rows
 from churnflow.predictor.loading import LoadedModel, load_model_dir, normalize_sha256, resolve_model_dir
 from churnflow.predictor.logs import configure_logging
 from churnflow.predictor.metrics import ModelMetrics
-from churnflow.predictor.process import prepare_worker
+from churnflow.predictor.request_decoding import Aligned, Aligner, RequestError
 from churnflow.predictor.watch import fingerprint, start_watcher
+from churnflow.predictor.worker_setup import prepare_worker
 from churnflow.store.logger import PredictionLogger
 
 log = logging.getLogger("churnflow.predictor")

@@ -16,7 +16,7 @@ from typing import Any
 
 from kserve.protocol.dataplane import DataPlane
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 log = logging.getLogger("churnflow.predictor")
 

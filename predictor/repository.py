@@ -14,7 +14,7 @@ from typing import Any
 from fastapi.responses import ORJSONResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
-from churnflow.predictor.served import served_model
+from churnflow.predictor.current_model import served_model
 
 
 def refusal(model: Any, model_name: str, action: str) -> tuple[int, str] | None:

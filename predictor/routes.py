@@ -22,9 +22,9 @@ from fastapi.responses import ORJSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from churnflow.predictor import repository
+from churnflow.predictor.current_model import served_model
 from churnflow.predictor.guard import RequestGuard
 from churnflow.predictor.patches import drop_timing_middleware
-from churnflow.predictor.served import served_model
 
 _installed: set[int] = set()
 

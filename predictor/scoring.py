@@ -20,8 +20,8 @@ from typing import Any
 import joblib
 import numpy as np
 
-from churnflow.artifact import MODEL_FILE, ONNX_FILE, ONNX_INPUT
-from churnflow.errors import ChurnflowError
+from churnflow.core.artifact import MODEL_FILE, ONNX_FILE, ONNX_INPUT
+from churnflow.core.errors import ChurnflowError
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from churnflow.predictor.current_model import register_served
 from churnflow.predictor.gc_freeze import freeze_startup_objects
 from churnflow.predictor.logs import configure_logging
 from churnflow.predictor.patches import (
@@ -22,7 +23,6 @@ from churnflow.predictor.patches import (
 )
 from churnflow.predictor.repository import GuardedRepository
 from churnflow.predictor.routes import install_http_hooks
-from churnflow.predictor.served import register_served
 
 log = logging.getLogger("churnflow.predictor")
 

@@ -16,8 +16,8 @@ import pytest
 
 from churnflow.components.preprocess.logic import preprocess
 from churnflow.components.train.logic import train
-from churnflow.config import load_config
-from churnflow.hyperparameters import ForestParams
+from churnflow.core.config import load_config
+from churnflow.core.hyperparameters import ForestParams
 
 from . import schemas
 from .kfp_api import kfp_api  # noqa: E402,F401 - a fixture shared by name

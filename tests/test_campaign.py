@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churnflow.campaign import newcombe, wilson
+from churnflow.campaigns.measurement import newcombe, wilson
 from churnflow.cli import main
 
 from .conftest import CHURNFLOW

@@ -85,7 +85,7 @@ def test_an_unresolved_run_placeholder_is_no_run_name(tmp_path, model_dir):
     `{{$.pipeline_job_name}}`; neither the InferenceService's labels and annotations nor the model's
     metadata may carry it (compile and submit already drop it for such backends)."""
     from churnflow.components.train.logic import train
-    from churnflow.hyperparameters import ForestParams
+    from churnflow.core.hyperparameters import ForestParams
 
     placeholder = "{{$.pipeline_job_name}}"
     manifest = render_inferenceservice(name="churn", namespace="ns", storage_uri="s3://b/m", pipeline_run=placeholder)
@@ -158,7 +158,7 @@ def test_an_unknown_deployment_mode_is_one_line(capsys):
 
 def test_the_deploy_step_refuses_an_unknown_mode_before_releasing(tmp_path, model_dir):
     from churnflow.components.deploy.logic import deploy
-    from churnflow.errors import ChurnflowError
+    from churnflow.core.errors import ChurnflowError
 
     with pytest.raises(ChurnflowError, match="deployment_mode"):
         deploy(

@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from churnflow.artifact import read_metadata, sha256_file, write_metadata
 from churnflow.components.deploy.inferenceservice import render_inferenceservice
-from churnflow.config import config_to_json, load_config
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.artifact import read_metadata, sha256_file, write_metadata
+from churnflow.core.config import config_to_json, load_config
+from churnflow.core.synthetic import synthetic_customers
 
 from .conftest import CHURNFLOW, free_port
 from .kfp_api import KfpApi

@@ -18,7 +18,7 @@ from churnflow.components.deploy.kubernetes import (
     apply_inferenceservice,
     merge_patch,
 )
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 from .kube_api_double import RBAC_MANIFEST, KubeAPIDouble, load_rules
 from .kube_api_double import merge_patch as apply_merge_patch

@@ -1,6 +1,6 @@
 """Drift: known answers on synthetic streams, the report, the CLI, and the KFP drift-check pipeline.
 
-Streams come from the same seeded generator the model was trained on (churnflow.synthetic), scored
+Streams come from the same seeded generator the model was trained on (churnflow.core.synthetic), scored
 through the real ChurnModel request path into a real SQLite store; shifted streams move tenure and
 the contract mix. Outcomes are the generator's own churn draws (no accuracy drift) or draws from a
 changed churn behaviour (accuracy drift without any data drift).
@@ -23,13 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from churnflow.cli import main
 from churnflow.components.drift_check.logic import pipeline_parameters, retraining_arguments, start_retraining
 from churnflow.components.evaluate.logic import Gate, evaluate
-from churnflow.drift import DRIFT, INSUFFICIENT, OK, Thresholds, accuracy_drift, psi, run_check
-from churnflow.drift_report import write_report
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.synthetic import CONTRACT_TYPES, synthetic_customers
+from churnflow.monitoring.drift import DRIFT, INSUFFICIENT, OK, Thresholds, accuracy_drift, psi, run_check
+from churnflow.monitoring.drift_report import write_report
 from churnflow.predictor.model import ChurnModel
 from churnflow.store.logger import PredictionLogger
 from churnflow.store.outcomes import record_outcomes
-from churnflow.synthetic import CONTRACT_TYPES, synthetic_customers
 
 from .kfp_api import KfpApi
 
@@ -237,8 +237,8 @@ def test_report_html_escapes_what_it_shows(tmp_path: Path) -> None:
 
     from churnflow.components.preprocess.logic import preprocess
     from churnflow.components.train.logic import train
-    from churnflow.config import load_config
-    from churnflow.hyperparameters import ForestParams
+    from churnflow.core.config import load_config
+    from churnflow.core.hyperparameters import ForestParams
 
     marked = {level: f'<b onclick="x()">{level}</b> & co' for level in CONTRACT_TYPES}
     table = synthetic_customers(600, seed=5)

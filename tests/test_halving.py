@@ -23,12 +23,12 @@ from churnflow.components.tune.logic import (
     select_best,
     tune_in_one_task,
 )
-from churnflow.config import load_config
-from churnflow.contract import FeatureContract
-from churnflow.data import read_split, validate_table, write_split
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import BoostingParams, ForestParams, model_params
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.config import load_config
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_split, validate_table, write_split
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import BoostingParams, ForestParams, model_params
+from churnflow.core.synthetic import synthetic_customers
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,10 @@ import pytest
 
 from churnflow import cli
 from churnflow.components.preprocess.logic import preprocess
-from churnflow.config import load_config
+from churnflow.core.config import load_config
+from churnflow.core.synthetic import synthetic_customers, telco_customers
 from churnflow.pipelines import local
 from churnflow.store.database import PredictionStore
-from churnflow.synthetic import synthetic_customers, telco_customers
 
 ROOT = Path(__file__).resolve().parents[1]
 TELCO_CONFIG = ROOT / "examples" / "telco" / "config.yaml"

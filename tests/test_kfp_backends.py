@@ -14,8 +14,8 @@ from kfp import dsl, kubernetes
 from churnflow.cli import main
 from churnflow.components.tune import halving
 from churnflow.components.tune.logic import candidates, score_item, tune_in_one_task
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import ForestParams
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import ForestParams
 from churnflow.pipelines.backends import FEATURES, NEWEST, beyond, features_used, parse_version
 from churnflow.pipelines.kubeflow import compile_pipeline
 
@@ -201,7 +201,7 @@ def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     """kfp.local runs the DAG compiled for backend 2.4: the one tuning task scores every candidate and
     train fits the one it chose (that it chooses as the fan-out does is the unit test above)."""
     from churnflow.components.tune.logic import select_best
-    from churnflow.config import load_config
+    from churnflow.core.config import load_config
     from churnflow.pipelines.churn_pipeline import training_pipeline
     from churnflow.pipelines.local import run_local
 

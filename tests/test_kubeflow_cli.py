@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from churnflow.cli import main
-from churnflow.config import config_to_json, load_config
+from churnflow.core.config import config_to_json, load_config
 
 from .conftest import CHURNFLOW
 from .kfp_api import KfpApi

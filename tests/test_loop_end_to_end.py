@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import yaml
 
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.synthetic import synthetic_customers
 
 from .conftest import CHURNFLOW, ServerProcess
 from .daemons import Daemon, start_prometheus, start_pushgateway

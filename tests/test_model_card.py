@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from churnflow.model_card import SECTIONS, _batch_metrics, bootstrap_intervals, resamples_for
-from churnflow.synthetic import telco_customers
+from churnflow.core.synthetic import telco_customers
+from churnflow.evaluation.model_card import SECTIONS, _batch_metrics, bootstrap_intervals, resamples_for
 
 from .conftest import CHURNFLOW
 

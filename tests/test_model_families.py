@@ -21,11 +21,11 @@ from churnflow.components.tune.logic import (
     parse_grid,
     select_best,
 )
-from churnflow.config import load_config
-from churnflow.contract import FeatureContract
-from churnflow.data import read_split
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import BoostingParams, ForestParams, model_params
+from churnflow.core.config import load_config
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_split
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import BoostingParams, ForestParams, model_params
 from churnflow.predictor.explain import explain_rows, log_odds_contributions, path_contributions
 from churnflow.predictor.scoring import Scorer
 
@@ -199,7 +199,7 @@ def test_boosted_explain_adds_up_to_the_served_probability(boosted):
     model_dir, _, features = boosted
     contract = FeatureContract.load(model_dir)
     scorer = Scorer(model_dir)
-    from churnflow.decision import load_calibrator
+    from churnflow.core.calibration import load_calibrator
 
     model = joblib.load(model_dir / "model.joblib")
     served = load_calibrator(model_dir).apply(scorer.probability(features[:200]))
@@ -225,7 +225,7 @@ def test_boosting_fits_small_tables_on_one_openmp_thread(splits, monkeypatch):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from churnflow.components.tune import logic as tune_logic
-    from churnflow.hyperparameters import SMALL_TABLE_ROWS, fit_threads
+    from churnflow.core.hyperparameters import SMALL_TABLE_ROWS, fit_threads
 
     cores = _openmp_threads()
     with fit_threads(BoostingParams(), 1000):
@@ -253,7 +253,7 @@ def test_a_loop_task_sharing_the_machine_fits_on_its_share_of_the_cores(splits, 
     from sklearn.ensemble import RandomForestClassifier
 
     from churnflow.components.tune import logic as tune_logic
-    from churnflow.hyperparameters import LOOP_THREADS_ENV, SMALL_TABLE_ROWS, fit_threads
+    from churnflow.core.hyperparameters import LOOP_THREADS_ENV, SMALL_TABLE_ROWS, fit_threads
     from churnflow.pipelines.local import loop_task_threads
 
     assert loop_task_threads() == max(1, len(os.sched_getaffinity(0)) // 2)

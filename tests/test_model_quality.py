@@ -13,12 +13,13 @@ from sklearn.metrics import brier_score_loss
 from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
 from churnflow.components.tune.logic import DEFAULT_GRID, REPEATS, candidates, cross_validate, select_best
-from churnflow.config import load_config
-from churnflow.contract import FeatureContract
-from churnflow.data import read_split
-from churnflow.decision import Calibrator, choose_calibration, choose_threshold, load_calibrator
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import ForestParams
+from churnflow.core.calibration import Calibrator, choose_calibration, load_calibrator
+from churnflow.core.config import load_config
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_split
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import ForestParams
+from churnflow.core.threshold import choose_threshold
 from churnflow.predictor.explain import explain_rows
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churnflow.data import read_table
-from churnflow.errors import ChurnflowError
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.data import read_table
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.synthetic import synthetic_customers
 
 from .conftest import CHURNFLOW, free_port
 from .daemons import Daemon
@@ -135,8 +135,8 @@ def test_a_model_directory_is_downloaded_from_s3(s3_server, monkeypatch, model_d
 
 GCS_READ = """
 import sys
-from churnflow.data import read_table
-from churnflow.errors import ChurnflowError
+from churnflow.core.data import read_table
+from churnflow.core.errors import ChurnflowError
 print(len(read_table(sys.argv[1])))
 try:
     read_table(sys.argv[2])

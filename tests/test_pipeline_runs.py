@@ -21,7 +21,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from churnflow.synthetic import synthetic_customers, telco_customers
+from churnflow.core.synthetic import synthetic_customers, telco_customers
 
 from .conftest import CHURNFLOW
 

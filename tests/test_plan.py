@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from churnflow.errors import ChurnflowError
-from churnflow.plan import Campaign, make_plan
+from churnflow.campaigns.plan import Campaign, make_plan
+from churnflow.core.errors import ChurnflowError
 
 
 def scores(values: np.ndarray) -> pa.Table:
@@ -88,7 +88,7 @@ def test_bad_campaigns_are_one_line_errors():
 
 
 def test_power_calculation_matches_the_textbook_sample_size():
-    from churnflow.plan import control_needed, detectable_reduction
+    from churnflow.campaigns.plan import control_needed, detectable_reduction
 
     # 0.5 against 0.4 at alpha 0.05 two-sided, power 0.8: n = (1.96 + 0.8416)² × 2 × 0.25 / 0.1² ≈ 392.4 per group
     assert detectable_reduction(0.5, 393, 393) == pytest.approx(0.1, abs=2e-4)
@@ -144,7 +144,7 @@ def test_a_budget_below_one_contact_is_an_error_line(tmp_path, capsys):
 
 
 def test_chart_marks_the_printed_saving_and_where_the_budget_binds(tmp_path):
-    from churnflow.plan import write_plan
+    from churnflow.campaigns.plan import write_plan
 
     campaign = Campaign(contact_cost=5, offer_cost=20, save_rate=0.3, budget=5500, seed=1, currency="EUR")
     plan = make_plan(scores(np.linspace(900, 300, 5000)), "customer_id", campaign)
@@ -176,8 +176,8 @@ def test_call_list_has_rank_segments_and_actionable_reasons_in_their_unit(model_
     import pandas as pd
 
     from churnflow.cli import main
-    from churnflow.score import score_table
-    from churnflow.synthetic import synthetic_customers
+    from churnflow.core.synthetic import synthetic_customers
+    from churnflow.scoring.bulk import score_table
 
     from .test_campaign import chromium
 
@@ -190,7 +190,7 @@ def test_call_list_has_rank_segments_and_actionable_reasons_in_their_unit(model_
     )
     (tmp_path / "all.yaml").write_text(config)
     (tmp_path / "actionable.yaml").write_text(config + "actionable: [contract_type, usage]\n")
-    from churnflow.config import load_config
+    from churnflow.core.config import load_config
 
     score_table(str(model_dir), str(tmp_path / "base.csv"), str(tmp_path / "s.parquet"),
                 config=load_config(tmp_path / "all.yaml"))  # fmt: skip
@@ -222,7 +222,7 @@ def test_call_list_has_rank_segments_and_actionable_reasons_in_their_unit(model_
 
 
 def test_actionable_columns_must_be_features():
-    from churnflow.config import parse_config
+    from churnflow.core.config import parse_config
 
     with pytest.raises(
         ChurnflowError, match=r"actionable columns must be features \(numeric or categorical\): \['x'\]"

@@ -22,12 +22,12 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from churnflow.drift import run_check
+from churnflow.core.synthetic import synthetic_customers
+from churnflow.monitoring.drift import run_check
 from churnflow.predictor.model import ChurnModel
 from churnflow.store.database import PredictionStore
 from churnflow.store.logger import PredictionLogger
 from churnflow.store.outcomes import record_outcomes
-from churnflow.synthetic import synthetic_customers
 from tests.conftest import free_port
 
 

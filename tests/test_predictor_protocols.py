@@ -1,6 +1,6 @@
 """Issue 3: the predictor's alignment, scoring and both protocols against the real ModelServer.
 
-Alignment (churnflow/encoding.py, every route) must equal a pandas get_dummies oracle exactly; the served
+Alignment (churnflow/core/encoding.py, every route) must equal a pandas get_dummies oracle exactly; the served
 probabilities must equal the trained scikit-learn model's predict_proba (exactly on the sklearn path,
 within 1e-15 on the compiled path, as the README claims); every bad request is a 400 naming the field.
 """
@@ -20,10 +20,10 @@ from kserve import InferenceRESTClient, RESTConfig
 from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from churnflow.contract import FeatureContract, normalize_level
-from churnflow.decision import load_calibrator
-from churnflow.errors import ChurnflowError
-from churnflow.predictor.alignment import Aligner
+from churnflow.core.calibration import load_calibrator
+from churnflow.core.contract import FeatureContract, normalize_level
+from churnflow.core.errors import ChurnflowError
+from churnflow.predictor.request_decoding import Aligner
 from churnflow.predictor.scoring import Scorer
 
 LEVELS = ["Month-to-month", "One year", "Two year", "Weekly", None, 3, "", "one year"]
@@ -52,7 +52,7 @@ def random_rows(count: int, seed: int = 0) -> list[dict]:
 
 
 def reference_matrix(contract: FeatureContract, rows: list[dict]) -> np.ndarray:
-    """The oracle, independent of churnflow/encoding.py: pandas `get_dummies` keeping every level,
+    """The oracle, independent of churnflow/core/encoding.py: pandas `get_dummies` keeping every level,
     reindexed to the training columns, blanks filled with the training medians."""
     frame = pd.DataFrame(rows)
     if "contract_type" not in frame:
@@ -123,8 +123,8 @@ def test_compiled_forest_equals_predict_proba_to_about_1e_16(tmp_path, leaf):
     (min_samples_leaf=20: fractional leaves, where summation order and leaf precision show)."""
     from churnflow.components.preprocess.logic import preprocess
     from churnflow.components.train.logic import train
-    from churnflow.config import load_config
-    from churnflow.hyperparameters import ForestParams
+    from churnflow.core.config import load_config
+    from churnflow.core.hyperparameters import ForestParams
 
     preprocess("", load_config(None), tmp_path / "train", tmp_path / "test", tmp_path / "contract", 2000, seed=11)
     train(

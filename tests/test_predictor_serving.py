@@ -14,8 +14,8 @@ import grpc
 import httpx
 import numpy as np
 
-from churnflow.artifact import publish_directory, read_metadata, write_metadata
-from churnflow.contract import FeatureContract
+from churnflow.core.artifact import publish_directory, read_metadata, write_metadata
+from churnflow.core.contract import FeatureContract
 
 from .conftest import free_port
 
@@ -233,7 +233,7 @@ def test_a_compiled_model_serves_without_unpickling_the_pickle(model_dir, tmp_pa
 
 
 def test_a_pinned_metadata_digest_refuses_a_rewritten_artifact(start_server, model_dir, tmp_path):
-    from churnflow.artifact import sha256_file
+    from churnflow.core.artifact import sha256_file
     from churnflow.predictor.model import ChurnModel
 
     pinned = sha256_file(model_dir / "metadata.json")

@@ -1,4 +1,4 @@
-"""One definition of PSI and its thresholds (churnflow/psi.py), held against the Prometheus rules.
+"""One definition of PSI and its thresholds (churnflow/monitoring/psi.py), held against the Prometheus rules.
 
 The recording rule `churnflow:feature_psi:1h` is evaluated by promtool on counter series made from
 the drift check's own bins for a shifted stream (empty bins included, so the floor matters), and must
@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from churnflow.drift import DEFAULT_THRESHOLDS, data_drift
-from churnflow.psi import PSI_ACT, PSI_FLOOR, PSI_WATCH
-from churnflow.reference import load_reference
-from churnflow.synthetic import CONTRACT_TYPES, synthetic_customers
+from churnflow.core.synthetic import CONTRACT_TYPES, synthetic_customers
+from churnflow.monitoring.drift import DEFAULT_THRESHOLDS, data_drift
+from churnflow.monitoring.psi import PSI_ACT, PSI_FLOOR, PSI_WATCH
+from churnflow.monitoring.reference import load_reference
 
 MONITORING = Path(__file__).resolve().parents[1] / "manifests" / "monitoring"
 PROMTOOL = shutil.which("promtool") or "promtool"

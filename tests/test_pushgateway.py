@@ -11,13 +11,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from churnflow.cli import main
-from churnflow.drift_report import push_report
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.synthetic import synthetic_customers
+from churnflow.monitoring.drift_report import push_report
 from churnflow.predictor.model import ChurnModel
 from churnflow.store.database import PredictionStore
 from churnflow.store.logger import PredictionLogger
 from churnflow.store.outcomes import record_outcomes
-from churnflow.synthetic import synthetic_customers
 
 from .conftest import free_port
 from .daemons import start_pushgateway

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from churnflow.artifact import publish_directory, read_metadata, verify_files
-from churnflow.config import load_config
-from churnflow.data import read_table, validate_table
-from churnflow.errors import ChurnflowError
+from churnflow.core.artifact import publish_directory, read_metadata, verify_files
+from churnflow.core.config import load_config
+from churnflow.core.data import read_table, validate_table
+from churnflow.core.errors import ChurnflowError
 from churnflow.predictor.guard import is_inference
 
 from .conftest import CHURNFLOW, build_model
@@ -193,7 +193,7 @@ def test_release_killed_between_writing_and_swapping_keeps_the_previous_model_se
 ):
     """SIGKILL the deploy step's release of a large model while its files are being written (observed
     from outside, not by a hook in the code): the previous model keeps serving, and the next release works."""
-    from churnflow.artifact import write_metadata
+    from churnflow.core.artifact import write_metadata
 
     serving = tmp_path / "serving"
     publish_directory(model_dir, serving / "model")

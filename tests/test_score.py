@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churnflow.bulk_rank import merge_runs, sort_run
-from churnflow.config import load_config
-from churnflow.errors import ChurnflowError
-from churnflow.score import score_table
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.config import load_config
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.synthetic import synthetic_customers
+from churnflow.scoring.bulk import score_table
+from churnflow.scoring.ranking import merge_runs, sort_run
 
 from .conftest import CHURNFLOW
 
@@ -225,7 +225,7 @@ def test_score_reads_and_writes_object_storage(s3_server, model_dir, config_path
 
 
 def test_value_section_of_the_dataset_config_is_strict():
-    from churnflow.config import parse_config
+    from churnflow.core.config import parse_config
 
     base = {"target": "churn", "numeric": ["tenure", "monthly_charges"], "categorical": ["plan"]}
     value = parse_config({**base, "value": {"column": "monthly_charges", "horizon_months": 12}}).value

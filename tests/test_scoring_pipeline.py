@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from churnflow.config import config_to_json, load_config
+from churnflow.core.config import config_to_json, load_config
+from churnflow.core.synthetic import synthetic_customers
 from churnflow.pipelines.local import run_local
 from churnflow.pipelines.scoring_pipeline import run_scoring_local
-from churnflow.score import score_table
-from churnflow.synthetic import synthetic_customers
+from churnflow.scoring.bulk import score_table
 
 CONFIG = """\
 id: customer_id

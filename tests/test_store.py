@@ -22,12 +22,12 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from prometheus_client import REGISTRY
 
 from churnflow.cli import main
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.synthetic import synthetic_customers
 from churnflow.predictor.model import ChurnModel
 from churnflow.store.database import PredictionStore, normalize_url
 from churnflow.store.logger import PredictionLogger, request_ids
 from churnflow.store.outcomes import read_outcomes_csv, record_outcomes
-from churnflow.synthetic import synthetic_customers
 from tests.conftest import CHURNFLOW
 
 CUSTOMER = {"tenure": 12, "usage": 50, "age": 30, "monthly_charges": 70, "contract_type": "Month-to-month"}

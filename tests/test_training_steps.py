@@ -12,12 +12,12 @@ from churnflow.components.deploy.logic import deploy
 from churnflow.components.evaluate.logic import Gate, decide, evaluate
 from churnflow.components.preprocess.logic import preprocess
 from churnflow.components.train.logic import train
-from churnflow.config import load_config, parse_config_text
-from churnflow.contract import FeatureContract
-from churnflow.data import read_table, validate_table
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import ForestParams, forest_params
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.config import load_config, parse_config_text
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_table, validate_table
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import ForestParams, forest_params
+from churnflow.core.synthetic import synthetic_customers
 
 DEFAULT = load_config(None)
 
@@ -124,7 +124,7 @@ def test_blanks_labels_and_types_are_coerced():
 
 def test_a_typed_table_validates_exactly_as_its_text_does():
     """Generated tables skip parsing numbers from text; the result must be what the CSV would give."""
-    from churnflow.synthetic import synthetic_customers
+    from churnflow.core.synthetic import synthetic_customers
 
     typed = synthetic_customers(500, 1)
     typed.loc[::9, "monthly_charges"] = np.nan

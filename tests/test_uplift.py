@@ -78,8 +78,8 @@ def kept(base: pd.DataFrame, plan_dir: Path) -> float:
 
 
 def test_uplift_plan_keeps_more_customers_and_its_measured_effect_matches_the_truth(tmp_path, capsys):
-    from churnflow.config import load_config
-    from churnflow.uplift import estimate
+    from churnflow.campaigns.uplift import estimate
+    from churnflow.core.config import load_config
 
     base = simulate_base(tmp_path, 20_000, seed=1)
     config = load_config(tmp_path / "config.yaml")

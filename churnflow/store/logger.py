@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client import Counter, Gauge
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 log = logging.getLogger("churnflow.store")
 

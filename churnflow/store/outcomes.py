@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 KEYS = ("request_id", "customer_id")
 COLUMNS = ("request_id", "row_index", "customer_id", "churned", "ts")

@@ -1,4 +1,4 @@
-"""KFP wrapper of the campaign report (logic in logic.py and churnflow/campaign.py)."""
+"""KFP wrapper of the campaign report (logic in logic.py and churnflow/campaigns/measurement.py)."""
 
 from kfp.dsl import HTML, Artifact, Metrics, Output
 

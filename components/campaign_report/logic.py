@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from churnflow.campaign import campaign_report, summary_lines
+from churnflow.campaigns.measurement import campaign_report, summary_lines
 
 
 def report_step(plan_uri: str, outcomes_uri: str, html_path: str, report_dir: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 INFERENCE = 'protocol=~"v1|v2|compat"'
 

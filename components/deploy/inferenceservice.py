@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from churnflow.components.deploy.labels import label_value, run_name
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 DEFAULT_SERVE_IMAGE = "ghcr.io/churnflow/churnflow-serve:0.1.0"
 APP_LABEL = "churn-predictor"

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from churnflow.artifact import EVALUATION_FILE, METADATA_FILE, publish_directory, verify_files
 from churnflow.components.deploy.inferenceservice import (
     DEFAULT_STORAGE_SERVICE_ACCOUNT,
     SERVERLESS,
@@ -22,7 +21,8 @@ from churnflow.components.deploy.inferenceservice import (
     render_inferenceservice,
     to_yaml,
 )
-from churnflow.errors import ChurnflowError
+from churnflow.core.artifact import EVALUATION_FILE, METADATA_FILE, publish_directory, verify_files
+from churnflow.core.errors import ChurnflowError
 
 MANIFEST_FILE = "inferenceservice.yaml"
 

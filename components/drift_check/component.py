@@ -37,8 +37,8 @@ def drift_check_op(
     import tempfile
 
     from churnflow.components.drift_check.logic import check
-    from churnflow.drift import Thresholds, summary
-    from churnflow.drift_report import HTML_FILE, JSON_FILE, PROM_FILE
+    from churnflow.monitoring.drift import Thresholds, summary
+    from churnflow.monitoring.drift_report import HTML_FILE, JSON_FILE, PROM_FILE
 
     thresholds = Thresholds(
         psi_watch=psi_watch,
@@ -70,8 +70,8 @@ def drift_check_op(
         metrics.log_metric("precision_drop", round(result["accuracy"]["precision_drop"], 6))
     print(summary(result))
     if pushgateway:
-        from churnflow.drift_report import push_report
-        from churnflow.errors import ChurnflowError
+        from churnflow.core.errors import ChurnflowError
+        from churnflow.monitoring.drift_report import push_report
 
         try:
             group = push_report(result, pushgateway, namespace=namespace)

@@ -1,6 +1,6 @@
 """Drift-check logic (plain Python; the KFP wrappers in component.py and `churnflow drift` call it).
 
-`check` runs churnflow.drift over the store's window and writes the report (drift.json,
+`check` runs churnflow.monitoring.drift over the store's window and writes the report (drift.json,
 drift.html, drift.prom). `retraining_arguments` and `start_retraining` start the training pipeline
 on a Kubeflow Pipelines endpoint through kfp.Client, with the latest data.
 
@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from churnflow.drift import DEFAULT_THRESHOLDS, Thresholds, run_check
-from churnflow.drift_report import write_report
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
+from churnflow.monitoring.drift import DEFAULT_THRESHOLDS, Thresholds, run_check
+from churnflow.monitoring.drift_report import write_report
 
 DEFAULT_EXPERIMENT = "churnflow"
 DEFAULT_SERVICE_ACCOUNT = "churnflow-pipeline"  # manifests/rbac.yaml; pipelines/kubeflow.py says the same

@@ -29,9 +29,9 @@ def evaluate_op(
     """
     import json
 
-    from churnflow.artifact import read_metadata
     from churnflow.components.evaluate.logic import Gate, evaluate, reliability_png
-    from churnflow.model_card import render_html, render_markdown, summary_line
+    from churnflow.core.artifact import read_metadata
+    from churnflow.evaluation.model_card import render_html, render_markdown, summary_line
 
     gate = Gate(min_roc_auc=min_roc_auc, min_f1=min_f1, min_precision=min_precision, max_regression=max_regression)
     result = evaluate(model.path, test_data.path, gate, champion_metrics)

@@ -29,14 +29,14 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from churnflow.artifact import MODEL_FILE, verify_files
 from churnflow.components.preprocess.logic import TEST_FILE
-from churnflow.contract import FeatureContract
-from churnflow.data import read_split
-from churnflow.decision import load_calibrator
-from churnflow.drift import probability_reference
-from churnflow.errors import ChurnflowError
-from churnflow.model_card import bootstrap_intervals, gains_curve, resamples_for, top_decile_lift
+from churnflow.core.artifact import MODEL_FILE, verify_files
+from churnflow.core.calibration import load_calibrator
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_split
+from churnflow.core.errors import ChurnflowError
+from churnflow.evaluation.model_card import bootstrap_intervals, gains_curve, resamples_for, top_decile_lift
+from churnflow.monitoring.drift import probability_reference
 
 REPORT_FILE = "evaluation.json"
 GATE_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")

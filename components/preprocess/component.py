@@ -18,7 +18,7 @@ def preprocess_op(
 ):
     """Reads and validates the customer table (or makes a synthetic one), splits it, writes the contract."""
     from churnflow.components.preprocess.logic import preprocess
-    from churnflow.config import parse_config_text
+    from churnflow.core.config import parse_config_text
 
     summary = preprocess(
         data_uri,

@@ -10,11 +10,11 @@ from typing import Any
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from churnflow.config import DatasetConfig
-from churnflow.contract import FeatureContract
-from churnflow.data import frame_digest, read_table, validate_table, write_split
-from churnflow.errors import ChurnflowError
-from churnflow.synthetic import synthetic_customers
+from churnflow.core.config import DatasetConfig
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import frame_digest, read_table, validate_table, write_split
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.synthetic import synthetic_customers
 
 TRAIN_FILE = "train.parquet"
 TEST_FILE = "test.parquet"
@@ -71,7 +71,7 @@ def preprocess(
     test_size: float = 0.2,
 ) -> PreprocessSummary:
     """Reads, validates and splits the table; writes train.parquet, test.parquet (compact:
-    churnflow.data.write_split) and contract.json."""
+    churnflow.core.data.write_split) and contract.json."""
     raw, source = load_source(data_uri, synthetic_rows, seed)
     validated = validate_table(raw, config)
     train, test = split_table(validated.frame, config.target, test_size, seed)

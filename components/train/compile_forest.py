@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from churnflow.artifact import ONNX_INPUT, ONNX_OUTPUT
+from churnflow.core.artifact import ONNX_INPUT, ONNX_OUTPUT
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ def train_op(
     import json
 
     from churnflow.components.train.logic import train
-    from churnflow.hyperparameters import model_params
+    from churnflow.core.hyperparameters import model_params
 
     tuning = json.loads(selection)
     metadata = train(

@@ -17,15 +17,16 @@ import sklearn
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import churnflow
-from churnflow.artifact import MODEL_FILE, ONNX_FILE, write_metadata
 from churnflow.components.deploy.labels import run_name
 from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.train.compile_forest import TOLERANCE, compile_model, compiled_max_difference, tree_nodes
-from churnflow.contract import FeatureContract
-from churnflow.data import read_split
-from churnflow.decision import IDENTITY, choose_calibration, choose_threshold, save_calibrator
-from churnflow.hyperparameters import ModelParams, build_estimator, fit_threads
-from churnflow.reference import build_reference, save_reference
+from churnflow.core.artifact import MODEL_FILE, ONNX_FILE, write_metadata
+from churnflow.core.calibration import IDENTITY, choose_calibration, save_calibrator
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_split
+from churnflow.core.hyperparameters import ModelParams, build_estimator, fit_threads
+from churnflow.core.threshold import choose_threshold
+from churnflow.monitoring.reference import build_reference, save_reference
 
 COMPILE_CHECK_ROWS = 2000
 

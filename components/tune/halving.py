@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 FACTOR = 3
 """Each rung keeps a third of the candidates and gives them three times the rows."""
@@ -92,7 +92,7 @@ def _ordered(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _typed(result: dict[str, Any]) -> dict[str, Any]:
     """A result as cross_validate wrote it: KFP hands dicts between tasks as protobuf Structs, whose
     numbers all come back as floats (100 trees → 100.0)."""
-    from churnflow.hyperparameters import model_params
+    from churnflow.core.hyperparameters import model_params
 
     typed = {k: v for k, v in result.items() if k != "search"}
     typed["params"] = model_params(**result["params"]).model_dump()

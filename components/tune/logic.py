@@ -43,10 +43,10 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 
 from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.tune import halving
-from churnflow.contract import FeatureContract
-from churnflow.data import read_split
-from churnflow.errors import ChurnflowError
-from churnflow.hyperparameters import (
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import read_split
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.hyperparameters import (
     FAMILIES,
     HIST_GRADIENT_BOOSTING,
     RANDOM_FOREST,
@@ -369,7 +369,7 @@ def base_candidates(
     random_state: int,
 ) -> list[dict[str, Any]]:
     """The candidates from the pipeline's parameters (the base forest settings and the grid)."""
-    from churnflow.hyperparameters import forest_params
+    from churnflow.core.hyperparameters import forest_params
 
     base = forest_params(
         n_estimators=n_estimators,

@@ -1,6 +1,6 @@
 """Writing a drift check's results: JSON for machines, HTML for people, Prometheus text for alerts.
 
-    drift.json   the whole report (churnflow.drift.check)
+    drift.json   the whole report (churnflow.monitoring.drift.check)
     drift.html   one self-contained page: the verdict, a table per check, and for every feature a
                  bar chart (inline SVG) of its training vs live bin fractions
     drift.prom   the results as gauges in the Prometheus text format (node-exporter textfile
@@ -22,8 +22,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
-from churnflow.drift import DRIFT, OK, WATCH
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
+from churnflow.monitoring.drift import DRIFT, OK, WATCH
 
 JSON_FILE, HTML_FILE, PROM_FILE = "drift.json", "drift.html", "drift.prom"
 STATUS_VALUE = {OK: 0, WATCH: 1, DRIFT: 2}

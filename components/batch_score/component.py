@@ -8,7 +8,7 @@ from churnflow.components.image import churnflow_component
 @churnflow_component
 def list_shards_op(data_uri: str, max_shards: int) -> list:
     """The customer table's files, one shard each (grouped when there are more than max_shards)."""
-    from churnflow.components.score.logic import list_shards
+    from churnflow.components.batch_score.logic import list_shards
 
     shards = list_shards(data_uri, max_shards)
     print(f"list shards: {len(shards)} shard(s) in {data_uri}")
@@ -28,7 +28,7 @@ def score_shard_op(
     """Scores one shard with the released model, exactly as `churnflow score` does."""
     import json
 
-    from churnflow.components.score.logic import score_shard
+    from churnflow.components.batch_score.logic import score_shard
 
     result = score_shard(model_uri, shard, dataset_config, scores.path, rejects.path, batch_rows)
     with open(summary.path, "w") as handle:
@@ -57,8 +57,8 @@ def merge_scores_op(
     """Ranks the whole base from the shards; logs rows, rejects, value at risk and expected saving."""
     import json
 
-    from churnflow.components.score.logic import merge_shards, report_html
-    from churnflow.plan import Campaign
+    from churnflow.campaigns.plan import Campaign
+    from churnflow.components.batch_score.logic import merge_shards, report_html
 
     campaign = Campaign.from_parameters(
         contact_cost=contact_cost,
@@ -112,8 +112,8 @@ def plan_op(
     import shutil
     import tempfile
 
-    from churnflow.config import parse_config_text
-    from churnflow.plan import Campaign, explain_list, make_plan, read_scores, write_plan
+    from churnflow.campaigns.plan import Campaign, explain_list, make_plan, read_scores, write_plan
+    from churnflow.core.config import parse_config_text
 
     campaign = Campaign.from_parameters(
         contact_cost=contact_cost,

@@ -1,7 +1,7 @@
 """The scoring pipeline's steps as plain functions: list shards, score one, merge them, report.
 
 A shard is one file of the customer table (a Parquet part or a CSV file); each is scored by
-`churnflow.score.score_table`, exactly as `churnflow score` does, and the merge joins the shards'
+`churnflow.scoring.bulk.score_table`, exactly as `churnflow score` does, and the merge joins the shards'
 ranked outputs with the same k-way merge, so a sharded run ranks the base as one process would.
 """
 
@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from churnflow.bulk_rank import merge_runs
-from churnflow.config import parse_config_text
-from churnflow.errors import ChurnflowError
-from churnflow.plan import Campaign, make_plan
-from churnflow.score import TableSink, _format_of, score_table
-from churnflow.storage import filesystem
+from churnflow.campaigns.plan import Campaign, make_plan
+from churnflow.core.config import parse_config_text
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.storage import filesystem
+from churnflow.scoring.bulk import TableSink, _format_of, score_table
+from churnflow.scoring.ranking import merge_runs
 
 RISK_BANDS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0000001)
 
@@ -150,7 +150,7 @@ def risk_bands(scores: pa.Table) -> list[dict[str, Any]]:
 
 def report_html(totals: dict[str, Any], path: str) -> None:
     """The run's report for the Kubeflow UI: totals, risk distribution, value at risk by band, curves."""
-    from churnflow.plan import plot
+    from churnflow.campaigns.plan import plot
 
     plan = totals["_plan"]
     with tempfile.TemporaryDirectory() as directory:

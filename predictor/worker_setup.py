@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from churnflow.predictor.current_model import register_served
 from churnflow.predictor.gc_freeze import freeze_startup_objects
 from churnflow.predictor.routes import install_http_hooks
-from churnflow.predictor.served import register_served
 
 
 def prepare_worker(model: Any) -> None:

@@ -27,18 +27,18 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from churnflow.artifact import verify_files
-from churnflow.bulk_input import BatchEncoder
-from churnflow.bulk_rank import merge_runs, sort_run
-from churnflow.config import DatasetConfig
-from churnflow.contract import FeatureContract
-from churnflow.data import columns_hint
-from churnflow.decision import load_calibrator
-from churnflow.errors import ChurnflowError
+from churnflow.core.artifact import verify_files
+from churnflow.core.calibration import load_calibrator
+from churnflow.core.config import DatasetConfig
+from churnflow.core.contract import FeatureContract
+from churnflow.core.data import columns_hint
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.storage import filesystem, local_directory
 from churnflow.predictor.scoring import Scorer
-from churnflow.storage import filesystem, local_directory
+from churnflow.scoring.arrow_encoding import BatchEncoder
+from churnflow.scoring.ranking import merge_runs, sort_run
 
-log = logging.getLogger("churnflow.score")
+log = logging.getLogger("churnflow.scoring.bulk")
 
 DEFAULT_BATCH_ROWS = 200_000
 RUN_ROW_GROUP = 16_384

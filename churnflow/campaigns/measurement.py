@@ -1,6 +1,6 @@
 """`churnflow campaign-report`: what a campaign really did, measured against its randomized control group.
 
-The plan (churnflow/plan.py) keeps a seeded random share of the chosen list uncontacted. Once the
+The plan (churnflow/campaigns/plan.py) keeps a seeded random share of the chosen list uncontacted. Once the
 outcomes are known, the control group's churn rate is what the contacted customers would have done
 without the campaign, so the campaign's effect is
 
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 METHOD = "Newcombe hybrid score interval (method 10, 1998) for the difference of two independent proportions"
@@ -78,7 +78,7 @@ def read_plan(plan_uri: str) -> PlanOnDisk:
     """The call list and plan.json from a plan directory (a path or any URI the storage layer reads)."""
     import pyarrow.csv as pacsv
 
-    from churnflow.storage import open_object
+    from churnflow.core.storage import open_object
 
     base = plan_uri.rstrip("/")
     files = {}
@@ -122,7 +122,7 @@ def read_plan(plan_uri: str) -> PlanOnDisk:
 
 def read_outcomes(uri: str, id_column: str, fmt: str | None = None) -> dict[str, int]:
     """id → churned (0/1), through the same storage layer as `churnflow score`."""
-    from churnflow.score import open_table
+    from churnflow.scoring.bulk import open_table
 
     dataset, _ = open_table(uri, [id_column, "churned"], 1 << 16, fmt)
     table = dataset.to_table(columns=[id_column, "churned"])

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 OBJECT_SCHEMES = ("s3", "minio", "gs", "gcs")
 SCHEMES = ("file", *OBJECT_SCHEMES)

@@ -1,16 +1,15 @@
-"""How a forest's raw probability becomes the served answer: calibration, then the decision threshold.
+"""Calibration: how a forest's raw probability becomes a probability a campaign can budget with.
 
-Both are chosen at training time on out-of-fold predictions of the training split (the test split
-stays untouched until evaluate) and travel inside the model artifact as plain JSON, never pickles:
-`calibration.json` (an isotonic step function or Platt's sigmoid) and the contract's `threshold`.
-The predictor applies the very same functions after either scoring backend, so the compiled fast
-path and scikit-learn serve identical answers.
+Calibration and the decision threshold (churnflow/core/threshold.py) are chosen at training time on
+out-of-fold predictions of the training split (the test split stays untouched until evaluate) and travel
+inside the model artifact as plain JSON, never pickles: `calibration.json` (an isotonic step function or
+Platt's sigmoid) and the contract's `threshold`. The predictor applies the very same functions after
+either scoring backend, so the compiled fast path and scikit-learn serve identical answers.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ from typing import Any
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, precision_recall_curve
+from sklearn.metrics import brier_score_loss
 from sklearn.model_selection import StratifiedKFold
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 CALIBRATION_FILE = "calibration.json"
 CALIBRATION_MODES = ("auto", "none", "isotonic", "sigmoid")
@@ -93,44 +92,6 @@ def choose_calibration(mode: str, oof: np.ndarray, target: np.ndarray, seed: int
             best, best_brier = method, brier
     report["method"] = best
     return fit_calibrator(best, oof, target), report
-
-
-_PRECISION_GOAL = re.compile(r"^precision\s*>=\s*([0-9.]+)$")
-
-
-def choose_threshold(goal: str, probability: np.ndarray, target: np.ndarray) -> tuple[float, dict]:
-    """The churn decision threshold for a goal: "f1" (best F1), "precision>=P" (most recall at that
-    precision, for retention campaigns) or a fixed number such as "0.5"."""
-    goal = goal.strip().lower()
-    if goal == "f1" or _PRECISION_GOAL.match(goal):
-        precision, recall, thresholds = precision_recall_curve(target, probability)
-        precision, recall = precision[:-1], recall[:-1]
-        if goal == "f1":
-            f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
-            best = int(np.argmax(f1))
-        else:
-            floor = float(_PRECISION_GOAL.match(goal).group(1))
-            reachable = np.flatnonzero(precision >= floor)
-            if reachable.size == 0:
-                raise ChurnflowError(
-                    f"threshold_goal {goal!r}: no threshold reaches precision {floor} on training data"
-                )
-            best = int(reachable[np.argmax(recall[reachable])])
-        # Served as "churn when probability > threshold": step just below the chosen cut.
-        threshold = float(np.nextafter(thresholds[best], -np.inf))
-        return threshold, {
-            "goal": goal,
-            "threshold": threshold,
-            "precision_oof": float(precision[best]),
-            "recall_oof": float(recall[best]),
-        }
-    try:
-        threshold = float(goal)
-    except ValueError:
-        raise ChurnflowError(f"threshold_goal: expected f1, precision>=P or a number, got {goal!r}") from None
-    if not 0.0 <= threshold < 1.0:
-        raise ChurnflowError(f"threshold_goal: a fixed threshold must be in [0, 1), got {threshold}")
-    return threshold, {"goal": "fixed", "threshold": threshold}
 
 
 def save_calibrator(calibrator: Calibrator, directory: str | Path) -> None:

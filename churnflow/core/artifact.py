@@ -3,7 +3,7 @@
     model.joblib    the fitted scikit-learn forest (the reference; pickled, so only loaded after
                     its SHA-256 matches metadata.json)
     model.onnx      the same forest compiled for ONNX Runtime (the fast path), when it was compiled
-    contract.json   the feature contract (churnflow.contract)
+    contract.json   the feature contract (churnflow.core.contract)
     metadata.json   versions, data hash, row counts, hyperparameters, model version and the SHA-256
                     of every other file
     evaluation.json written next to a released model by the deploy step: the metrics it was gated on
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 FORMULA = "expected net saving = save_rate × value_at_risk − contact_cost − save_rate × offer_cost"
 ASSUMPTIONS = [
@@ -313,7 +313,7 @@ class Plan:
 
 def read_scores(uri: str, fmt: str | None = None) -> tuple[pa.Table, str]:
     """The ranked scores (only the columns the plan needs), sorted by rank."""
-    from churnflow.score import open_table
+    from churnflow.scoring.bulk import open_table
 
     dataset, _ = open_table(uri, ["probability", "value_at_risk"], 1 << 16, fmt)
     names = dataset.schema.names
@@ -541,9 +541,9 @@ def explain_list(plan: Plan, model_uri: str, data_uri: str, config: Any = None, 
     A reason's number is what that column adds to the customer's churn probability. When the config
     names `actionable` columns, only those become reasons. The config's `segments` columns are copied
     into `plan.segments` from the same read."""
-    from churnflow.bulk_input import BatchEncoder
     from churnflow.predictor.explain import explain_rows
-    from churnflow.score import ROW_COLUMN, ReleasedModel, _batches, open_table
+    from churnflow.scoring.arrow_encoding import BatchEncoder
+    from churnflow.scoring.bulk import ROW_COLUMN, ReleasedModel, _batches, open_table
 
     model = ReleasedModel.load(model_uri)
     contract = model.contract

@@ -4,7 +4,7 @@ Preprocessing builds it from the dataset config and the training split; it is sa
 `contract.json` inside the model artifact, and the predictor reads it back from there. Nothing else
 in the project restates column names, types, category levels or the one-hot column order.
 
-Encoding itself lives in churnflow/encoding.py, the one implementation every route calls.
+Encoding itself lives in churnflow/core/encoding.py, the one implementation every route calls.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 CONTRACT_FILE = "contract.json"
 ONE_HOT_SEPARATOR = "_"
@@ -127,12 +127,12 @@ class FeatureContract(BaseModel):
     # -- encoding ----------------------------------------------------------------------------------
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Turns a typed feature frame into the model matrix exactly as serving does (churnflow/encoding.py).
+        """Turns a typed feature frame into the model matrix exactly as serving does (churnflow/core/encoding.py).
 
         Numeric blanks take the training median; a level unseen in training becomes all zeros (or an
         error when the contract is strict). Extra columns are ignored.
         """
-        from churnflow.encoding import ColumnEncoder, encode_frame
+        from churnflow.core.encoding import ColumnEncoder, encode_frame
 
         return encode_frame(ColumnEncoder(self), frame)
 

@@ -16,10 +16,10 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from churnflow.config import DatasetConfig
-from churnflow.contract import label_key, label_matches, normalize_level
-from churnflow.errors import ChurnflowError
-from churnflow.storage import OBJECT_SCHEMES, is_object_uri, open_object
+from churnflow.core.config import DatasetConfig
+from churnflow.core.contract import label_key, label_matches, normalize_level
+from churnflow.core.errors import ChurnflowError
+from churnflow.core.storage import OBJECT_SCHEMES, is_object_uri, open_object
 
 LOCAL_SCHEMES = ("", "file")
 DEFAULT_MAX_DATA_BYTES = 5 * 1024**3
@@ -30,7 +30,7 @@ PANDAS_SCHEMES = ("http", "https", "abfs", "az")
 
 def read_table(source: str) -> pd.DataFrame:
     """Reads a CSV from a local path, file:// URI, object storage (s3://, minio://, gs:// through
-    churnflow.storage) or any other URI pandas can open (http)."""
+    churnflow.core.storage) or any other URI pandas can open (http)."""
     scheme = urlparse(source).scheme.lower()
     if is_object_uri(source):
         try:

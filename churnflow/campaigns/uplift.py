@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 MIN_ARM = 200
 MIN_OUTCOMES = 20
@@ -76,7 +76,7 @@ class UpliftModel:
 
 def read_arms(report_dir: str) -> pd.DataFrame:
     """The past campaign's customers with outcomes (id, group, churned) from a campaign-report directory."""
-    from churnflow.storage import open_object
+    from churnflow.core.storage import open_object
 
     try:
         with open_object(f"{report_dir.rstrip('/')}/customers.csv") as handle:
@@ -93,7 +93,7 @@ def read_arms(report_dir: str) -> pd.DataFrame:
 
 def read_features(data_uri: str, id_column: str, features: list[str]) -> pd.DataFrame:
     """The customer table's id and feature columns, ids as text."""
-    from churnflow.score import open_table
+    from churnflow.scoring.bulk import open_table
 
     dataset, _ = open_table(data_uri, [id_column, *features], 1 << 16)
     frame = dataset.to_table(columns=[id_column, *features]).to_pandas()

@@ -1,4 +1,4 @@
-"""Reading requests into columns for the one encoder (churnflow/encoding.py).
+"""Reading requests into columns for the one encoder (churnflow/core/encoding.py).
 
 This module only validates: each value is checked where the request put it, so a bad one is a 400
 naming the row and field, then the columns go to `ColumnEncoder`, which training and bulk scoring
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from churnflow.contract import FeatureContract, normalize_level
-from churnflow.encoding import FLOAT32_MAX, CategoryRefused, ColumnEncoder, Encoded, Levels, number_problem
-from churnflow.errors import ChurnflowError
+from churnflow.core.contract import FeatureContract, normalize_level
+from churnflow.core.encoding import FLOAT32_MAX, CategoryRefused, ColumnEncoder, Encoded, Levels, number_problem
+from churnflow.core.errors import ChurnflowError
 
 _ABSENT = object()
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 RANDOM_FOREST = "random_forest"
 HIST_GRADIENT_BOOSTING = "hist_gradient_boosting"

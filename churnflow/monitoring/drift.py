@@ -11,10 +11,11 @@ Three checks over a window of logged predictions (churnflow.store):
 - accuracy drift: precision, recall and ROC-AUC of the logged predictions that have ground truth,
   against the evaluation metrics; a relative precision drop above `precision_drop` (10%) is drift.
 
-Per feature: PSI >= psi_act (0.25 by default; churnflow/psi.py), or a significant test (p below alpha / features,
-Bonferroni) together with PSI >= psi_watch (0.1), is drift; PSI >= psi_watch or a significant test alone is "watch".
-Requiring both for the middle band keeps a large window, where KS flags even negligible shifts,
-from retraining the model for nothing, and a small window, where PSI is noisy, from the same.
+Per feature: PSI >= psi_act (0.25 by default; churnflow/monitoring/psi.py), or a significant test (p below
+alpha / features, Bonferroni) together with PSI >= psi_watch (0.1), is drift; PSI >= psi_watch or a
+significant test alone is "watch". Requiring both for the middle band keeps a large window, where KS flags
+even negligible shifts, from retraining the model for nothing, and a small window, where PSI is noisy, from
+the same.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from churnflow.artifact import EVALUATION_FILE, METADATA_FILE
-from churnflow.errors import ChurnflowError
-from churnflow.psi import PSI_ACT, PSI_WATCH, psi
-from churnflow.reference import DECILES, MISSING_BIN, UNSEEN_BIN, load_reference, numeric_bins
+from churnflow.core.artifact import EVALUATION_FILE, METADATA_FILE
+from churnflow.core.errors import ChurnflowError
+from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH, psi
+from churnflow.monitoring.reference import DECILES, MISSING_BIN, UNSEEN_BIN, load_reference, numeric_bins
 
 REFERENCE_SAMPLE = 2000
 OK, WATCH, DRIFT, INSUFFICIENT, UNAVAILABLE = "ok", "watch", "drift", "insufficient data", "unavailable"

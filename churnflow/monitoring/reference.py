@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churnflow.artifact import REFERENCE_FILE
-from churnflow.contract import FeatureContract
+from churnflow.core.artifact import REFERENCE_FILE
+from churnflow.core.contract import FeatureContract
 
 DECILES = np.linspace(0.1, 0.9, 9)
 MISSING_BIN = "missing"

@@ -7,8 +7,8 @@ batch size: blanks take the training median, each distinct level is looked up on
 its rows as a one-hot position. A level unseen in training, or no level at all, reads as all-zero
 one-hot columns, or is refused when the contract is strict.
 
-Adapters (this module's `encode_frame` for pandas, `churnflow.predictor.alignment` for v1 records
-and v2 tensors, `churnflow.bulk_input` for pyarrow batches) validate values and say where a bad one
+Adapters (this module's `encode_frame` for pandas, `churnflow.predictor.request_decoding` for v1 records
+and v2 tensors, `churnflow.scoring.arrow_encoding` for pyarrow batches) validate values and say where a bad one
 was; they never encode on their own. The semantics are those of pandas `get_dummies` keeping every
 level, reindexed to the training columns; a test keeps pandas as the oracle.
 """
@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from churnflow.contract import FeatureContract, normalize_level
-from churnflow.errors import ChurnflowError
+from churnflow.core.contract import FeatureContract, normalize_level
+from churnflow.core.errors import ChurnflowError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """The largest magnitude the compiled forest (float32 thresholds) reads without overflowing."""

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from churnflow.errors import ChurnflowError
+from churnflow.core.errors import ChurnflowError
 
 CONFIG_KEYS = (
     "id",

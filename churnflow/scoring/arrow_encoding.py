@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from churnflow.contract import FeatureContract, normalize_level
-from churnflow.data import FORMULA_LIKE
-from churnflow.encoding import BLANK_TEXTS, FLOAT32_MAX, CategoryRefused, ColumnEncoder, Levels
-from churnflow.errors import ChurnflowError
+from churnflow.core.contract import FeatureContract, normalize_level
+from churnflow.core.data import FORMULA_LIKE
+from churnflow.core.encoding import BLANK_TEXTS, FLOAT32_MAX, CategoryRefused, ColumnEncoder, Levels
+from churnflow.core.errors import ChurnflowError
 
 # What Arrow's string → double cast accepts; used only when a column has some non-numeric text.
 NUMBER_PATTERN = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$|^(?i:[+-]?(?:inf|infinity))$"

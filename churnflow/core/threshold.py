@@ -1,0 +1,51 @@
+"""The decision threshold: the probability above which a customer is called a churner.
+
+Chosen at training time on out-of-fold predictions (after calibration, churnflow/core/calibration.py)
+and stored as the contract's `threshold`; every scorer answers "churn when probability > threshold".
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve
+
+from churnflow.core.errors import ChurnflowError
+
+_PRECISION_GOAL = re.compile(r"^precision\s*>=\s*([0-9.]+)$")
+
+
+def choose_threshold(goal: str, probability: np.ndarray, target: np.ndarray) -> tuple[float, dict]:
+    """The churn decision threshold for a goal: "f1" (best F1), "precision>=P" (most recall at that
+    precision, for retention campaigns) or a fixed number such as "0.5"."""
+    goal = goal.strip().lower()
+    if goal == "f1" or _PRECISION_GOAL.match(goal):
+        precision, recall, thresholds = precision_recall_curve(target, probability)
+        precision, recall = precision[:-1], recall[:-1]
+        if goal == "f1":
+            f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+            best = int(np.argmax(f1))
+        else:
+            floor = float(_PRECISION_GOAL.match(goal).group(1))
+            reachable = np.flatnonzero(precision >= floor)
+            if reachable.size == 0:
+                raise ChurnflowError(
+                    f"threshold_goal {goal!r}: no threshold reaches precision {floor} on training data"
+                )
+            best = int(reachable[np.argmax(recall[reachable])])
+        # Served as "churn when probability > threshold": step just below the chosen cut.
+        threshold = float(np.nextafter(thresholds[best], -np.inf))
+        return threshold, {
+            "goal": goal,
+            "threshold": threshold,
+            "precision_oof": float(precision[best]),
+            "recall_oof": float(recall[best]),
+        }
+    try:
+        threshold = float(goal)
+    except ValueError:
+        raise ChurnflowError(f"threshold_goal: expected f1, precision>=P or a number, got {goal!r}") from None
+    if not 0.0 <= threshold < 1.0:
+        raise ChurnflowError(f"threshold_goal: a fixed threshold must be in [0, 1), got {threshold}")
+    return threshold, {"goal": "fixed", "threshold": threshold}

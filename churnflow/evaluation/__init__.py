@@ -1,0 +1,1 @@
+"""What evaluation tells people: the model card (HTML and Markdown)."""
