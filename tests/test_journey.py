@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from churnflow import cli
+from churnflow.cli.exits import EXIT_OTHER_VERSIONS
 from churnflow.components.preprocess.logic import preprocess
 from churnflow.core.config import load_config
 from churnflow.core.synthetic import synthetic_customers, telco_customers
@@ -180,7 +181,7 @@ def test_drift_after_a_retrain_says_the_window_holds_other_versions(model_dir, t
     store_predictions(url, "20261101000000-previous", synthetic_customers(300, 5), start)
     drift = ["drift", "--store", url, "--model-dir", str(model_dir)]
 
-    assert cli.main(drift) == cli.EXIT_OTHER_VERSIONS == 5
+    assert cli.main(drift) == EXIT_OTHER_VERSIONS == 5
     out = capsys.readouterr().out
     assert "the window also holds 300 predictions of other model versions (300 of 20261101000000-previous)" in out
     assert "--any-version counts them all" in out
