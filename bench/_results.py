@@ -2,7 +2,7 @@
 
 Every file holds the commit measured (and whether the work tree had changes), the UTC date, the
 machine (CPU model and count, memory, OS, Python), the exact command line, any note on the conditions
-(for example that other work shared the machine) and the figures themselves. The README quotes these
+(for example that other work shared the machine) and the figures themselves. docs/benchmarks.md quotes these
 files; tests/test_readme_figures.py checks that the figures it quotes are in them.
 """
 

@@ -1,4 +1,4 @@
-"""The README's quality table: each model family and the tuned choice, on two example tables.
+"""The quality table of docs/pipeline.md: each model family and the tuned choice, on two example tables.
 
 Run on purpose (not a test):  .venv/bin/python bench/quality_report.py [--note TEXT]
 

@@ -1,8 +1,10 @@
-"""Renders the README's benchmark figures from bench/results/*.json, so every figure quoted there is
-one a bench wrote, next to the command that wrote it.
+"""Renders the benchmark figures of docs/benchmarks.md from bench/results/*.json, so every figure quoted
+there is one a bench wrote, next to the command that wrote it.
 
-    .venv/bin/python bench/readme.py           # exit 1 and show the difference when the README is stale
-    .venv/bin/python bench/readme.py --write   # rewrite the generated blocks in README.md
+    .venv/bin/python bench/readme.py           # exit 1 and show the difference when the page is stale
+    .venv/bin/python bench/readme.py --write   # rewrite the generated blocks in docs/benchmarks.md
+
+(The name is historical: the blocks lived in the README until the manual moved to docs/.)
 
 A block sits between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, NAME being a results file's
 stem (e.g. serve_bench-asyncio); tests/test_readme_figures.py runs the check.
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+PAGE = HERE.parent / "docs" / "benchmarks.md"
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /bench:(?P=name) -->)", re.S)
 
 
@@ -129,7 +131,7 @@ RUN_NAMES = {
 
 def _model(key: str, run: dict[str, Any]) -> str:
     if key != "tuned":
-        return "forest, 100 trees, fully grown (the original design's settings)"
+        return "forest, 100 trees, fully grown (as bench/baseline_train.py fits it)"
     family = "gradient boosting" if run["family"] == "hist_gradient_boosting" else "random forest"
     rungs = run["tuning_rungs"]
     if len(rungs) > 1:
@@ -179,28 +181,30 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 def render(name: str) -> str:
     path = HERE / "results" / f"{name}.json"
     if not path.is_file():
-        raise SystemExit(f"bench/readme.py: README block {name!r} has no results file {path}")
+        raise SystemExit(f"bench/readme.py: {PAGE.name} block {name!r} has no results file {path}")
     document = json.loads(path.read_text())
     document["_stem"] = name
     return RENDERERS[document["benchmark"]](document)
 
 
-def rendered_readme(text: str) -> str:
+def rendered_page(text: str) -> str:
+    """The page with every generated block rendered afresh from its results file."""
     return BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="rewrite the generated blocks in README.md")
+    parser.add_argument("--write", action="store_true", help="rewrite the generated blocks in docs/benchmarks.md")
     args = parser.parse_args()
-    text = README.read_text()
-    fresh = rendered_readme(text)
+    text = PAGE.read_text()
+    fresh = rendered_page(text)
     if args.write:
-        README.write_text(fresh)
+        PAGE.write_text(fresh)
         return 0
     if fresh != text:
-        sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), fresh.splitlines(True), "README.md", "fresh"))
-        print("bench/readme.py: README figures differ from bench/results (run bench/readme.py --write)")
+        name = "docs/benchmarks.md"
+        sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), fresh.splitlines(True), name, "fresh"))
+        print(f"bench/readme.py: the figures in {name} differ from bench/results (run bench/readme.py --write)")
         return 1
     return 0
 

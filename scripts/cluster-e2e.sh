@@ -23,7 +23,7 @@ The cluster it expects (the versions this script is written for; install them in
       kubectl wait --for condition=established --timeout=60s crd/applications.app.k8s.io
       kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$PIPELINE_VERSION"
       kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8888:80 &     # the KFP API for --kfp-host
-  The two images built and loaded into the cluster (see README, "Deploy to a cluster"):
+  The two images built and loaded into the cluster (see docs/deploy.md):
       kind load docker-image REGISTRY/churnflow-train:TAG REGISTRY/churnflow-serve:TAG --name churnflow
   On the machine running this script: kubectl (context: that cluster), curl, python3, and churnflow
   installed (pip install . or the project's .venv; or set CHURNFLOW=/path/to/churnflow).
@@ -185,7 +185,7 @@ offline "$CHURNFLOW" compile --image "$TRAIN_IMAGE" --output "$WORKDIR/churn_pip
 if command -v kubectl >/dev/null; then
   # KFP standalone has no Kubeflow profile: no PodDefault CRD, and no mesh-wide deny that the predictor's
   # AuthorizationPolicy would open; with KServe's Istio that ALLOW policy would instead shut out the
-  # predictions this script sends through the ingress. Both are left out here (README, step 2).
+  # predictions this script sends through the ingress. Both are left out here (docs/deploy.md, step 2).
   overlay="$WORKDIR/manifests-standalone"
   mkdir -p "$overlay"
   cat >"$overlay/kustomization.yaml" <<EOF

@@ -265,7 +265,7 @@ def profile_owner_policy(namespace: str, owner: str = "user@example.com") -> dic
 
 @functools.cache
 def _kustomized_policies(namespace: str) -> tuple[str, ...]:
-    """The AuthorizationPolicies `kubectl apply -k manifests/` creates in `namespace` (README step 2:
+    """The AuthorizationPolicies `kubectl apply -k manifests/` creates in `namespace` (docs/deploy.md step 2:
     the kustomization's namespace set, then built by kubectl's kustomize), as YAML texts."""
     import shutil
     import subprocess

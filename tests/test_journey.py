@@ -6,7 +6,7 @@
 - `churnflow drift` says when the window holds other model versions' predictions, with its own status;
 - a customer_data.csv in the working directory is never used silently, and generated files are ignored by git.
 
-The whole README, run as written, is tests/test_readme.py.
+The whole README and docs/, run as written, are tests/test_readme.py.
 """
 
 from __future__ import annotations
@@ -59,10 +59,16 @@ def test_generate_refuses_bad_rows_and_unwritable_output_in_one_line(tmp_path, c
     assert err[1].startswith("churnflow: error: --output ") and "cannot write it" in err[1]
 
 
-def test_the_readme_names_the_public_telco_table_and_generates_the_example():
-    readme = (ROOT / "README.md").read_text()
-    assert "IBM" in readme and "Telco Customer Churn" in readme
-    assert "churnflow generate --layout telco" in readme
+def manual() -> str:
+    """The README and every page of docs/: the manual as a reader finds it."""
+    return "\n".join(page.read_text() for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+
+
+def test_the_manual_names_the_public_telco_table_and_generates_the_example():
+    readme, pipeline = (ROOT / "README.md").read_text(), (ROOT / "docs" / "pipeline.md").read_text()
+    assert "IBM" in readme and "Telco Customer Churn" in readme  # the front page points at the example
+    assert "IBM" in pipeline and "Telco Customer Churn" in pipeline
+    assert "churnflow generate --layout telco" in pipeline
     assert not (ROOT / "tests" / "telco_like.py").exists()  # one generator, in the package, shared by the tests
 
 
@@ -74,10 +80,9 @@ def test_the_quick_start_serve_and_drift_use_the_same_folder():
     (demo_output,) = re.findall(r"CHURNFLOW_DEMO_OUTPUT:-([^}]+)\}", demo)
     run_output = cli.build_parser().parse_args(["run"]).output
     assert demo_output == run_output == "runs/latest"
-    readme = (ROOT / "README.md").read_text()
-    model_dirs = set(re.findall(r"churnflow (?:serve|drift) [^\n]*?--model-dir ([^\s`]+)", readme)) - {"DIR"}
+    model_dirs = set(re.findall(r"churnflow (?:serve|drift) [^\n]*?--model-dir ([^\s`]+)", manual())) - {"DIR"}
     assert model_dirs == {f"{run_output}/model"}, model_dirs
-    assert "### What next" in readme
+    assert "### What next" in (ROOT / "README.md").read_text()
 
 
 # -- item 8: trained but not released --------------------------------------------------------------------
