@@ -1,8 +1,11 @@
 """Drift-check logic (plain Python; the KFP wrappers in component.py and `churnflow drift` call it).
 
-`check` runs churnflow.monitoring.drift over the store's window and writes the report (drift.json,
-drift.html, drift.prom). `retraining_arguments` and `start_retraining` start the training pipeline
-on a Kubeflow Pipelines endpoint through kfp.Client, with the latest data.
+`check` runs churnflow.monitoring.drift over the store's window, writes the report (drift.json,
+drift.html, drift.prom) and returns it with its verdict (churnflow.monitoring.drift.judge, the same
+`churnflow drift` turns into its exit status): only DRIFT retrains, so a window still filled by the
+previous model version's predictions after a retrain is "not judged" and starts nothing.
+`retraining_arguments` and `start_retraining` start the training pipeline on a Kubeflow Pipelines
+endpoint through kfp.Client, with the latest data.
 
 On a cluster the retrain runs inside a drift-pipeline pod: it talks to the in-cluster KFP API with
 the pod's projected service-account token (multi-user Kubeflow refuses it otherwise), creates the
@@ -24,11 +27,18 @@ from typing import Any
 import yaml
 
 from churnflow.core.errors import ChurnflowError
-from churnflow.monitoring.drift import DEFAULT_THRESHOLDS, Thresholds, run_check
+from churnflow.monitoring.drift import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_THRESHOLDS,
+    DEFAULT_WINDOW,
+    Thresholds,
+    Verdict,
+    judge,
+    run_check,
+)
 from churnflow.monitoring.drift_report import write_report
+from churnflow.pipelines.kubeflow import DEFAULT_EXPERIMENT, DEFAULT_SERVICE_ACCOUNT
 
-DEFAULT_EXPERIMENT = "churnflow"
-DEFAULT_SERVICE_ACCOUNT = "churnflow-pipeline"  # manifests/rbac.yaml; pipelines/kubeflow.py says the same
 # The namespace a pod runs in (in a Kubeflow profile: the profile), as Kubernetes mounts it.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -38,12 +48,12 @@ def check(
     model_dir: str | Path,
     report_dir: str | Path,
     *,
-    model_name: str = "churn",
-    window: int | None = 10_000,
+    model_name: str = DEFAULT_MODEL_NAME,
+    window: int | None = DEFAULT_WINDOW,
     evaluation_path: str | Path | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
-) -> dict[str, Any]:
-    """Runs the drift check and writes its report into `report_dir`; returns the report."""
+) -> tuple[dict[str, Any], Verdict]:
+    """Runs the drift check and writes its report into `report_dir`; returns the report and its verdict."""
     report = run_check(
         store_url,
         model_dir,
@@ -53,7 +63,7 @@ def check(
         thresholds=thresholds,
     )
     write_report(report, report_dir)
-    return report
+    return report, judge(report)
 
 
 def in_kfp_runtime() -> bool:
