@@ -15,9 +15,11 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.deploy.inferenceservice import STORE_ENV, STORE_SECRET, STORE_SECRET_KEY
+from churnflow.components.deploy.logic import APPLY
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
 from churnflow.components.image import TRAIN_IMAGE
-from churnflow.monitoring.thresholds import DEFAULT_MODEL_NAME, DEFAULT_THRESHOLDS, DEFAULT_WINDOW
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
+from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW
 from churnflow.pipelines.kubeflow import DEFAULT_EXPERIMENT, DEFAULT_SERVICE_ACCOUNT
 from churnflow.pipelines.resources import set_resources
 
@@ -47,7 +49,7 @@ def drift_check_pipeline(
     data_uri: str = "",
     training_arguments: str = "{}",
     train_image: str = TRAIN_IMAGE,
-    deploy_mode: str = "apply",
+    deploy_action: str = APPLY,
     dataset_config: str = "",
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> bool:
@@ -82,7 +84,7 @@ def drift_check_pipeline(
             data_uri=data_uri,
             training_arguments=training_arguments,
             train_image=train_image,
-            deploy_mode=deploy_mode,
+            deploy_action=deploy_action,
             dataset_config=dataset_config,
             service_account=service_account,
         )

@@ -6,8 +6,9 @@ import argparse
 import os
 
 from churnflow.cli.exits import DRIFT_EXIT, EXIT_INPUT_ERROR, EXIT_OTHER_VERSIONS
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
 from churnflow.core.errors import ChurnflowError
-from churnflow.monitoring.thresholds import DEFAULT_MODEL_NAME, DEFAULT_THRESHOLDS, DEFAULT_WINDOW
+from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW
 
 
 def _store_url(args: argparse.Namespace) -> str:

@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from churnflow.core.artifact import EVALUATION_FILE, METADATA_FILE
+from churnflow.core.artifact import DEFAULT_MODEL_NAME, EVALUATION_FILE, METADATA_FILE
 from churnflow.core.errors import ChurnflowError
 from churnflow.monitoring.psi import psi
 from churnflow.monitoring.reference import DECILES, MISSING_BIN, UNSEEN_BIN, load_reference, numeric_bins
-from churnflow.monitoring.thresholds import DEFAULT_MODEL_NAME, DEFAULT_THRESHOLDS, DEFAULT_WINDOW, Thresholds
+from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW, Thresholds
 
 REFERENCE_SAMPLE = 2000
 OK, WATCH, DRIFT, INSUFFICIENT, UNAVAILABLE = "ok", "watch", "drift", "insufficient data", "unavailable"

@@ -14,8 +14,6 @@ from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH
 
 DEFAULT_WINDOW = 10_000
 """the newest predictions a check reads when neither a window nor a start time is given"""
-DEFAULT_MODEL_NAME = "churn"
-"""the model name the predictor logs under unless told otherwise"""
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def retrain_op(
     data_uri: str,
     training_arguments: str,
     train_image: str,
-    deploy_mode: str,
+    deploy_action: str,
     dataset_config: str,
     service_account: str,
 ) -> str:
@@ -114,7 +114,7 @@ def retrain_op(
         experiment=experiment,
         name=run_name(report),
         image=train_image,
-        deploy_mode=deploy_mode,
+        deploy_action=deploy_action,
         dataset_config=dataset_config,
         service_account=service_account,
     )
