@@ -318,7 +318,7 @@ if ! ((DRY_RUN)); then
 fi
 ok "serving $GOOD_URI (model version $EXPECTED_VERSION)"
 
-step "score: the original design's request over v1 and v2 through the ingress"
+step "score: the classic churn request over v1 and v2 through the ingress"
 start_port_forward
 score "/v1/models/$MODEL_NAME:predict" "$WORKDIR/v1-request.json" "$WORKDIR/v1-answer.json"
 if ! ((DRY_RUN)); then

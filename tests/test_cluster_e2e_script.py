@@ -26,7 +26,7 @@ STEPS = [
     "data credentials",
     "submit",
     "wait: the run succeeds",
-    "score: the original design's request over v1 and v2",
+    "score: the classic churn request over v1 and v2",
     "served version",
     "canary that passes",
     "canary that fails",
