@@ -34,7 +34,7 @@ def main() -> None:
     for features in batches:
         scorer.probability(features)
     result = {"rows": total, "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
-    forest = scorer.sklearn  # n_jobs=None: one job, as the original design's script ran
+    forest = scorer.sklearn  # n_jobs=None: one job, as bench/baseline_train.py runs
     wall, cpu = time.perf_counter(), time.process_time()
     for features in batches:
         forest.predict_proba(features)

@@ -5,8 +5,8 @@ Run on purpose (not a test):  .venv/bin/python bench/pipeline_bench.py [--sizes 
 Each measurement is a fresh process on the same synthetic rows:
 - "tuned" is the default `churnflow run`: kfp.local preprocess → tune (both model families; successive
   halving on large tables) → train on every row → evaluate → deploy;
-- "seed-exact" is `churnflow run --set tune=false`: the original design's 100-tree forest, fully grown;
-- "original" is the original design's training script (bench/baseline_train.py).
+- "seed-exact" is `churnflow run --set tune=false`: the baseline script's 100-tree forest, fully grown;
+- "original" is the baseline training script (bench/baseline_train.py).
 Ratios are ours over the original script's, measured in the same run. Peak RSS is that of the largest
 single process (kfp.local runs every task as its own process). Above --max-forest-rows the seed-exact
 run and the original script are not run: a fully grown forest grows with the rows it is fitted on

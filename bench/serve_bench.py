@@ -6,7 +6,7 @@ Needs wrk (Debian package; scripts/system-deps.sh installs it) and the bench ext
 
 In one run, on loopback only, it trains one model on the default synthetic table (1,000 rows, the
 seed's 100 trees), then starts in turn:
-  baseline-dev       the original design's Flask app on Flask's dev server
+  baseline-dev       the Flask baseline (bench/baseline_app.py) on Flask's dev server
   baseline-gunicorn  the same app under gunicorn with 2 workers
   ours-1w / ours-2w  `churnflow serve` (KServe ModelServer) with 1 and 2 workers
 and drives each with the same bounded wrk load: single rows and batches of 100, v1 and v2 (the baseline

@@ -15,17 +15,24 @@ from typing import Any, NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Artifact, Model
 
+from churnflow.components.deploy.canary import DEFAULT_CANARY, NO_CANARY
 from churnflow.components.deploy.component import deploy_op
 from churnflow.components.deploy.inferenceservice import (
+    DEFAULT_NAMESPACE,
     DEFAULT_SERVE_IMAGE,
     DEFAULT_STORAGE_SERVICE_ACCOUNT,
+    SERVERLESS,
     STORE_SECRET,
 )
+from churnflow.components.deploy.kubernetes import READY_TIMEOUT_SECONDS
+from churnflow.components.deploy.logic import RENDER
 from churnflow.components.evaluate.component import evaluate_op
+from churnflow.components.evaluate.logic import Gate
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
 from churnflow.components.tune.component import candidates_op, cv_score_op, next_rung_op, select_params_op, tune_op
 from churnflow.components.tune.halving import DEFAULT_MIN_ROWS, RUNGS
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
 from churnflow.core.config import config_to_json, load_config
 from churnflow.pipelines.resources import set_resources
 
@@ -34,6 +41,7 @@ PIPELINE_DESCRIPTION = "Train, evaluate and (if good enough) deploy the churn mo
 DATA_SECRET = "churnflow-data"
 DATA_SECRET_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")}
 DEFAULT_DATASET_CONFIG = config_to_json(load_config(None))
+DEFAULT_GATE = Gate()  # the evaluation gate's floors are declared once, on Gate
 # Whether tuning fans out over pods and collects the scores (dsl.Collected, KFP backend 2.14+). KFP
 # traces the pipeline function when it is decorated, so the choice is read at that moment.
 _FAN_IN = contextvars.ContextVar("fan_in", default=True)
@@ -65,27 +73,27 @@ def _training_dag(
     halving_min_rows: int = DEFAULT_MIN_ROWS,
     calibration: str = "auto",
     threshold_goal: str = "f1",
-    min_roc_auc: float = 0.70,
-    min_f1: float = 0.0,
-    min_precision: float = 0.0,
-    max_regression: float = 0.0,
+    min_roc_auc: float = DEFAULT_GATE.min_roc_auc,
+    min_f1: float = DEFAULT_GATE.min_f1,
+    min_precision: float = DEFAULT_GATE.min_precision,
+    max_regression: float = DEFAULT_GATE.max_regression,
     champion_metrics: str = "",
-    model_name: str = "churn",
-    namespace: str = "kubeflow-user-example-com",
+    model_name: str = DEFAULT_MODEL_NAME,
+    namespace: str = DEFAULT_NAMESPACE,
     serve_image: str = DEFAULT_SERVE_IMAGE,
     local_release_dir: str = "",
-    deploy_mode: str = "render",
-    canary_percent: int = 0,
-    ready_timeout_seconds: float = 600.0,
+    deploy_action: str = RENDER,
+    canary_percent: int = NO_CANARY,
+    ready_timeout_seconds: float = READY_TIMEOUT_SECONDS,
     store_secret: str = STORE_SECRET,
     data_secret: str = DATA_SECRET,
     storage_service_account: str = DEFAULT_STORAGE_SERVICE_ACCOUNT,
-    deployment_mode: str = "Serverless",
-    canary_bake_seconds: float = 300.0,
-    prometheus_url: str = "",
-    canary_max_error_ratio_increase: float = 0.01,
-    canary_max_p99_ratio: float = 1.5,
-    canary_min_requests: int = 20,
+    deployment_mode: str = SERVERLESS,
+    canary_bake_seconds: float = DEFAULT_CANARY.bake_seconds,
+    prometheus_url: str = DEFAULT_CANARY.prometheus_url,
+    canary_max_error_ratio_increase: float = DEFAULT_CANARY.max_error_ratio_increase,
+    canary_max_p99_ratio: float = DEFAULT_CANARY.max_p99_ratio,
+    canary_min_requests: int = DEFAULT_CANARY.min_requests,
 ) -> PipelineOutputs:
     preprocess = preprocess_op(
         data_uri=data_uri,
@@ -168,7 +176,7 @@ def _training_dag(
             serve_image=serve_image,
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             local_release_dir=local_release_dir,
-            deploy_mode=deploy_mode,
+            deploy_action=deploy_action,
             canary_percent=canary_percent,
             ready_timeout_seconds=ready_timeout_seconds,
             storage_service_account=storage_service_account,

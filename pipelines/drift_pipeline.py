@@ -15,9 +15,12 @@ from kfp import dsl, kubernetes
 from kfp.dsl import Artifact, Model
 
 from churnflow.components.deploy.inferenceservice import STORE_ENV, STORE_SECRET, STORE_SECRET_KEY
+from churnflow.components.deploy.logic import APPLY
 from churnflow.components.drift_check.component import drift_check_op, retrain_op
 from churnflow.components.image import TRAIN_IMAGE
-from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
+from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW
+from churnflow.pipelines.kubeflow import DEFAULT_EXPERIMENT, DEFAULT_SERVICE_ACCOUNT
 from churnflow.pipelines.resources import set_resources
 
 PIPELINE_NAME = "churnflow-drift-check"
@@ -31,24 +34,24 @@ def drift_check_pipeline(
     evaluation_uri: str,
     store_secret: str = STORE_SECRET,
     pushgateway: str = DEFAULT_PUSHGATEWAY,
-    model_name: str = "churn",
-    window: int = 10000,
-    psi_watch: float = PSI_WATCH,
-    psi_act: float = PSI_ACT,
-    alpha: float = 0.05,
-    precision_drop: float = 0.10,
-    min_rows: int = 100,
-    min_labelled: int = 100,
+    model_name: str = DEFAULT_MODEL_NAME,
+    window: int = DEFAULT_WINDOW,
+    psi_watch: float = DEFAULT_THRESHOLDS.psi_watch,
+    psi_act: float = DEFAULT_THRESHOLDS.psi_act,
+    alpha: float = DEFAULT_THRESHOLDS.alpha,
+    precision_drop: float = DEFAULT_THRESHOLDS.precision_drop,
+    min_rows: int = DEFAULT_THRESHOLDS.min_rows,
+    min_labelled: int = DEFAULT_THRESHOLDS.min_labelled,
     retrain: bool = True,
     kfp_host: str = "",
     namespace: str = "",
-    experiment: str = "churnflow",
+    experiment: str = DEFAULT_EXPERIMENT,
     data_uri: str = "",
     training_arguments: str = "{}",
     train_image: str = TRAIN_IMAGE,
-    deploy_mode: str = "apply",
+    deploy_action: str = APPLY,
     dataset_config: str = "",
-    service_account: str = "churnflow-pipeline",
+    service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> bool:
     model = dsl.importer(artifact_uri=model_uri, artifact_class=Model, reimport=False)
     evaluation = dsl.importer(artifact_uri=evaluation_uri, artifact_class=Artifact, reimport=False)
@@ -81,7 +84,7 @@ def drift_check_pipeline(
             data_uri=data_uri,
             training_arguments=training_arguments,
             train_image=train_image,
-            deploy_mode=deploy_mode,
+            deploy_action=deploy_action,
             dataset_config=dataset_config,
             service_account=service_account,
         )

@@ -25,6 +25,7 @@ from churnflow.core.errors import ChurnflowError
 from churnflow.pipelines.backends import Version, adapt, check, parse_version, show
 
 DEFAULT_SERVICE_ACCOUNT = "churnflow-pipeline"  # manifests/rbac.yaml
+DEFAULT_EXPERIMENT = "churnflow"
 # kfp.Client's `namespace` is where KFP is installed (its in-cluster address), never the profile.
 KFP_INSTALL_NAMESPACE = "kubeflow"
 IN_CLUSTER_HOST = f"http://ml-pipeline.{KFP_INSTALL_NAMESPACE}.svc.cluster.local:8888"
@@ -257,7 +258,7 @@ def submit_run(
     arguments: dict[str, Any],
     *,
     namespace: str = "",
-    experiment: str = "churnflow",
+    experiment: str = DEFAULT_EXPERIMENT,
     run_name: str = "",
     image: str | None = None,
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
@@ -286,7 +287,7 @@ def schedule_runs(
     arguments: dict[str, Any],
     *,
     namespace: str = "",
-    experiment: str = "churnflow",
+    experiment: str = DEFAULT_EXPERIMENT,
     job_name: str = "churnflow-retraining",
     image: str | None = None,
     max_concurrency: int = 1,

@@ -7,6 +7,14 @@ from typing import Any
 from churnflow.core.errors import ChurnflowError
 
 _KFP_TYPES = {"STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": float, "BOOLEAN": bool}
+# Old names still accepted, so scripts and recurring-run arguments written before a rename keep working.
+# `deploy_mode` (render/apply) read too much like `deployment_mode` (Serverless/RawDeployment).
+RENAMED = {"deploy_mode": "deploy_action"}
+
+
+def current_name(name: str) -> str:
+    """A pipeline parameter's name today (its old name → the new one)."""
+    return RENAMED.get(name, name)
 
 
 def parameter_types(pipeline: Any) -> dict[str, type]:
@@ -38,7 +46,7 @@ def parse_assignments(assignments: list[str], pipeline: Any) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
-        name = name.strip()
+        name = current_name(name.strip())
         if not sep or not name:
             raise ChurnflowError(f"--set {assignment!r}: expected name=value")
         if name not in types:

@@ -1,6 +1,6 @@
 """What /metrics exports beyond KServe's own `request_*_seconds` step histograms.
 
-Names follow Prometheus conventions. The original design's `requests_total` and
+Names follow Prometheus conventions. The Flask baseline's (bench/baseline_app.py) `requests_total` and
 `request_latency_seconds` are covered by `churnflow_requests_total` and
 `churnflow_request_duration_seconds` (all HTTP requests, by protocol and status code).
 """

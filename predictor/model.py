@@ -223,7 +223,7 @@ class ChurnModel(Model):
                     raise RequestError(f"{key}: expected a list of instances, got {type(records).__name__}")
                 codec_v2.check_rows(len(records), key, self.max_batch)
                 return aligner.encode_records(records, key)
-        # The original design's body: one customer as a bare object.
+        # A bare object: one customer, the body of the classic POST /predict curl request.
         return aligner.encode_records([payload], "body")
 
     def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:

@@ -3,7 +3,7 @@
 - the request guard (guard.py) as the outermost middleware;
 - HTTP 400 naming the field for bodies FastAPI rejects (KServe answers those with 422), and FastAPI's
   own errors in the {"error": ...} shape every other answer has;
-- `POST /predict`, the original design's route and answer shape, for existing clients;
+- `POST /predict`, the Flask baseline's route and answer shape (bench/baseline_app.py), for existing clients;
 - `GET /v2/models/{name}` with the serving `model_version` in `versions` (what a rollout checks);
 - the model repository's load and unload (repository.py), ahead of KServe's own;
 - `/metrics` aggregated across workers when several run (PROMETHEUS_MULTIPROC_DIR).
@@ -72,7 +72,7 @@ async def model_metadata(model_name: str) -> ORJSONResponse:
 
 
 async def original_predict(request: Request) -> ORJSONResponse:
-    """The original Flask app's POST /predict: one customer in, {"churn", "probability"} out."""
+    """The Flask baseline's POST /predict (bench/baseline_app.py): one customer in, {"churn", "probability"} out."""
     from kserve.errors import InvalidInput, ModelNotReady
 
     model = served_model()

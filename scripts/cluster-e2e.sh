@@ -284,14 +284,14 @@ if ! ((DRY_RUN)); then
 fi
 ok "churnflow-data holds MinIO's keys (no prediction store here: store_secret is empty)"
 
-step "submit: upload and run the training pipeline (deploy_mode=apply, deployment_mode=$MODE)"
+step "submit: upload and run the training pipeline (deploy_action=apply, deployment_mode=$MODE)"
 run "$CHURNFLOW" upload --host "$KFP_HOST" --image "$TRAIN_IMAGE" --name "churnflow-e2e-$(date -u +%Y%m%d%H%M%S)"
 RUN_ID=DRY-RUN
-say "$CHURNFLOW submit --host $KFP_HOST --image $TRAIN_IMAGE ... --set deploy_mode=apply --set deployment_mode=$MODE"
+say "$CHURNFLOW submit --host $KFP_HOST --image $TRAIN_IMAGE ... --set deploy_action=apply --set deployment_mode=$MODE"
 if ! ((DRY_RUN)); then
   "$CHURNFLOW" submit --host "$KFP_HOST" --image "$TRAIN_IMAGE" --experiment churnflow-e2e \
     --run-name "cluster-e2e $(date -u +%Y-%m-%dT%H:%M:%SZ)" --set namespace="$NAMESPACE" \
-    --set serve_image="$SERVE_IMAGE" --set deploy_mode=apply --set deployment_mode="$MODE" \
+    --set serve_image="$SERVE_IMAGE" --set deploy_action=apply --set deployment_mode="$MODE" \
     --set store_secret= --set min_roc_auc=0.6 | tee "$WORKDIR/submit.log"
   RUN_ID=$(awk '/started run/ {print $4}' "$WORKDIR/submit.log")
   [[ -n "$RUN_ID" ]] || fail "no run id in the submit output"
@@ -318,7 +318,7 @@ if ! ((DRY_RUN)); then
 fi
 ok "serving $GOOD_URI (model version $EXPECTED_VERSION)"
 
-step "score: the original design's request over v1 and v2 through the ingress"
+step "score: the classic churn request over v1 and v2 through the ingress"
 start_port_forward
 score "/v1/models/$MODEL_NAME:predict" "$WORKDIR/v1-request.json" "$WORKDIR/v1-answer.json"
 if ! ((DRY_RUN)); then
@@ -337,7 +337,7 @@ if [[ "$MODE" == Serverless ]]; then
   step "canary that passes: 20% on a new revision, promoted"
   run "$CHURNFLOW" deploy --model-uri "$GOOD_URI" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" --store-secret "" \
     --deployment-mode "$MODE" --model-version "$EXPECTED_VERSION" --metadata-sha256 "$GOOD_DIGEST" \
-    --run-name "cluster-e2e canary that should pass" --canary 20 --timeout 600
+    --run-name "cluster-e2e canary that should pass" --canary-percent 20 --timeout 600
   if ! ((DRY_RUN)); then
     [[ -z "$(isvc_field '{.spec.predictor.canaryTrafficPercent}')" ]] || fail "the canary was not promoted"
   fi
@@ -348,7 +348,7 @@ fi
 
 step "canary that fails: a model that does not exist never turns Ready; the rollout is rolled back"
 canary=()
-[[ "$MODE" == Serverless ]] && canary=(--canary 20)
+[[ "$MODE" == Serverless ]] && canary=(--canary-percent 20)
 say "$CHURNFLOW deploy --model-uri $MISSING_MODEL_URI ... ${canary[*]} --timeout 300   (must fail)"
 if ! ((DRY_RUN)); then
   if "$CHURNFLOW" deploy --model-uri "$MISSING_MODEL_URI" --namespace "$NAMESPACE" --image "$SERVE_IMAGE" --store-secret "" \

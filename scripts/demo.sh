@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job of the README: train → evaluate → deploy locally through kfp.local, then serve the
-# released model with KServe's ModelServer and answer the original design's curl request (v1) and
+# released model with KServe's ModelServer and answer the classic churn curl request (v1) and
 # the same customer over the Open Inference Protocol (v2). The server keeps running until Ctrl-C;
 # set CHURNFLOW_DEMO_EXIT=1 to stop after the sample requests.
 # It writes where every other command looks by default: runs/latest (runs/latest/model is what
@@ -35,7 +35,7 @@ for _ in $(seq 1 300); do
   kill -0 $server 2>/dev/null || { echo "demo: the model server exited" >&2; exit 1; }
   sleep 0.2
 done
-echo "--- v1 (the original design's request):"
+echo "--- v1 (the classic churn request):"
 curl -s -X POST "http://127.0.0.1:$port/v1/models/churn:predict" -H "Content-Type: application/json" \
   -d '{"instances": [{"tenure": 12, "usage": 50, "age": 30, "monthly_charges": 70, "contract_type": "Month-to-month"}]}'
 echo

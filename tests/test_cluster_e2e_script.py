@@ -26,7 +26,7 @@ STEPS = [
     "data credentials",
     "submit",
     "wait: the run succeeds",
-    "score: the original design's request over v1 and v2",
+    "score: the classic churn request over v1 and v2",
     "served version",
     "canary that passes",
     "canary that fails",
@@ -79,7 +79,7 @@ def test_dry_run_walks_every_step_and_renders_valid_manifests(tmp_path, isvc_val
         "s3://mlpipeline/churnflow-e2e/no-such-model",
     ):
         assert command in out, command
-    assert ("--canary 20" in out) == (mode == "Serverless")
+    assert ("--canary-percent 20" in out) == (mode == "Serverless")
 
     pipeline, _platform = yaml.safe_load_all((tmp_path / "churn_pipeline.yaml").read_text())  # spec, Secrets
     assert pipeline["pipelineInfo"]["name"] == "churnflow-training"

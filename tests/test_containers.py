@@ -245,7 +245,7 @@ def test_serve_image_answers_as_the_rendered_predictor_container(
     assert set(answer) == {"churn", "probability"} and 0 <= answer["probability"] <= 1
     listed = httpx.post(f"{url}/v1/models/churn:predict", json={"instances": [list(ROW.values())]})
     assert listed.json()["predictions"] == [answer]
-    bare = httpx.post(f"{url}/predict", json=ROW)  # the original design's curl body and route
+    bare = httpx.post(f"{url}/predict", json=ROW)  # the Flask baseline's curl body and route
     assert bare.status_code == 200 and bare.json() == answer
     inputs = [{"name": n, "shape": [1], "datatype": TYPES[n], "data": [ROW[n]]} for n in ROW]
     v2 = httpx.post(f"{url}/v2/models/churn/infer", json={"inputs": inputs})

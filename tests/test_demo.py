@@ -28,7 +28,7 @@ def test_demo_script_answers_the_original_request(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    v1 = json.loads(lines[lines.index("--- v1 (the original design's request):") + 1])
+    v1 = json.loads(lines[lines.index("--- v1 (the classic churn request):") + 1])
     (prediction,) = v1["predictions"]
     assert prediction["churn"] in (0, 1) and 0 <= prediction["probability"] <= 1
     v2 = json.loads(lines[lines.index("--- v2 (Open Inference Protocol, one input per column):") + 1])

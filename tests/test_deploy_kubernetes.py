@@ -445,7 +445,7 @@ def test_the_deploy_step_applies_with_the_mode_and_writes_its_rollout_report(tmp
     kube = KubeAPIDouble(namespace="ml")
     try:
         monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "kubeconfig")))
-        common = {"name": "churn", "namespace": "ml", "image": "serve:1", "mode": "apply"}
+        common = {"name": "churn", "namespace": "ml", "image": "serve:1", "action": "apply"}
         common |= {"deployment_mode": "RawDeployment", "ready_timeout_seconds": 5, "poll_seconds": 0.01}
         deploy(model_dir, "s3://models/v1", {}, tmp_path / "isvc.yaml", model_version="v1", **common)
         report_path = tmp_path / "rollout.json"

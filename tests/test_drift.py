@@ -311,7 +311,7 @@ def multi_user(kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_retraining_starts_the_training_pipeline_through_kfp_client(
     kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 13 item 6: the token, the profile, the running pipeline's image, deploy mode, data, config."""
+    """Issue 13 item 6: the token, the profile, the running pipeline's image, deploy action, data, config."""
     multi_user(kfp_api, tmp_path, monkeypatch)
     kfp_api.version = "2.5.0"
     config = '{"target": "churn"}'
@@ -322,13 +322,13 @@ def test_retraining_starts_the_training_pipeline_through_kfp_client(
         name="retrain on drift",
         namespace="team-a",
         image="registry.example/churnflow-train:7",
-        deploy_mode="apply",
+        deploy_action="apply",
         dataset_config=config,
     )
     assert arguments == {
         "data_uri": "s3://bucket/customers/latest.csv",
         "min_roc_auc": 0.75,
-        "deploy_mode": "apply",
+        "deploy_action": "apply",
         "dataset_config": config,
         "namespace": "team-a",
     }
@@ -381,9 +381,9 @@ def test_the_drift_pipeline_retrains_on_its_own_image(tmp_path: Path) -> None:
     spec = yaml.safe_load_all(path.read_text()).__next__()
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["train_image"]["defaultValue"] == "registry.example/churnflow-train:9"
-    assert parameters["deploy_mode"]["defaultValue"] == "apply"
+    assert parameters["deploy_action"]["defaultValue"] == "apply"
     retrain = spec["components"]["comp-condition-2"]["dag"]["tasks"]["retrain-op"]["inputs"]["parameters"]
-    for name in ("train_image", "deploy_mode", "dataset_config", "data_uri", "namespace", "service_account"):
+    for name in ("train_image", "deploy_action", "dataset_config", "data_uri", "namespace", "service_account"):
         assert retrain[name]["componentInputParameter"] == f"pipelinechannel--{name}"
     platform = list(yaml.safe_load_all(path.read_text()))[1]["platforms"]["kubernetes"]["deploymentSpec"]
     labels = platform["executors"]["exec-retrain-op"]["podMetadata"]["labels"]
@@ -424,7 +424,7 @@ def test_the_drift_pipeline_runs_locally_and_retrains_on_drift(
     (run,) = kfp_api.posted("/apis/v2beta1/runs")
     assert run["runtime_config"]["parameters"] == {
         "data_uri": "/data/customers-latest.csv",
-        "deploy_mode": "apply",
+        "deploy_action": "apply",
         "namespace": "team-a",
     }
     assert run["display_name"].startswith("retrain churn on drift")

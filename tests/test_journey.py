@@ -206,3 +206,62 @@ def test_drift_after_a_retrain_says_the_window_holds_other_versions(model_dir, t
     assert "not judged" not in out
     report = json.loads((tmp_path / "report" / "drift.json").read_text())
     assert report["other_versions"] == {"20261101000000-previous": 300}
+
+
+class _Artifact:
+    """What a KFP component body reads of an Input/Output artifact here: its local path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.metadata: dict = {}
+
+
+class _Metrics(_Artifact):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.logged: dict[str, float] = {}
+
+    def log_metric(self, name: str, value: float) -> None:
+        self.logged[name] = value
+
+
+def test_the_drift_component_does_not_retrain_on_a_window_of_other_versions(model_dir, tmp_path, capsys):
+    """The KFP drift check reaches the verdict `churnflow drift` does (one function decides both): a window
+    of the previous version's predictions is "not judged" there too, returns False (no retrain), and
+    drift.json, the KFP metrics and the log say so."""
+    from churnflow.components.drift_check.component import drift_check_op
+    from churnflow.components.drift_check.logic import check
+    from churnflow.monitoring.drift import NOT_JUDGED
+
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    store_predictions(url, "20261101000000-previous", synthetic_customers(300, 5), dt.datetime(2026, 11, 1))
+
+    report, verdict = check(url, model_dir, tmp_path / "plain")
+    assert verdict.outcome == NOT_JUDGED and not verdict.retrain
+    assert verdict.other_versions == {"20261101000000-previous": 300}
+    assert json.loads((tmp_path / "plain" / "drift.json").read_text())["verdict"] == NOT_JUDGED
+
+    out = tmp_path / "kfp"
+    metrics = _Metrics(out / "metrics")
+    retrain = drift_check_op.python_func(
+        store_url=url,
+        model=_Artifact(model_dir),
+        evaluation=_Artifact(model_dir / "evaluation.json"),
+        model_name="churn",
+        window=10_000,
+        psi_watch=0.1,
+        psi_act=0.25,
+        alpha=0.05,
+        precision_drop=0.1,
+        min_rows=100,
+        min_labelled=100,
+        report=_Artifact(out / "drift.html"),
+        report_json=_Artifact(out / "drift.json"),
+        prometheus=_Artifact(out / "drift.prom"),
+        metrics=metrics,
+    )
+    assert retrain is False
+    assert metrics.logged["judged"] == 0.0 and metrics.logged["other_versions_predictions"] == 300.0
+    assert json.loads((out / "drift.json").read_text())["other_versions"] == {"20261101000000-previous": 300}
+    assert "Not judged: 0 predictions of " in (out / "drift.html").read_text()
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("  → not judged: 0 predictions of ")

@@ -70,7 +70,7 @@ def test_every_protocol_is_logged_with_ids_features_and_scores(model: ChurnModel
     # v1 instances with customer ids and the caller's request id
     instances = [{**CUSTOMER, "customer_id": "C1"}, {**CUSTOMER, "tenure": 60, "customer_id": "C2"}]
     v1_batch, v1 = score(model, {"instances": instances}, {"x-request-id": "req-v1"})
-    # the original design's bare body, no id anywhere
+    # a bare object body (the classic POST /predict request), no id anywhere
     bare_batch, _ = score(model, dict(CUSTOMER))
     # v2 named tensors, with an id column and the request id
     inputs = [

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from churnflow.core.errors import ChurnflowError
+from churnflow.pipelines.kubeflow import DEFAULT_EXPERIMENT, DEFAULT_SERVICE_ACCOUNT
 
 
 def _task_resources(args: argparse.Namespace):  # -> TaskResources | None
@@ -146,16 +147,16 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 def _add_kubeflow_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080")
     command.add_argument("--namespace", default="", help="Kubeflow profile namespace (multi-user clusters)")
-    command.add_argument("--experiment", default="churnflow")
+    command.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     command.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
     command.add_argument("--data", help="data_uri for the runs")
     command.add_argument("--config", help="dataset config file, sent as the dataset_config parameter")
     command.add_argument("--set", action="append", metavar="NAME=VALUE", help="a pipeline parameter (repeatable)")
     command.add_argument(
         "--service-account",
-        default="churnflow-pipeline",
-        help="Kubernetes service account the run's pods use (default churnflow-pipeline, from manifests/rbac.yaml; "
-        "'' for the namespace's default)",
+        default=DEFAULT_SERVICE_ACCOUNT,
+        help=f"Kubernetes service account the run's pods use (default {DEFAULT_SERVICE_ACCOUNT}, from "
+        "manifests/rbac.yaml; '' for the namespace's default)",
     )
     _add_backend_option(command)
 

@@ -6,8 +6,9 @@ import argparse
 import os
 
 from churnflow.cli.exits import DRIFT_EXIT, EXIT_INPUT_ERROR, EXIT_OTHER_VERSIONS
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
 from churnflow.core.errors import ChurnflowError
-from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH
+from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW
 
 
 def _store_url(args: argparse.Namespace) -> str:
@@ -39,33 +40,10 @@ def _cmd_outcomes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _other_versions(store_url: str, report: dict, *, model_name: str, window: int | None, since) -> dict[str, int]:
-    """Predictions in the same window (newest N, or since a time) made by other versions of the model.
-
-    After a retrain the window is mostly the previous version's predictions, which the default check
-    leaves out; a check that then says "0 predictions, no drift" must say why.
-    """
-    from churnflow.store.database import PredictionStore
-
-    store = PredictionStore(store_url)
-    try:
-        frame = store.call(
-            "reading predictions",
-            store.read_predictions,
-            model_name=model_name,
-            window=None if since is not None and window is None else window,
-            since=since,
-        )
-    finally:
-        store.close()
-    versions = frame.loc[frame["model_version"] != report.get("model_version"), "model_version"]
-    return {str(v): int(n) for v, n in versions.value_counts().items()}
-
-
 def _cmd_drift(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from churnflow.monitoring.drift import Thresholds, run_check, summary
+    from churnflow.monitoring.drift import DRIFT, NOT_JUDGED, Thresholds, judge, run_check, summary
     from churnflow.monitoring.drift_report import write_report
 
     since = None
@@ -84,7 +62,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         min_rows=args.min_rows,
         min_labelled=args.min_labelled,
     )
-    window_size = args.window if args.window is not None else (None if since else 10_000)
+    window_size = args.window if args.window is not None else (None if since else DEFAULT_WINDOW)
     report = run_check(
         _store_url(args),
         args.model_dir,
@@ -95,28 +73,11 @@ def _cmd_drift(args: argparse.Namespace) -> int:
         evaluation_path=args.evaluation,
         thresholds=thresholds,
     )
-    others = (
-        {}
-        if args.any_version
-        else _other_versions(_store_url(args), report, model_name=args.model_name, window=window_size, since=since)
-    )
-    report["other_versions"] = others  # also in drift.json
+    verdict = judge(report)
     lines = summary(report).splitlines()  # the last line is the verdict
-    status = DRIFT_EXIT if report["drift"] else 0
-    if others:
-        version = report.get("model_version")
-        listed = ", ".join(f"{n} of {v}" for v, n in sorted(others.items(), key=lambda item: (-item[1], item[0])))
-        lines.insert(
-            -1,
-            f"  note: the window also holds {sum(others.values())} predictions of other model versions ({listed}), "
-            f"not counted: only {version}'s are; --any-version counts them all",
-        )
-        if not report["drift"] and report["window"]["rows"] < args.min_rows:
-            lines[-1] = (
-                f"  → not judged: {report['window']['rows']} predictions of {version}, the rest are other "
-                f"versions' (exit status {EXIT_OTHER_VERSIONS})"
-            )
-            status = EXIT_OTHER_VERSIONS
+    status = {DRIFT: DRIFT_EXIT, NOT_JUDGED: EXIT_OTHER_VERSIONS}.get(verdict.outcome, 0)
+    if status == EXIT_OTHER_VERSIONS:
+        lines[-1] += f" (exit status {EXIT_OTHER_VERSIONS})"
     print("\n".join(lines))
     if args.report:
         paths = write_report(report, args.report)
@@ -150,9 +111,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     drift.add_argument("--store", metavar="URL", help="the prediction store (default: $CHURNFLOW_STORE_URL)")
     drift.add_argument("--model-dir", required=True, help="the deployed model's directory")
-    drift.add_argument("--model-name", default="churn")
+    drift.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     window = drift.add_mutually_exclusive_group()
-    window.add_argument("--window", type=int, help="the newest N predictions (default 10000)")
+    window.add_argument("--window", type=int, help=f"the newest N predictions (default {DEFAULT_WINDOW})")
     window.add_argument("--since", metavar="ISO", help="every prediction since this time (e.g. 2026-05-01T00:00:00Z)")
     drift.add_argument("--report", metavar="DIR", help="write drift.json, drift.html and drift.prom here")
     drift.add_argument("--evaluation", help="evaluation.json to compare with (default: the model directory's)")
@@ -169,16 +130,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="count the predictions of every model version in the window (default: only the --model-dir's version; "
         "the others are reported, and exit status 5 says when they left too few to judge)",
     )
-    drift.add_argument("--psi-watch", type=float, default=PSI_WATCH, help=f"PSI worth watching (default {PSI_WATCH})")
+    t = DEFAULT_THRESHOLDS  # the one place these defaults are declared (the drift pipeline reads it too)
     drift.add_argument(
-        "--psi-act", type=float, default=PSI_ACT, help=f"PSI that is drift on its own (default {PSI_ACT})"
+        "--psi-watch", type=float, default=t.psi_watch, help=f"PSI worth watching (default {t.psi_watch})"
     )
-    drift.add_argument("--alpha", type=float, default=0.05, help="test level before Bonferroni (default 0.05)")
     drift.add_argument(
-        "--precision-drop", type=float, default=0.10, help="relative precision drop that is drift (default 0.10)"
+        "--psi-act", type=float, default=t.psi_act, help=f"PSI that is drift on its own (default {t.psi_act})"
     )
-    drift.add_argument("--min-rows", type=int, default=100, help="fewest predictions to judge drift (default 100)")
+    drift.add_argument("--alpha", type=float, default=t.alpha, help=f"test level before Bonferroni (default {t.alpha})")
     drift.add_argument(
-        "--min-labelled", type=int, default=100, help="fewest predictions with ground truth for accuracy (default 100)"
+        "--precision-drop",
+        type=float,
+        default=t.precision_drop,
+        help=f"relative precision drop that is drift (default {t.precision_drop})",
+    )
+    drift.add_argument(
+        "--min-rows", type=int, default=t.min_rows, help=f"fewest predictions to judge drift (default {t.min_rows})"
+    )
+    drift.add_argument(
+        "--min-labelled",
+        type=int,
+        default=t.min_labelled,
+        help=f"fewest predictions with ground truth for accuracy (default {t.min_labelled})",
     )
     drift.set_defaults(func=_cmd_drift)

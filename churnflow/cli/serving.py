@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
+
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from churnflow.predictor.server import serve
@@ -30,7 +32,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     srv.add_argument("--model-dir", required=True, help="model directory or storage URI (pvc://, s3://, gs://)")
     srv.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
     srv.add_argument("--grpc-port", type=int, default=0, help="gRPC port (default: none)")
-    srv.add_argument("--model-name", default="churn")
+    srv.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
     srv.add_argument("--workers", type=int, default=1)
     srv.add_argument(
         "--max-batch", type=int, help="most rows one request may carry (default 10000, or $CHURNFLOW_MAX_BATCH)"

@@ -23,6 +23,7 @@ from typing import Any
 
 from churnflow.core.errors import ChurnflowError
 
+DEFAULT_MODEL_NAME = "churn"  # the name a model is deployed, served and logged under unless told otherwise
 MODEL_FILE = "model.joblib"
 ONNX_FILE = "model.onnx"
 ONNX_INPUT, ONNX_OUTPUT = "features", "probability"  # the compiled forest's tensor names

@@ -157,7 +157,8 @@ def parse_config_text(text: str, source: str = "(inline)") -> DatasetConfig:
 
 
 def load_config(path: str | Path | None) -> DatasetConfig:
-    """Reads a dataset config file; None means the packaged default (the original design's table)."""
+    """Reads a dataset config file; None means the packaged default (the five-column classic table:
+    tenure, usage, age, monthly_charges, contract_type)."""
     if path is None:
         text = resources.files("churnflow").joinpath("configs/default.yaml").read_text()
         return parse_config_text(text, "default.yaml")

@@ -1,6 +1,6 @@
 """Model settings as pipeline parameters (plain strings and numbers) and back, for each model family.
 
-Two families are tuned side by side: the original design's random forest and scikit-learn's
+Two families are tuned side by side: a random forest (100 trees, random_state 42 by default) and scikit-learn's
 histogram gradient boosting. Which one serves a table is decided by cross-validation with a
 noise-aware rule (components/tune/logic.py), not fixed here.
 """
@@ -30,7 +30,7 @@ has its own CPU limit and uses all of it."""
 
 
 class ForestParams(BaseModel):
-    """The original design's defaults (100 trees, random_state 42) plus the knobs worth tuning.
+    """The baseline script's forest (100 trees, random_state 42) as defaults, plus the knobs worth tuning.
 
     Pipeline parameters cannot be None, so `max_depth=0` means unlimited, `class_weight=""` means
     none and `max_features` is a string ("sqrt", "log2", "none", a fraction like "0.5" or a count).

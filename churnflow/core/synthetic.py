@@ -4,7 +4,7 @@ Two layouts (`churnflow generate --layout ...`):
 
 - `classic`: the default dataset config's columns. Churn is drawn from a logistic model in which a
   short tenure, a month-to-month contract and high monthly charges raise the odds, so a good model has
-  something to find (unlike the original design's coin-flip target).
+  something to find (unlike the baseline script's coin-flip target, bench/baseline_train.py).
 - `telco`: the 21 columns of IBM's public "Telco Customer Churn" sample (Yes/No churn, blank
   `TotalCharges` for brand-new customers), so `examples/telco/config.yaml` runs on a fresh clone
   without downloading anything. The values are invented; only the layout and quirks are the sample's.

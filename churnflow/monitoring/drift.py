@@ -30,44 +30,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from churnflow.core.artifact import EVALUATION_FILE, METADATA_FILE
+from churnflow.core.artifact import DEFAULT_MODEL_NAME, EVALUATION_FILE, METADATA_FILE
 from churnflow.core.errors import ChurnflowError
-from churnflow.monitoring.psi import PSI_ACT, PSI_WATCH, psi
+from churnflow.monitoring.psi import psi
 from churnflow.monitoring.reference import DECILES, MISSING_BIN, UNSEEN_BIN, load_reference, numeric_bins
+from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW, Thresholds
 
 REFERENCE_SAMPLE = 2000
 OK, WATCH, DRIFT, INSUFFICIENT, UNAVAILABLE = "ok", "watch", "drift", "insufficient data", "unavailable"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """When a statistic counts as drift; every one is a `churnflow drift` option."""
-
-    psi_watch: float = PSI_WATCH
-    psi_act: float = PSI_ACT
-    alpha: float = 0.05
-    """family-wise significance level, divided among the features tested (Bonferroni)"""
-    precision_drop: float = 0.10
-    """relative precision drop against the evaluation that counts as accuracy drift (0.10 = 10%)"""
-    min_rows: int = 100
-    """fewest predictions in the window for data and prediction drift to be judged"""
-    min_labelled: int = 100
-    """fewest predictions with ground truth for accuracy drift to be judged"""
-
-    def __post_init__(self) -> None:
-        if not 0 < self.psi_watch <= self.psi_act:
-            raise ChurnflowError(
-                f"drift thresholds: need 0 < psi_watch <= psi_act, got {self.psi_watch} and {self.psi_act}"
-            )
-        if not 0 < self.alpha < 1:
-            raise ChurnflowError(f"drift thresholds: alpha must be between 0 and 1, got {self.alpha}")
-        if not 0 < self.precision_drop < 1:
-            raise ChurnflowError(f"drift thresholds: precision_drop must be between 0 and 1, got {self.precision_drop}")
-        if self.min_rows < 1 or self.min_labelled < 1:
-            raise ChurnflowError("drift thresholds: min_rows and min_labelled must be at least 1")
-
-
-DEFAULT_THRESHOLDS = Thresholds()
+NO_DRIFT, NOT_JUDGED = "no drift", "not judged"  # the two verdicts besides DRIFT
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -319,14 +290,17 @@ def run_check(
     store_url: str,
     model_dir: str | Path,
     *,
-    model_name: str = "churn",
-    window: int | None = 10_000,
+    model_name: str = DEFAULT_MODEL_NAME,
+    window: int | None = DEFAULT_WINDOW,
     since: dt.datetime | None = None,
     any_version: bool = False,
     evaluation_path: str | Path | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
 ) -> dict[str, Any]:
-    """The drift check `churnflow drift` and the KFP component run: store window vs model directory."""
+    """The drift check `churnflow drift` and the KFP component run: store window vs model directory.
+
+    The report also counts the window's predictions of other versions of the model (`other_versions`,
+    unless `any_version` counts them all) and carries the verdict (`verdict`, see `judge`)."""
     from churnflow.store.database import PredictionStore
 
     model_dir = Path(model_dir)
@@ -349,6 +323,7 @@ def run_check(
             since=since,
         )
         labelled = store.call("reading outcomes", store.labelled, predictions)
+        others = {} if any_version else _other_versions(store, model_name, version, window, since)
     finally:
         store.close()
     report = check(predictions, labelled, reference, evaluation, thresholds)
@@ -359,8 +334,85 @@ def run_check(
         store=store.display_url,
         checked_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         selection={"window": window, "since": since.isoformat() if since else None, "any_version": any_version},
+        other_versions=others,
     )
+    report["verdict"] = judge(report).outcome
     return report
+
+
+def _other_versions(
+    store: Any, model_name: str, version: str, window: int | None, since: dt.datetime | None
+) -> dict[str, int]:
+    """Predictions in the same window (newest N, or since a time) made by other versions of the model.
+
+    After a retrain the window is mostly the previous version's predictions, which the check leaves
+    out; a check that then says "0 predictions, no drift" must say why."""
+    frame = store.call(
+        "reading predictions",
+        store.read_predictions,
+        model_name=model_name,
+        window=None if since is not None and window is None else window,
+        since=since,
+    )
+    versions = frame.loc[frame["model_version"] != version, "model_version"]
+    return {str(v): int(n) for v, n in versions.value_counts().items()}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a drift check concludes, decided in this one place so that `churnflow drift` (exit status)
+    and the KFP drift check (whether the pipeline retrains) can never disagree.
+
+    `outcome` is DRIFT, NO_DRIFT or NOT_JUDGED: too few predictions of this model version to judge while
+    the window holds other versions' (after a retrain, before the new version has served enough).
+    Drift found in what there is still counts as drift."""
+
+    outcome: str
+    model_version: str
+    rows: int
+    other_versions: dict[str, int]
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def retrain(self) -> bool:
+        """Only drift retrains: a window not judged says nothing about the model."""
+        return self.outcome == DRIFT
+
+    def headline(self) -> str:
+        """The verdict in a few words, with the reasons for drift."""
+        if self.outcome == DRIFT:
+            return "DRIFT: " + "; ".join(self.reasons)
+        if self.outcome == NOT_JUDGED:
+            return f"not judged: {self.rows} predictions of {self.model_version}, the rest are other versions'"
+        return NO_DRIFT
+
+    def lines(self) -> list[str]:
+        """The note on other versions (if any) and the verdict line, as the terminal shows them."""
+        lines = []
+        if self.other_versions:
+            listed = ", ".join(
+                f"{n} of {v}" for v, n in sorted(self.other_versions.items(), key=lambda item: (-item[1], item[0]))
+            )
+            lines.append(
+                f"  note: the window also holds {sum(self.other_versions.values())} predictions of other model "
+                f"versions ({listed}), not counted: only {self.model_version}'s are; --any-version counts them all"
+            )
+        lines.append(f"  → {self.headline()}")
+        return lines
+
+
+def judge(report: dict[str, Any]) -> Verdict:
+    """The verdict of a report from `check`/`run_check` (its thresholds and `other_versions` included)."""
+    rows = report["window"]["rows"]
+    others = dict(report.get("other_versions") or {})
+    min_rows = report.get("thresholds", {}).get("min_rows", DEFAULT_THRESHOLDS.min_rows)
+    if report["drift"]:
+        outcome = DRIFT
+    elif others and rows < min_rows:
+        outcome = NOT_JUDGED
+    else:
+        outcome = NO_DRIFT
+    return Verdict(outcome, str(report.get("model_version", "")), rows, others, tuple(report.get("reasons", ())))
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -382,6 +434,5 @@ def summary(report: dict[str, Any]) -> str:
             f"(drop {acc['precision_drop']:.1%})  {acc['status']}"
         )
     lines += [f"  note: {n}" for n in report["notes"]]
-    verdict = "DRIFT: " + "; ".join(report["reasons"]) if report["drift"] else "no drift"
-    lines.append(f"  → {verdict}")
+    lines += judge(report).lines()  # the last line is the verdict
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from churnflow.core.errors import ChurnflowError
-from churnflow.monitoring.drift import DRIFT, OK, WATCH
+from churnflow.monitoring.drift import DRIFT, OK, WATCH, judge
 
 JSON_FILE, HTML_FILE, PROM_FILE = "drift.json", "drift.html", "drift.prom"
 STATUS_VALUE = {OK: 0, WATCH: 1, DRIFT: 2}
@@ -172,7 +172,8 @@ def bar_chart(title: str, bins: list[str], reference: list[float], live: list[fl
 
 def render_html(report: dict[str, Any]) -> str:
     verdict_class = DRIFT if report["drift"] else OK
-    verdict = "Drift: " + "; ".join(report["reasons"]) if report["drift"] else "No drift"
+    verdict = judge(report).headline()  # the verdict the terminal shows, and the KFP drift check acts on
+    verdict = "Drift: " + "; ".join(report["reasons"]) if report["drift"] else verdict[:1].upper() + verdict[1:]
     window = report["window"]
     out = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",

@@ -12,11 +12,31 @@ import json
 import math
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 from churnflow.core.errors import ChurnflowError
 
 INFERENCE = 'protocol=~"v1|v2|compat"'
+NO_CANARY = 0
+"""the default canary share (percent of traffic): none, the new model takes all traffic once it serves"""
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """How a canary is judged: its bake window and the bounds against the stable model.
+
+    The defaults here are the only declaration of them: `churnflow deploy`'s options, the deploy step and
+    the training pipeline's parameters all read `DEFAULT_CANARY` (tests/test_deploy_defaults.py checks)."""
+
+    prometheus_url: str = ""
+    bake_seconds: float = 300.0
+    max_error_ratio_increase: float = 0.01  # absolute: canary 5xx/all may exceed stable's by this much
+    max_p99_ratio: float = 1.5  # canary p99 may be this many times stable's p99
+    min_requests: int = 20  # fewer canary requests in the window: no evidence, no promotion
+
+
+DEFAULT_CANARY = CanaryPolicy()
 
 
 def _selector(namespace: str, version: str) -> str:
@@ -61,7 +81,7 @@ def measure(prometheus_url: str, namespace: str, version: str, window: str) -> d
     }
 
 
-def decide(stable: dict[str, Any], canary: dict[str, Any], policy: Any) -> tuple[str, str]:
+def decide(stable: dict[str, Any], canary: dict[str, Any], policy: CanaryPolicy) -> tuple[str, str]:
     """promote, or rollback with the bound that was broken."""
     if canary["requests"] < policy.min_requests:
         return "rollback", (
@@ -88,7 +108,9 @@ def decide(stable: dict[str, Any], canary: dict[str, Any], policy: Any) -> tuple
     )
 
 
-def judge_from_prometheus(*, policy: Any, namespace: str, stable_version: str, canary_version: str) -> dict[str, Any]:
+def judge_from_prometheus(
+    *, policy: CanaryPolicy, namespace: str, stable_version: str, canary_version: str
+) -> dict[str, Any]:
     """The bake's numbers and decision, as the deploy step reports them (JSON and KFP metrics)."""
     window = f"{max(1, math.ceil(policy.bake_seconds))}s"
     stable = measure(policy.prometheus_url, namespace, stable_version, window)

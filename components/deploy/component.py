@@ -14,7 +14,7 @@ def deploy_op(
     serve_image: str,
     pipeline_run: str,
     local_release_dir: str,
-    deploy_mode: str,
+    deploy_action: str,
     canary_percent: int,
     ready_timeout_seconds: float,
     storage_service_account: str,
@@ -30,10 +30,12 @@ def deploy_op(
     rollout_metrics: Output[Metrics],
 ):
     """Renders the InferenceService for the new model; locally, also releases the model directory.
-    In apply mode rolls it out; `rollout` (JSON) and `rollout_metrics` carry a canary's numbers and decision."""
+    With `deploy_action` "apply" rolls it out; `rollout` (JSON) and `rollout_metrics` carry a canary's
+    numbers and decision. No defaults here: KFP copies only this function's source into the task, and the
+    pipeline passes every value (its parameters' defaults come from components/deploy/canary.py)."""
     import json
 
-    from churnflow.components.deploy.canary import metrics
+    from churnflow.components.deploy.canary import CanaryPolicy, metrics
     from churnflow.components.deploy.logic import deploy
 
     with open(report.path) as handle:
@@ -49,17 +51,19 @@ def deploy_op(
         model_version=model.metadata.get("model_version", ""),
         pipeline_run=pipeline_run,
         local_release_dir=local_release_dir,
-        mode=deploy_mode,
+        action=deploy_action,
         canary_percent=canary_percent,
         ready_timeout_seconds=ready_timeout_seconds,
         service_account=storage_service_account,
         deployment_mode=deployment_mode,
         store_secret=store_secret,
-        canary_bake_seconds=canary_bake_seconds,
-        prometheus_url=prometheus_url,
-        canary_max_error_ratio_increase=canary_max_error_ratio_increase,
-        canary_max_p99_ratio=canary_max_p99_ratio,
-        canary_min_requests=canary_min_requests,
+        canary=CanaryPolicy(
+            prometheus_url=prometheus_url,
+            bake_seconds=canary_bake_seconds,
+            max_error_ratio_increase=canary_max_error_ratio_increase,
+            max_p99_ratio=canary_max_p99_ratio,
+            min_requests=canary_min_requests,
+        ),
         rollout_report_path=rollout.path,
     )
     with open(rollout.path) as handle:

@@ -20,6 +20,7 @@ HTTP_PORT = 8080
 # The ServiceAccount manifests/storage.yaml ships: its Secret gives KServe's storage initializer the
 # S3 endpoint and keys of Kubeflow's MinIO, without which the predictor never becomes Ready.
 DEFAULT_STORAGE_SERVICE_ACCOUNT = "churnflow-storage"
+DEFAULT_NAMESPACE = "kubeflow-user-example-com"  # Kubeflow's example profile: where a deploy goes unless told
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 SERVERLESS, RAW_DEPLOYMENT = "Serverless", "RawDeployment"
 DEPLOYMENT_MODES = (SERVERLESS, RAW_DEPLOYMENT)

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from churnflow.components.deploy.canary import DEFAULT_CANARY, NO_CANARY, CanaryPolicy
 from churnflow.core.errors import ChurnflowError
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -52,6 +53,7 @@ MODES = (SERVERLESS, RAW)
 VERSION_LABEL = "churnflow.io/model-version"
 OWNED_PREFIX = "churnflow.io/"  # labels/annotations this code may delete; others belong to someone else
 WRITE_ATTEMPTS = 4
+READY_TIMEOUT_SECONDS = 600.0  # how long a new model may take to serve before it is rolled back (the one default)
 
 HttpGet = Callable[[str], dict]
 
@@ -87,18 +89,6 @@ class AdmissionRefused(ChurnflowError):
 
 class CanaryRolledBack(RolloutFailed):
     """The canary was served, measured and judged worse than the stable model, so it was rolled back."""
-
-
-@dataclass(frozen=True)
-class CanaryPolicy:
-    """How a canary is judged: its bake window and the bounds against the stable model."""
-
-    prometheus_url: str = ""
-    bake_seconds: float = 300
-    max_error_ratio_increase: float = 0.01  # absolute: canary 5xx/all may exceed stable's by this much
-    max_p99_ratio: float = 1.5  # canary p99 may be this many times stable's p99
-    min_requests: int = 20  # fewer canary requests in the window: no evidence, no promotion
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def custom_objects_api(kubeconfig: str | None = None, context: str | None = None) -> Any:
@@ -430,8 +420,8 @@ def apply_inferenceservice(
     api: Any,
     manifest: dict,
     *,
-    canary_percent: int = 0,
-    timeout_seconds: float = 600,
+    canary_percent: int = NO_CANARY,
+    timeout_seconds: float = READY_TIMEOUT_SECONDS,
     poll_seconds: float = 5,
     canary_policy: CanaryPolicy | None = None,
     http_get: HttpGet = http_get_json,
@@ -447,7 +437,7 @@ def apply_inferenceservice(
     what = f"inferenceservice {namespace}/{name}"
     if not 0 <= canary_percent <= 100:
         raise ChurnflowError(f"canary: expected a percentage from 0 to 100, got {canary_percent}")
-    policy = canary_policy or CanaryPolicy()
+    policy = canary_policy or DEFAULT_CANARY
     version = _version_of(manifest)
     existing = _get(api, namespace, name)
     mode = deployment_mode(existing, manifest)

@@ -27,17 +27,18 @@ def drift_check_op(
 ) -> bool:
     """Checks the store's newest `window` predictions for data, prediction and accuracy drift.
 
-    Returns whether there is drift (the pipeline's dsl.If reads it). An empty `store_url` reads
-    CHURNFLOW_STORE_URL, which the pipeline fills from the store Secret. With `pushgateway` set, the
-    results go to that Prometheus Pushgateway (where the precision-drop alert reads them); a failed
-    push is reported in the log and does not stop the check's verdict from acting.
+    Returns whether to retrain: only a DRIFT verdict (the pipeline's dsl.If reads it); "not judged" (too
+    few predictions of this model version while the window holds other versions') and "no drift" do not.
+    An empty `store_url` reads CHURNFLOW_STORE_URL, which the pipeline fills from the store Secret. With
+    `pushgateway` set, the results go to that Prometheus Pushgateway (where the precision-drop alert
+    reads them); a failed push is reported in the log and does not stop the check's verdict from acting.
     """
     import os
     import shutil
     import tempfile
 
     from churnflow.components.drift_check.logic import check
-    from churnflow.monitoring.drift import Thresholds, summary
+    from churnflow.monitoring.drift import NOT_JUDGED, Thresholds, summary
     from churnflow.monitoring.drift_report import HTML_FILE, JSON_FILE, PROM_FILE
 
     thresholds = Thresholds(
@@ -50,7 +51,7 @@ def drift_check_op(
     )
     url = store_url or os.environ.get("CHURNFLOW_STORE_URL", "")
     with tempfile.TemporaryDirectory() as directory:
-        result = check(
+        result, verdict = check(
             url,
             model.path,
             directory,
@@ -63,6 +64,8 @@ def drift_check_op(
             os.makedirs(os.path.dirname(target.path) or ".", exist_ok=True)
             shutil.copyfile(os.path.join(directory, source), target.path)
     metrics.log_metric("drift", 1.0 if result["drift"] else 0.0)
+    metrics.log_metric("judged", 0.0 if verdict.outcome == NOT_JUDGED else 1.0)
+    metrics.log_metric("other_versions_predictions", float(sum(verdict.other_versions.values())))
     metrics.log_metric("window_predictions", float(result["window"]["rows"]))
     for name, feature in result["data_drift"].get("features", {}).items():
         metrics.log_metric(f"psi_{name}", round(feature["psi"], 6))
@@ -78,7 +81,7 @@ def drift_check_op(
             print(f"drift-check: results pushed to {pushgateway} (group {group})")
         except ChurnflowError as error:
             print(f"drift-check: warning: {error}")
-    return bool(result["drift"])
+    return verdict.retrain
 
 
 @churnflow_component
@@ -90,7 +93,7 @@ def retrain_op(
     data_uri: str,
     training_arguments: str,
     train_image: str,
-    deploy_mode: str,
+    deploy_action: str,
     dataset_config: str,
     service_account: str,
 ) -> str:
@@ -111,7 +114,7 @@ def retrain_op(
         experiment=experiment,
         name=run_name(report),
         image=train_image,
-        deploy_mode=deploy_mode,
+        deploy_action=deploy_action,
         dataset_config=dataset_config,
         service_account=service_account,
     )

@@ -1,14 +1,17 @@
 """Drift-check logic (plain Python; the KFP wrappers in component.py and `churnflow drift` call it).
 
-`check` runs churnflow.monitoring.drift over the store's window and writes the report (drift.json,
-drift.html, drift.prom). `retraining_arguments` and `start_retraining` start the training pipeline
-on a Kubeflow Pipelines endpoint through kfp.Client, with the latest data.
+`check` runs churnflow.monitoring.drift over the store's window, writes the report (drift.json,
+drift.html, drift.prom) and returns it with its verdict (churnflow.monitoring.drift.judge, the same
+`churnflow drift` turns into its exit status): only DRIFT retrains, so a window still filled by the
+previous model version's predictions after a retrain is "not judged" and starts nothing.
+`retraining_arguments` and `start_retraining` start the training pipeline on a Kubeflow Pipelines
+endpoint through kfp.Client, with the latest data.
 
 On a cluster the retrain runs inside a drift-pipeline pod: it talks to the in-cluster KFP API with
 the pod's projected service-account token (multi-user Kubeflow refuses it otherwise), creates the
 run in the profile's namespace (the pod's own unless given), compiles the training pipeline for the
 backend the API reports, on the image the drift pipeline runs (a parameter whose default is set at
-compile time), and passes the deploy mode, data URI and dataset config on.
+compile time), and passes the deploy action (render or apply), data URI and dataset config on.
 """
 
 from __future__ import annotations
@@ -23,12 +26,20 @@ from typing import Any
 
 import yaml
 
+from churnflow.core.artifact import DEFAULT_MODEL_NAME
 from churnflow.core.errors import ChurnflowError
-from churnflow.monitoring.drift import DEFAULT_THRESHOLDS, Thresholds, run_check
+from churnflow.monitoring.drift import (
+    DEFAULT_THRESHOLDS,
+    DEFAULT_WINDOW,
+    Thresholds,
+    Verdict,
+    judge,
+    run_check,
+)
 from churnflow.monitoring.drift_report import write_report
+from churnflow.pipelines.kubeflow import DEFAULT_EXPERIMENT, DEFAULT_SERVICE_ACCOUNT
+from churnflow.pipelines.parameters import current_name
 
-DEFAULT_EXPERIMENT = "churnflow"
-DEFAULT_SERVICE_ACCOUNT = "churnflow-pipeline"  # manifests/rbac.yaml; pipelines/kubeflow.py says the same
 # The namespace a pod runs in (in a Kubeflow profile: the profile), as Kubernetes mounts it.
 POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -38,12 +49,12 @@ def check(
     model_dir: str | Path,
     report_dir: str | Path,
     *,
-    model_name: str = "churn",
-    window: int | None = 10_000,
+    model_name: str = DEFAULT_MODEL_NAME,
+    window: int | None = DEFAULT_WINDOW,
     evaluation_path: str | Path | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
-) -> dict[str, Any]:
-    """Runs the drift check and writes its report into `report_dir`; returns the report."""
+) -> tuple[dict[str, Any], Verdict]:
+    """Runs the drift check and writes its report into `report_dir`; returns the report and its verdict."""
     report = run_check(
         store_url,
         model_dir,
@@ -53,7 +64,7 @@ def check(
         thresholds=thresholds,
     )
     write_report(report, report_dir)
-    return report
+    return report, judge(report)
 
 
 def in_kfp_runtime() -> bool:
@@ -72,7 +83,7 @@ def pipeline_parameters(package: str | Path) -> dict[str, str]:
 def retraining_arguments(
     data_uri: str, training_arguments: str, parameters: dict[str, str], base: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The training pipeline's arguments: `base` (deploy mode, dataset config, namespace of the running
+    """The training pipeline's arguments: `base` (deploy action, dataset config, namespace of the running
     pipeline), `data_uri` (the latest customer table), then any overrides given as a JSON object,
     each checked against the pipeline's own parameters."""
     try:
@@ -81,6 +92,7 @@ def retraining_arguments(
         raise ChurnflowError(f"training_arguments: not valid JSON ({error})") from None
     if not isinstance(overrides, dict):
         raise ChurnflowError("training_arguments: expected a JSON object of pipeline parameter names to values")
+    overrides = {current_name(name): value for name, value in overrides.items()}
     unknown = sorted(set(overrides) - set(parameters))
     if unknown:
         raise ChurnflowError(
@@ -118,7 +130,7 @@ def start_retraining(
     experiment: str = DEFAULT_EXPERIMENT,
     name: str = "",
     image: str = "",
-    deploy_mode: str = "",
+    deploy_action: str = "",
     dataset_config: str = "",
     service_account: str = DEFAULT_SERVICE_ACCOUNT,
 ) -> tuple[str, dict[str, Any]]:
@@ -126,18 +138,18 @@ def start_retraining(
     latest data; returns the run id and the arguments. Caching is off, so the run really retrains.
 
     The run goes into the profile `namespace` (empty: this pod's), on `image` (empty: the default
-    train image), deploying with `deploy_mode` into the same namespace, as `service_account`; the
+    train image), deploying with `deploy_action` into the same namespace, as `service_account`; the
     projected token ($KF_PIPELINES_SA_TOKEN_PATH) authenticates it when mounted.
     Inside a KFP task (the retrain component) it runs in a child process: see in_kfp_runtime."""
     if in_kfp_runtime():
         options = {"host": host, "data_uri": data_uri, "training_arguments": training_arguments}
         options.update(namespace=namespace, experiment=experiment, name=name, image=image)
-        options.update(deploy_mode=deploy_mode, dataset_config=dataset_config, service_account=service_account)
+        options.update(deploy_action=deploy_action, dataset_config=dataset_config, service_account=service_account)
         return _start_in_child(options)
     from churnflow.pipelines.kubeflow import kubeflow_session
 
     profile = profile_namespace(namespace)
-    base = {"deploy_mode": deploy_mode, "dataset_config": dataset_config, "namespace": profile}
+    base = {"deploy_action": deploy_action, "dataset_config": dataset_config, "namespace": profile}
     with kubeflow_session(host, profile, image or None, "the retraining run") as session:
         arguments = retraining_arguments(data_uri, training_arguments, pipeline_parameters(session.package), base)
         run = session.client.create_run_from_pipeline_package(

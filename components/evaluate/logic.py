@@ -57,7 +57,7 @@ class Gate(BaseModel):
     """How far below the champion's `compare_metric` the candidate may fall and still deploy."""
 
 
-def score(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+def holdout_metrics(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """All evaluation metrics for churn probabilities against 0/1 outcomes."""
     predicted = (probability > threshold).astype("int64")  # as predict(): churn only above the threshold
     fpr, tpr, thresholds = roc_curve(target, probability)
@@ -166,7 +166,7 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
     target = frame[contract.target].to_numpy(dtype="int64")
     raw = model.predict_proba(contract.encode_frame(frame))[:, 1]
     probability = load_calibrator(model_dir).apply(raw)  # what the predictor serves
-    metrics = score(target, probability, threshold=contract.threshold)
+    metrics = holdout_metrics(target, probability, threshold=contract.threshold)
     metrics["brier_uncalibrated"] = float(brier_score_loss(target, raw))
     champion = parse_champion(champion_metrics)
     deploy, reasons = decide(metrics, gate, champion)

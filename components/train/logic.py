@@ -78,7 +78,8 @@ def train(
 ) -> dict[str, Any]:
     """Fits the model, chooses calibration and threshold, compiles it, and writes the artifact.
 
-    With calibration "none" and a fixed threshold this is the original design's model exactly
+    With calibration "none" and a fixed threshold this is the baseline script's forest exactly (100 trees,
+    random_state 42: bench/baseline_train.py)
     (seed-exact mode); otherwise both are chosen on out-of-fold predictions of the training split.
     """
     contract = FeatureContract.load(contract_dir)
