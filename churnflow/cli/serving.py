@@ -11,15 +11,21 @@ other commands, has no KServe.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 
 from churnflow.core.errors import ChurnflowError
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from churnflow.predictor.__main__ import main
-    except ImportError as error:
-        raise ChurnflowError(f"serve: KServe is not installed here ({error}); pip install 'churnflow[serve]'") from None
+        # Looked up, not imported: KServe parses the command line when imported (predictor/__main__.py).
+        missing = importlib.util.find_spec("kserve") is None
+    except ImportError:
+        missing = True
+    if missing:
+        raise ChurnflowError("serve: KServe is not installed here; pip install 'churnflow[serve]'")
+    from churnflow.predictor.__main__ import main
+
     return main(args.serve_args, prog="churnflow serve", model_dir_required=True)
 
 
