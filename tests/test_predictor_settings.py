@@ -72,6 +72,7 @@ def test_settings_given_as_flags_reach_spawned_workers(start_server, model_dir):
         ([], {"CHURNFLOW_MAX_INFLIGHT": "lots"}, "CHURNFLOW_MAX_INFLIGHT: expected a whole number ≥ 1, got 'lots'"),
         (["--max-queue-ms", "inf"], {}, "--max-queue-ms: expected a finite number, got 'inf'"),
     ],
+    ids=["access-log-maybe", "inflight-lots", "queue-inf"],
 )
 def test_a_bad_setting_is_one_line_naming_it(program, argv, env, line, model_dir):
     import os
