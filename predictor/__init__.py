@@ -12,7 +12,9 @@ watch.py       reloading on a release (--watch), in every serving process
 
 Serving around it:
 server.py      serve(): KServe's ModelServer with everything below in place
-__main__.py    `python -m churnflow.predictor` on KServe's own argument parser (the image's entrypoint)
+__main__.py    `python -m churnflow.predictor` on KServe's own argument parser (the image's entrypoint,
+               and `churnflow serve`)
+settings.py    the settings, typed and read once at start-up from flags and CHURNFLOW_* variables
 guard.py       ASGI request guard: load shedding, body limit, request metrics, caller mistakes
 routes.py      /predict, error shapes, multi-worker /metrics; repository.py: load/unload (off by default)
 patches.py     KServe/uvicorn/asyncio behaviour changed from outside, each with its upstream reference

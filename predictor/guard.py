@@ -8,19 +8,13 @@ request counters and latency histogram by protocol. Pure ASGI, so it costs micro
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
 from churnflow.predictor.logs import quiet_request_logs
 from churnflow.predictor.metrics import ERRORS, EVENT_LOOP_LAG, REQUEST_DURATION, REQUESTS, SHED
+from churnflow.predictor.settings import current as current_settings
 
-DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-MAX_BODY_BYTES = int(os.environ.get("CHURNFLOW_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-DEFAULT_MAX_INFLIGHT = 64
-MAX_INFLIGHT = int(os.environ.get("CHURNFLOW_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT))
-DEFAULT_MAX_QUEUE_MS = 250.0
-MAX_QUEUE_SECONDS = float(os.environ.get("CHURNFLOW_MAX_QUEUE_MS", DEFAULT_MAX_QUEUE_MS)) / 1000
 LAG_PROBE_SECONDS = 0.02
 _PROTOCOLS = (("/v1/", "v1"), ("/v2/", "v2"), ("/predict", "compat"))
 # The routes that run the model; everything else (health, readiness, metadata, metrics) is cheap and
@@ -57,17 +51,19 @@ class RequestGuard:
     def __init__(
         self,
         app: Any,
-        max_body_bytes: int = MAX_BODY_BYTES,
-        max_inflight: int = MAX_INFLIGHT,
-        max_queue_seconds: float = MAX_QUEUE_SECONDS,
+        max_body_bytes: int | None = None,
+        max_inflight: int | None = None,
+        max_queue_seconds: float | None = None,
     ) -> None:
-        # Built when the app starts, after KServe configured logging (in every worker process).
-        quiet_request_logs()
+        # Built when the app starts, after KServe configured logging and after this process installed
+        # its settings (in every worker process); None: the limit the settings give.
+        settings = current_settings()
+        quiet_request_logs(settings.access_log)
         self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.max_inflight = max_inflight
+        self.max_body_bytes = settings.max_body_bytes if max_body_bytes is None else max_body_bytes
+        self.max_inflight = settings.max_inflight if max_inflight is None else max_inflight
         self.inflight = 0
-        self.max_queue_seconds = max_queue_seconds
+        self.max_queue_seconds = settings.max_queue_seconds if max_queue_seconds is None else max_queue_seconds
         self.lag = 0.0
         self._probe: Any = None
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}

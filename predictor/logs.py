@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 
@@ -26,16 +25,16 @@ def configure_logging() -> None:
     logger.propagate = False
 
 
-def quiet_request_logs() -> None:
+def quiet_request_logs(access_log: bool = False) -> None:
     """Silences the per-request timing and access logs, which together cost about half a request,
     and KServe's tracebacks for client errors (patches.ClientErrorFilter).
 
     To be called once the app starts, after KServe configured its logging (in every worker).
-    CHURNFLOW_ACCESS_LOG=1 keeps the per-request lines; errors are still logged, and every request
-    is counted in the request guard's metrics."""
+    `access_log` (CHURNFLOW_ACCESS_LOG=1 or --enable-access-log) keeps the per-request lines; errors
+    are still logged, and every request is counted in the request guard's metrics."""
     from churnflow.predictor.patches import ClientErrorFilter
 
-    if not os.environ.get("CHURNFLOW_ACCESS_LOG"):
+    if not access_log:
         for name in ("kserve.trace", "uvicorn.access"):
             logging.getLogger(name).setLevel(logging.WARNING)
     kserve_logger = logging.getLogger("kserve")

@@ -30,6 +30,7 @@ from churnflow.predictor.loading import LoadedModel, load_model_dir, normalize_s
 from churnflow.predictor.logs import configure_logging
 from churnflow.predictor.metrics import ModelMetrics
 from churnflow.predictor.request_decoding import Aligned, Aligner, RequestError
+from churnflow.predictor.settings import PredictorSettings
 from churnflow.predictor.watch import fingerprint, start_watcher
 from churnflow.predictor.worker_setup import prepare_worker
 from churnflow.store.logger import PredictionLogger
@@ -61,6 +62,8 @@ class ChurnModel(Model):
 
     prediction_log: PredictionLogger | None = None
     """set by serve(store_url=...): every scored batch is handed to it (asynchronous, never blocks)"""
+    settings: PredictorSettings | None = None
+    """set by serve(): pickled with the model, so each spawned worker installs the same settings"""
 
     def __init__(
         self,

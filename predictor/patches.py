@@ -46,8 +46,8 @@ class ClientErrorFilter(logging.Filter):
         return not (record.funcName in self.HANDLERS and record.pathname.endswith(os.path.join("kserve", "errors.py")))
 
 
-def drop_timing_middleware(app: Any) -> None:
-    """Leaves out KServe's TimingMiddleware unless access logging is on.
+def drop_timing_middleware(app: Any, access_log: bool = False) -> None:
+    """Leaves out KServe's TimingMiddleware unless access logging is on (`access_log`).
 
     Upstream: KServe's REST server (kserve/protocol/rest/server.py, checked on 0.21.0) always adds
     timing-asgi's middleware; its only output is the per-request `kserve.trace` log line that
@@ -56,7 +56,7 @@ def drop_timing_middleware(app: Any) -> None:
     middleware stack is built when the app starts, after KServe added its middleware, so the filter
     runs then.
     """
-    if os.environ.get("CHURNFLOW_ACCESS_LOG"):
+    if access_log:
         return
     build = app.build_middleware_stack
 

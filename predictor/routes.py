@@ -25,6 +25,7 @@ from churnflow.predictor import repository
 from churnflow.predictor.current_model import served_model
 from churnflow.predictor.guard import RequestGuard
 from churnflow.predictor.patches import drop_timing_middleware
+from churnflow.predictor.settings import current as current_settings
 
 _installed: set[int] = set()
 
@@ -41,7 +42,7 @@ def install_http_hooks(app: Any = None) -> None:
     _installed.add(id(app))
     # KServe's app sets ORJSONResponse as the default response class, which FastAPI now warns about.
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
-    drop_timing_middleware(app)
+    drop_timing_middleware(app, current_settings().access_log)
     app.add_exception_handler(RequestValidationError, bad_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_api_route("/predict", original_predict, methods=["POST"], include_in_schema=True)

@@ -11,7 +11,6 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any
 
 from churnflow.predictor.current_model import register_served
 from churnflow.predictor.gc_freeze import freeze_startup_objects
@@ -23,39 +22,29 @@ from churnflow.predictor.patches import (
 )
 from churnflow.predictor.repository import GuardedRepository
 from churnflow.predictor.routes import install_http_hooks
+from churnflow.predictor.settings import PredictorSettings
+from churnflow.predictor.settings import install as install_settings
 
 log = logging.getLogger("churnflow.predictor")
 
 
-def serve(
-    model_dir: str,
-    model_name: str = "churn",
-    http_port: int = 8080,
-    grpc_port: int = 0,
-    workers: int = 1,
-    max_batch: int | None = None,
-    watch_seconds: float = 0.0,
-    store_url: str | None = None,
-    event_loop: str = "asyncio",
-    metadata_sha256: str | None = None,
-    enable_repository_api: bool | None = None,
-    kserve_options: dict[str, Any] | None = None,
-) -> None:
-    """Loads the model and runs KServe's ModelServer until interrupted.
+def serve(settings: PredictorSettings) -> None:
+    """Loads the model and runs KServe's ModelServer until interrupted, as `settings` say
+    (predictor/settings.py: read once at start-up from the flags and the environment).
 
     A model that fails to load leaves the server up but not ready (503 on readiness and inference),
     with one log line saying why; a re-release seen by `watch_seconds`, or a repository load, brings
-    it up. With `store_url` (or $CHURNFLOW_STORE_URL) every prediction is logged to that store in the
-    background (churnflow.store.logger; buffer size $CHURNFLOW_STORE_BUFFER_ROWS, default 100,000 rows).
-    `event_loop` is KServe's choice: "asyncio" (our default: under overload uvloop can leave new
-    connections, readiness probes included, waiting seconds; see the README), "auto" or "uvloop".
-    gRPC is served when `grpc_port` is set, by the server process (beside the HTTP workers when there
-    are several). `metadata_sha256` (or $CHURNFLOW_METADATA_SHA256) pins the artifact's metadata.json;
-    `enable_repository_api` (or $CHURNFLOW_REPOSITORY_API=true) turns on repository load/unload.
-    `kserve_options` are further keyword arguments for KServe's ModelServer (python -m passes KServe's
-    own flags this way).
+    it up. With `store_url` every prediction is logged to that store in the background
+    (churnflow.store.logger, buffering up to `store_buffer_rows`). `event_loop` is KServe's choice:
+    "asyncio" (our default: under overload uvloop can leave new connections, readiness probes
+    included, waiting seconds; see the README), "auto" or "uvloop". gRPC is served when `grpc_port`
+    is set, by the server process (beside the HTTP workers when there are several).
+    `metadata_sha256` pins the artifact's metadata.json; `repository_api` turns on repository
+    load/unload. `kserve_options` are further keyword arguments for KServe's ModelServer.
     """
+    install_settings(settings)  # before anything below reads it; workers get it inside the model
     configure_logging()
+    workers, grpc_port, event_loop = settings.workers, settings.grpc_port, settings.event_loop
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be in the environment before the workers are spawned (they import prometheus_client);
@@ -63,41 +52,36 @@ def serve(
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
     from kserve import ModelServer
 
-    from churnflow.predictor.loading import normalize_sha256
-    from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel
+    from churnflow.predictor.model import ChurnModel
 
     model = ChurnModel(
-        model_name,
-        model_dir,
-        max_batch=max_batch or int(os.environ.get("CHURNFLOW_MAX_BATCH", DEFAULT_MAX_BATCH)),
-        metadata_sha256=normalize_sha256(
-            metadata_sha256 or os.environ.get("CHURNFLOW_METADATA_SHA256"),
-            "--metadata-sha256" if metadata_sha256 else "CHURNFLOW_METADATA_SHA256",
-        ),
+        settings.model_name,
+        settings.model_dir,
+        max_batch=settings.max_batch,
+        metadata_sha256=settings.metadata_sha256,
     )
-    if enable_repository_api is None:
-        enable_repository_api = os.environ.get("CHURNFLOW_REPOSITORY_API", "").strip().lower() in ("1", "true", "yes")
-    model.repository_api = enable_repository_api
-    store_url = store_url or os.environ.get("CHURNFLOW_STORE_URL")
-    if store_url:
-        from churnflow.store.logger import DEFAULT_CAPACITY, PredictionLogger
+    model.settings = settings
+    model.repository_api = settings.repository_api
+    if settings.store_url:
+        from churnflow.store.logger import PredictionLogger
 
-        capacity = int(os.environ.get("CHURNFLOW_STORE_BUFFER_ROWS", DEFAULT_CAPACITY))
-        model.prediction_log = PredictionLogger(store_url, model_name, capacity=capacity)
+        model.prediction_log = PredictionLogger(
+            settings.store_url, settings.model_name, capacity=settings.store_buffer_rows
+        )
         log.info("logging predictions to %s", model.prediction_log.display_url)
     model.workers = workers
     model.load()
     register_served(model)
     install_http_hooks()
     listening_sockets_keep_tcp_nodelay()
-    model.watch(watch_seconds)
+    model.watch(settings.watch_seconds)
     server = ModelServer(
-        http_port=http_port,
+        http_port=settings.http_port,
         grpc_port=grpc_port or 8081,
         enable_grpc=grpc_port > 0,
         workers=workers,
         event_loop=event_loop,
-        **{"enable_latency_logging": False, "enable_docs_url": False, **(kserve_options or {})},
+        **{"enable_latency_logging": False, "enable_docs_url": False, **settings.kserve_options},
     )
     server.register_model(model)
     # Set before start(): the REST workers get pickled copies, the gRPC server uses these directly.
