@@ -63,7 +63,7 @@ def serve(
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="churnflow-metrics-")
     from kserve import ModelServer
 
-    from churnflow.predictor.loading import normalize_sha256
+    from churnflow.core.released_model import normalize_sha256
     from churnflow.predictor.model import DEFAULT_MAX_BATCH, ChurnModel
 
     model = ChurnModel(

@@ -24,10 +24,11 @@ from churnflow.components.tune.logic import (
 from churnflow.core.config import load_config
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.explain import explain_rows, log_odds_contributions, path_contributions
 from churnflow.core.hyperparameters import BoostingParams, ForestParams, model_params
-from churnflow.predictor.explain import explain_rows, log_odds_contributions, path_contributions
-from churnflow.predictor.scoring import Scorer
+from churnflow.core.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def boosted(splits, tmp_path_factory):
     )
     contract = FeatureContract.load(model_dir)
     frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
-    return model_dir, metadata, contract.encode_frame(frame)
+    return model_dir, metadata, encode_contract_frame(contract, frame)
 
 
 def test_the_default_grid_tries_both_families_simplest_first():

@@ -45,6 +45,7 @@ from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.tune import halving
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
 from churnflow.core.hyperparameters import (
     FAMILIES,
@@ -174,7 +175,7 @@ def cross_validate(
     params = model_params(**candidate)
     contract = FeatureContract.load(contract_dir)
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical), rows=rows)
-    features = contract.encode_frame(frame)
+    features = encode_contract_frame(contract, frame)
     target = frame[contract.target].to_numpy(dtype="int64")
     first, end = repeats if repeats is not None else (0, cv_repeats(contract_dir, len(frame)))
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=end, random_state=seed)
