@@ -13,14 +13,8 @@ import pytest
 
 from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
-from churnflow.components.tune.logic import (
-    DEFAULT_GRID,
-    REPEATS,
-    candidates,
-    cross_validate,
-    parse_grid,
-    select_best,
-)
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, parse_grid
+from churnflow.components.tune.selection import REPEATS, select_best
 from churnflow.core.config import load_config
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
@@ -96,7 +90,7 @@ def test_model_params_names_an_unknown_family():
 
 
 def _result(params: dict, scores: list[float]) -> dict:
-    from churnflow.components.tune.logic import standard_error
+    from churnflow.components.tune.selection import standard_error
 
     return {
         "params": params,

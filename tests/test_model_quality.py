@@ -12,7 +12,8 @@ from sklearn.metrics import brier_score_loss
 
 from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
-from churnflow.components.tune.logic import DEFAULT_GRID, REPEATS, candidates, cross_validate, select_best
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate
+from churnflow.components.tune.selection import REPEATS, select_best
 from churnflow.core.calibration import Calibrator, choose_calibration, load_calibrator
 from churnflow.core.config import load_config
 from churnflow.core.contract import FeatureContract
