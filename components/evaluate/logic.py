@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -162,15 +162,39 @@ def parse_champion(text: str) -> dict[str, Any] | None:
     return data.get("metrics", data)
 
 
+class SplitScores(NamedTuple):
+    """The test split as the released model scores it."""
+
+    target: np.ndarray
+    features: np.ndarray
+    """the model matrix (the contract's encoding)"""
+    raw: np.ndarray
+    """the scorer's probability before calibration"""
+    probability: np.ndarray
+    """the served probability: scorer, then calibrator"""
+
+
+def score_split(model: ReleasedModel, test_dir: str | Path) -> SplitScores:
+    """Scores the held-out split through the released model's own scorer and calibrator, the ones
+    serving and `churnflow score` use, so the gated probabilities are the served ones."""
+    contract = model.contract
+    frame = read_split(Path(test_dir) / TEST_FILE, contract.numeric, list(contract.categorical))
+    features = encode_contract_frame(contract, frame)
+    raw = model.raw_probability(features)
+    return SplitScores(
+        target=frame[contract.target].to_numpy(dtype="int64"),
+        features=features,
+        raw=raw,
+        probability=model.calibrator.apply(raw),
+    )
+
+
 def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_metrics: str = "") -> dict[str, Any]:
     """Scores the model on the test split and returns the full report (also what evaluation.json holds)."""
     model = ReleasedModel.load(model_dir)
     contract = model.contract
-    frame = read_split(Path(test_dir) / TEST_FILE, contract.numeric, list(contract.categorical))
-    target = frame[contract.target].to_numpy(dtype="int64")
-    features = encode_contract_frame(contract, frame)
-    raw = model.raw_probability(features)
-    probability = model.calibrator.apply(raw)  # what the predictor serves: ReleasedModel.probability
+    split = score_split(model, test_dir)
+    target, features, raw, probability = split.target, split.features, split.raw, split.probability
     metrics = score(target, probability, threshold=contract.threshold)
     metrics["brier_uncalibrated"] = float(brier_score_loss(target, raw))
     champion = parse_champion(champion_metrics)
