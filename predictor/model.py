@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,10 +54,6 @@ class LoadedModel:
     def load(cls, uri: str, prefer_compiled: bool = True, metadata_sha256: str | None = None) -> LoadedModel:
         released = ReleasedModel.open(uri, prefer_compiled, metadata_sha256)
         return cls(released, Aligner(released.contract), load_reference(released.directory))
-
-    @property
-    def directory(self) -> Path:
-        return self.released.directory
 
 
 @dataclass
