@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from churnflow.core.contract import FeatureContract
-from churnflow.predictor.scoring import Scorer
+from churnflow.core.scorer import Scorer
 from churnflow.scoring.arrow_encoding import BatchEncoder
 
 

@@ -21,7 +21,8 @@ from typing import Any
 from churnflow.components.evaluate.logic import Gate, evaluate
 from churnflow.components.preprocess.logic import preprocess
 from churnflow.components.train.logic import train
-from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, select_best
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate
+from churnflow.components.tune.selection import select_best
 from churnflow.core.config import load_config
 from churnflow.core.hyperparameters import ForestParams, model_params
 

@@ -66,13 +66,13 @@ def steps(model_dir: Path, store: str) -> dict[str, float]:
     )
     batch = model.predict(model.preprocess(body))
     aligned, probability = batch.aligned, batch.probability
-    raw = loaded.scorer.probability(aligned.features)
+    raw = loaded.released.scorer.probability(aligned.features)
     figures = {
         "v1 decoding and alignment": per_call_us(lambda: model.preprocess(body)),
         "v2 decoding and alignment": per_call_us(lambda: model.preprocess(v2)),
         "alignment alone": per_call_us(lambda: loaded.aligner.encode_records([ROW])),
-        "forest (compiled)": per_call_us(lambda: loaded.scorer.probability(aligned.features)),
-        "calibration": per_call_us(lambda: loaded.calibrator.apply(raw)),
+        "forest (compiled)": per_call_us(lambda: loaded.released.scorer.probability(aligned.features)),
+        "calibration": per_call_us(lambda: loaded.released.calibrator.apply(raw)),
         "metrics": per_call_us(lambda: model.metrics.observe(probability, batch.churn, aligned)),
         "postprocess (v1)": per_call_us(lambda: model.postprocess(batch)),
         "whole v1 path, no prediction log": per_call_us(
@@ -80,12 +80,13 @@ def steps(model_dir: Path, store: str) -> dict[str, float]:
         ),
     }
     logger = PredictionLogger(store, "churn")
-    version = loaded.metadata.get("model_version", "")
+    version = loaded.released.metadata.get("model_version", "")
     figures["prediction-log hand-off"] = per_call_us(
-        lambda: logger.submit("r", version, loaded.contract, aligned, probability, batch.churn, body), calls=2000
+        lambda: logger.submit("r", version, loaded.released.contract, aligned, probability, batch.churn, body),
+        calls=2000,
     )
     logger.close()
-    figures["backend"] = loaded.scorer.backend
+    figures["backend"] = loaded.released.scorer.backend
     return figures
 
 

@@ -12,12 +12,12 @@ InferenceService logs with), as CHURNFLOW_STORE_URL. The results are pushed to t
 """
 
 from kfp import dsl, kubernetes
-from kfp.dsl import Artifact, Model
+from kfp.dsl import Artifact, Input, Model
 
 from churnflow.components.deploy.inferenceservice import STORE_ENV, STORE_SECRET, STORE_SECRET_KEY
 from churnflow.components.deploy.logic import APPLY
-from churnflow.components.drift_check.component import drift_check_op, retrain_op
-from churnflow.components.image import TRAIN_IMAGE
+from churnflow.components.drift_check.component import drift_check_op
+from churnflow.components.image import TRAIN_IMAGE, churnflow_component
 from churnflow.core.artifact import DEFAULT_MODEL_NAME
 from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW
 from churnflow.pipelines.kubeflow import DEFAULT_EXPERIMENT, DEFAULT_SERVICE_ACCOUNT
@@ -26,6 +26,44 @@ from churnflow.pipelines.resources import set_resources
 PIPELINE_NAME = "churnflow-drift-check"
 KFP_ACCESS_LABEL = "access-ml-pipeline"
 DEFAULT_PUSHGATEWAY = "http://prometheus-pushgateway.monitoring.svc:9091"
+
+
+@churnflow_component
+def retrain_op(
+    drift_report: Input[Artifact],
+    kfp_host: str,
+    namespace: str,
+    experiment: str,
+    data_uri: str,
+    training_arguments: str,
+    train_image: str,
+    deploy_action: str,
+    dataset_config: str,
+    service_account: str,
+) -> str:
+    """Starts the training pipeline through kfp.Client with the latest data; returns the run id.
+
+    In-cluster API and projected token, the profile's namespace, the drift pipeline's own image."""
+    import json
+
+    from churnflow.pipelines.retraining import run_name, start_retraining
+
+    with open(drift_report.path) as handle:
+        report = json.load(handle)
+    run_id, arguments = start_retraining(
+        kfp_host,
+        data_uri,
+        training_arguments,
+        namespace=namespace,
+        experiment=experiment,
+        name=run_name(report),
+        image=train_image,
+        deploy_action=deploy_action,
+        dataset_config=dataset_config,
+        service_account=service_account,
+    )
+    print(f"retrain: drift ({'; '.join(report['reasons'])}) → training run {run_id} with {sorted(arguments)}")
+    return run_id
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Check served predictions for drift; retrain the churn model on drift.")

@@ -1,13 +1,12 @@
 """The KServe custom predictor.
 
 The request path (model.py reads top to bottom):
-model.py       ChurnModel: decode (v1 here, v2 in codec_v2.py) → align → score → answer
+model.py       ChurnModel: decode (v1 here, v2 in codec_v2.py) → align → score → answer; LoadedModel is
+               the core's ReleasedModel (digest checks, scorer, calibrator, threshold rule, explainer:
+               churnflow/core/released_model.py) plus the aligner and the drift reference
 codec_v2.py    Open Inference Protocol tensors in, InferResponse out
 alignment.py   requests → validated columns → the one encoder (churnflow/core/encoding.py)
-scoring.py     the compiled forest (ONNX Runtime) with scikit-learn as the fallback
-explain.py     reasons per prediction (:explain)
 metrics.py     what /metrics exports beyond KServe's own latency histograms
-loading.py     a model directory → LoadedModel (pinned digest, file digests, then contents)
 watch.py       reloading on a release (--watch), in every serving process
 
 Serving around it:

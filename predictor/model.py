@@ -3,7 +3,8 @@
     KServe decodes the HTTP body
       → preprocess: v1 instances / bare object, or v2 tensors (codec_v2) → Aligner → model matrix
                     (400 on bad input); the request keeps the model version it started on
-      → predict:    Scorer (ONNX Runtime, or scikit-learn) → probability, churn; metrics; prediction log
+      → predict:    ReleasedModel (churnflow/core): scorer (ONNX Runtime, or scikit-learn), calibrator,
+                    threshold rule → probability, churn; metrics; prediction log
       → postprocess: v1 {"predictions": [{"churn", "probability"}]} or a v2 InferResponse (codec_v2)
 
 KServe times each of the three steps into its request_*_seconds histograms.
@@ -24,9 +25,9 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from churnflow.core.artifact import MODEL_FILE
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.released_model import ReleasedModel, normalize_sha256
+from churnflow.monitoring.reference import load_reference
 from churnflow.predictor import codec_v2
-from churnflow.predictor.explain import explain_rows
-from churnflow.predictor.loading import LoadedModel, load_model_dir, normalize_sha256, resolve_model_dir
 from churnflow.predictor.logs import configure_logging
 from churnflow.predictor.metrics import ModelMetrics
 from churnflow.predictor.request_decoding import Aligned, Aligner, RequestError
@@ -39,6 +40,21 @@ log = logging.getLogger("churnflow.predictor")
 
 DEFAULT_MAX_BATCH = 10_000
 RETRY_LOAD_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One model version as serving holds it: the released model plus the request aligner and the drift
+    reference its metrics count into; swapped in whole, never half-built."""
+
+    released: ReleasedModel
+    aligner: Aligner
+    reference: dict[str, Any] | None
+
+    @classmethod
+    def load(cls, uri: str, prefer_compiled: bool = True, metadata_sha256: str | None = None) -> LoadedModel:
+        released = ReleasedModel.open(uri, prefer_compiled, metadata_sha256)
+        return cls(released, Aligner(released.contract), load_reference(released.directory))
 
 
 @dataclass
@@ -111,7 +127,7 @@ class ChurnModel(Model):
         """
         seen = fingerprint(self.model_dir)  # before reading: a release during the read is seen next time
         try:
-            loaded = load_model_dir(resolve_model_dir(self.model_dir), self.prefer_compiled, self.metadata_sha256)
+            loaded = LoadedModel.load(self.model_dir, self.prefer_compiled, self.metadata_sha256)
         except Exception as error:  # nothing half-loaded is ever installed, whatever went wrong
             self.load_error = f"{error}" if isinstance(error, ChurnflowError) else f"{type(error).__name__}: {error}"
             self._next_load_attempt = time.monotonic() + RETRY_LOAD_SECONDS
@@ -146,12 +162,13 @@ class ChurnModel(Model):
         start_watcher(self, self.watch_seconds)
 
     def _install(self, loaded: LoadedModel) -> None:
-        metrics = ModelMetrics(self.name, loaded.contract.numeric, loaded.reference)
+        released = loaded.released
+        metrics = ModelMetrics(self.name, released.contract.numeric, loaded.reference)
         metrics.set_model_info(
-            version=loaded.metadata.get("model_version", ""),
-            sha256=loaded.metadata["files"][MODEL_FILE],
-            trained_at=loaded.metadata.get("trained_at", ""),
-            backend=loaded.scorer.backend,
+            version=released.version,
+            sha256=released.metadata["files"][MODEL_FILE],
+            trained_at=released.metadata.get("trained_at", ""),
+            backend=released.scorer.backend,
             loaded_at=time.time(),
         )
         self.loaded, self.metrics, self.load_error = loaded, metrics, None
@@ -159,9 +176,9 @@ class ChurnModel(Model):
         log.info(
             "model %r version %s ready (%s, %d features)",
             self.name,
-            loaded.metadata.get("model_version"),
-            loaded.scorer.backend,
-            len(loaded.contract.feature_columns),
+            released.metadata.get("model_version"),
+            released.scorer.backend,
+            len(released.contract.feature_columns),
         )
 
     def __getstate__(self) -> dict[str, Any]:
@@ -184,7 +201,7 @@ class ChurnModel(Model):
     def get_input_types(self) -> list[dict[str, Any]]:
         if self.loaded is None:
             return []
-        contract = self.loaded.contract
+        contract = self.loaded.released.contract
         numeric = [
             {"name": c, "datatype": "INT64" if contract.numeric_dtypes.get(c) == "int64" else "FP64", "shape": [-1]}
             for c in contract.numeric
@@ -230,9 +247,9 @@ class ChurnModel(Model):
         return aligner.encode_records([payload], "body")
 
     def predict(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
-        loaded = batch.loaded
-        batch.probability = loaded.calibrator.apply(loaded.scorer.probability(batch.aligned.features))
-        batch.churn = (batch.probability > loaded.contract.threshold).astype("int64")
+        released = batch.loaded.released
+        batch.probability = released.probability(batch.aligned.features)
+        batch.churn = released.churn(batch.probability)
         if self.metrics is not None:
             self.metrics.observe(batch.probability, batch.churn, batch.aligned)
         if self.prediction_log is not None:
@@ -241,18 +258,20 @@ class ChurnModel(Model):
             batch.request_id = (
                 batch.request_id or (headers or {}).get("x-request-id") or prediction_log.next_request_id()
             )
-            version = loaded.metadata.get("model_version", "")
             prediction_log.submit(
-                batch.request_id, version, loaded.contract, batch.aligned, batch.probability, batch.churn, batch.payload
+                batch.request_id,
+                released.version,
+                released.contract,
+                batch.aligned,
+                batch.probability,
+                batch.churn,
+                batch.payload,
             )
         return batch
 
     def explain(self, batch: Batch, headers: dict[str, str] | None = None) -> Batch:
-        """KServe's :explain route: the prediction plus each column's push up or down (predictor/explain.py)."""
-        loaded = batch.loaded
-        raw = loaded.scorer.sklearn.predict_proba(batch.aligned.features)[:, 1]
-        served = loaded.calibrator.apply(raw)
-        batch.explanation = explain_rows(loaded.scorer.sklearn, loaded.contract, batch.aligned.features, served)
+        """KServe's :explain route: the prediction plus each column's push up or down (churnflow/core/explain.py)."""
+        batch.explanation = batch.loaded.released.explain(batch.aligned.features)
         return batch
 
     def postprocess(self, batch: Batch, headers: dict[str, str] | None = None) -> dict[str, Any] | InferResponse:
@@ -260,6 +279,6 @@ class ChurnModel(Model):
             return {"explanations": batch.explanation}
         probability, churn = batch.probability.tolist(), batch.churn.tolist()
         if batch.protocol == "v2":
-            version = batch.loaded.metadata.get("model_version")
+            version = batch.loaded.released.metadata.get("model_version")
             return codec_v2.encode(self.name, version, batch.request_id, churn, probability)
         return {"predictions": [{"churn": c, "probability": p} for c, p in zip(churn, probability, strict=True)]}

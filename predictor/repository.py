@@ -50,7 +50,7 @@ async def load_route(model_name: str) -> ORJSONResponse:
             status_code=409,
             content={"error": f"new model refused, the previous one keeps serving: {model.load_error}"},
         )
-    version = model.loaded.metadata.get("model_version") if model.loaded else None
+    version = model.loaded.released.metadata.get("model_version") if model.loaded else None
     return ORJSONResponse({"name": model_name, "load": True, "model_version": version})
 
 

@@ -60,7 +60,7 @@ async def model_metadata(model_name: str) -> ORJSONResponse:
     model = served_model()
     if model is None or model.name != model_name:
         return ORJSONResponse(status_code=404, content={"error": f"Model with name {model_name} does not exist."})
-    version = model.loaded.metadata.get("model_version") if model.loaded else None
+    version = model.loaded.released.metadata.get("model_version") if model.loaded else None
     return ORJSONResponse(
         {
             "name": model_name,

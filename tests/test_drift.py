@@ -21,12 +21,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from churnflow.cli import main
-from churnflow.components.drift_check.logic import pipeline_parameters, retraining_arguments, start_retraining
 from churnflow.components.evaluate.logic import Gate, evaluate
 from churnflow.core.errors import ChurnflowError
 from churnflow.core.synthetic import CONTRACT_TYPES, synthetic_customers
 from churnflow.monitoring.drift import DRIFT, INSUFFICIENT, OK, Thresholds, accuracy_drift, psi, run_check
 from churnflow.monitoring.drift_report import write_report
+from churnflow.pipelines.retraining import pipeline_parameters, retraining_arguments, start_retraining
 from churnflow.predictor.model import ChurnModel
 from churnflow.store.logger import PredictionLogger
 from churnflow.store.outcomes import record_outcomes
@@ -363,11 +363,11 @@ def test_retraining_without_the_token_or_in_another_profile_fails_in_one_line(
 def test_retraining_defaults_to_the_pods_own_profile(
     kfp_api: KfpApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from churnflow.components.drift_check import logic
+    from churnflow.pipelines import retraining
 
     multi_user(kfp_api, tmp_path, monkeypatch)
     (tmp_path / "namespace").write_text("team-a")
-    monkeypatch.setattr(logic, "POD_NAMESPACE_FILE", tmp_path / "namespace")
+    monkeypatch.setattr(retraining, "POD_NAMESPACE_FILE", tmp_path / "namespace")
     start_retraining(kfp_api.url)
     (experiment,) = kfp_api.experiments.values()
     assert experiment["namespace"] == "team-a"

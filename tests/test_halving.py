@@ -15,14 +15,8 @@ import pytest
 from churnflow.components.preprocess.logic import TRAIN_FILE, preprocess
 from churnflow.components.train.logic import train
 from churnflow.components.tune import halving
-from churnflow.components.tune.logic import (
-    REPEATS,
-    candidates,
-    cross_validate,
-    score_item,
-    select_best,
-    tune_in_one_task,
-)
+from churnflow.components.tune.logic import candidates, cross_validate, score_item, tune_in_one_task
+from churnflow.components.tune.selection import REPEATS, select_best
 from churnflow.core.config import load_config
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split, validate_table, write_split

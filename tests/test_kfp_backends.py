@@ -200,7 +200,7 @@ def test_a_v1_backend_is_refused_in_one_line(kfp_api: KfpApi, capsys) -> None:
 def test_the_dag_for_old_backends_runs_end_to_end(tmp_path: Path) -> None:
     """kfp.local runs the DAG compiled for backend 2.4: the one tuning task scores every candidate and
     train fits the one it chose (that it chooses as the fan-out does is the unit test above)."""
-    from churnflow.components.tune.logic import select_best
+    from churnflow.components.tune.selection import select_best
     from churnflow.core.config import load_config
     from churnflow.pipelines.churn_pipeline import training_pipeline
     from churnflow.pipelines.local import run_local

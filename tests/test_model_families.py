@@ -13,21 +13,16 @@ import pytest
 
 from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
-from churnflow.components.tune.logic import (
-    DEFAULT_GRID,
-    REPEATS,
-    candidates,
-    cross_validate,
-    parse_grid,
-    select_best,
-)
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate, parse_grid
+from churnflow.components.tune.selection import REPEATS, select_best
 from churnflow.core.config import load_config
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.explain import explain_rows, log_odds_contributions, path_contributions
 from churnflow.core.hyperparameters import BoostingParams, ForestParams, model_params
-from churnflow.predictor.explain import explain_rows, log_odds_contributions, path_contributions
-from churnflow.predictor.scoring import Scorer
+from churnflow.core.scorer import Scorer
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +46,7 @@ def boosted(splits, tmp_path_factory):
     )
     contract = FeatureContract.load(model_dir)
     frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
-    return model_dir, metadata, contract.encode_frame(frame)
+    return model_dir, metadata, encode_contract_frame(contract, frame)
 
 
 def test_the_default_grid_tries_both_families_simplest_first():
@@ -95,7 +90,7 @@ def test_model_params_names_an_unknown_family():
 
 
 def _result(params: dict, scores: list[float]) -> dict:
-    from churnflow.components.tune.logic import standard_error
+    from churnflow.components.tune.selection import standard_error
 
     return {
         "params": params,

@@ -12,15 +12,17 @@ from sklearn.metrics import brier_score_loss
 
 from churnflow.components.preprocess.logic import TEST_FILE, preprocess
 from churnflow.components.train.logic import train
-from churnflow.components.tune.logic import DEFAULT_GRID, REPEATS, candidates, cross_validate, select_best
+from churnflow.components.tune.logic import DEFAULT_GRID, candidates, cross_validate
+from churnflow.components.tune.selection import REPEATS, select_best
 from churnflow.core.calibration import Calibrator, choose_calibration, load_calibrator
 from churnflow.core.config import load_config
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.explain import explain_rows
 from churnflow.core.hyperparameters import ForestParams
 from churnflow.core.threshold import choose_threshold
-from churnflow.predictor.explain import explain_rows
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_cross_validation_uses_only_the_training_split_and_select_picks_the_best
 
     def encoded(path) -> set[bytes]:
         frame = read_split(path, contract.numeric, list(contract.categorical))
-        return {row.tobytes() for row in contract.encode_frame(frame)}
+        return {row.tobytes() for row in encode_contract_frame(contract, frame)}
 
     train_rows, test_rows = encoded(splits / "train" / TRAIN_FILE), encoded(splits / "test" / TEST_FILE)
     assert not train_rows & test_rows  # so a test row reaching a fit could not hide as a training row
@@ -187,7 +189,7 @@ def test_explanations_add_up_to_the_probability(splits, tmp_path):
     contract = FeatureContract.load(tmp_path / "model")
     model = joblib.load(tmp_path / "model" / "model.joblib")
     frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
-    features = contract.encode_frame(frame)
+    features = encode_contract_frame(contract, frame)
     served = load_calibrator(tmp_path / "model").apply(model.predict_proba(features)[:, 1])
     answers = explain_rows(model, contract, features, served)
     assert len(answers) == len(frame)
@@ -209,7 +211,7 @@ def test_explanations_match_an_independent_decomposition(splits, tmp_path):
     contract = FeatureContract.load(tmp_path / "model")
     model = joblib.load(tmp_path / "model" / "model.joblib")
     frame = read_split(splits / "test" / TEST_FILE, contract.numeric, list(contract.categorical))
-    features = contract.encode_frame(frame)
+    features = encode_contract_frame(contract, frame)
     assert len(features) >= 200
     served = model.predict_proba(features)[:, 1]
     answers = explain_rows(model, contract, features, served)

@@ -118,7 +118,7 @@ def test_wrong_credentials_are_one_line(authenticating_s3, monkeypatch):
 
 def test_a_model_directory_is_downloaded_from_s3(s3_server, monkeypatch, model_dir, tmp_path):
     """`churnflow serve --model-dir s3://...` without KServe's storage helper: fsspec fetches the directory."""
-    from churnflow.predictor.model import resolve_model_dir
+    from churnflow.core.released_model import resolve_model_dir
 
     client = s3_server.client()
     client.create_bucket(Bucket="models")

@@ -62,7 +62,7 @@ def test_in_process_reload_recovers_once_the_directory_is_repaired(model_dir, tm
     assert model.load() is False and not model.ready and "contract.json SHA-256" in model.load_error
     shutil.copy(model_dir / "contract.json", broken / "contract.json")
     assert model.reload() is True and model.ready
-    assert model.loaded.metadata["model_version"] == metadata["model_version"]
+    assert model.loaded.released.metadata["model_version"] == metadata["model_version"]
 
 
 def test_a_hot_reload_frees_the_replaced_model_even_when_frozen(model_dir, tmp_path):
@@ -76,7 +76,7 @@ def test_a_hot_reload_frees_the_replaced_model_even_when_frozen(model_dir, tmp_p
 
     model = ChurnModel("churn", str(model_dir))
     assert model.load()
-    old = [weakref.ref(model.loaded), weakref.ref(model.loaded.scorer), weakref.ref(model.metrics)]
+    old = [weakref.ref(model.loaded), weakref.ref(model.loaded.released.scorer), weakref.ref(model.metrics)]
     try:
         freeze_startup_objects()
         assert gc.get_freeze_count() > 0

@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from churnflow.core.calibration import load_calibrator
 from churnflow.core.contract import FeatureContract, normalize_level
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.scorer import Scorer
 from churnflow.predictor.request_decoding import Aligner
-from churnflow.predictor.scoring import Scorer
 
 LEVELS = ["Month-to-month", "One year", "Two year", "Weekly", None, 3, "", "one year"]
 
@@ -78,7 +79,7 @@ def test_alignment_equals_pandas_semantics_on_thousands_of_rows(model_dir):
     assert np.array_equal(aligner.encode_columns(columns, len(rows)).features, aligned.features)
     # training and evaluation read typed frames through the same encoder
     frame = pd.DataFrame(rows).astype({"contract_type": object})
-    assert np.array_equal(contract.encode_frame(frame), aligned.features)
+    assert np.array_equal(encode_contract_frame(contract, frame), aligned.features)
     for row in rows[:300]:  # one-row requests take the encoder's one-level shortcut
         assert np.array_equal(aligner.encode_records([row]).features[0], aligned.features[rows.index(row)])
 

@@ -226,7 +226,7 @@ def test_a_compiled_model_serves_without_unpickling_the_pickle(model_dir, tmp_pa
     marker = tmp_path / "pickle-ran"
     model = ChurnModel("churn", str(tampered(model_dir, tmp_path / "model", marker)))
     assert model.load(), model.load_error
-    assert model.loaded.scorer.backend == "onnxruntime"
+    assert model.loaded.released.scorer.backend == "onnxruntime"
     batch = model.predict(model.preprocess({"instances": [ROW]}))
     assert 0.0 <= float(batch.probability[0]) <= 1.0
     assert not marker.exists()

@@ -93,7 +93,7 @@ def test_every_protocol_is_logged_with_ids_features_and_scores(model: ChurnModel
     assert first["features"].tolist()[1] == {**CUSTOMER, "tenure": 60.0}
     assert first["probability"].tolist() == [p["probability"] for p in v1["predictions"]]
     assert first["churn"].tolist() == [p["churn"] for p in v1["predictions"]]
-    assert set(first["model_version"]) == {model.loaded.metadata["model_version"]}
+    assert set(first["model_version"]) == {model.loaded.released.metadata["model_version"]}
     bare = frame[frame["request_id"] == bare_batch.request_id]
     assert len(bare) == 1 and bare["customer_id"].isna().all()
     second = frame[frame["request_id"] == "req-v2"].sort_values("row_index")

@@ -15,6 +15,7 @@ from churnflow.components.train.logic import train
 from churnflow.core.config import load_config, parse_config_text
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_table, validate_table
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
 from churnflow.core.hyperparameters import ForestParams, forest_params
 from churnflow.core.synthetic import synthetic_customers
@@ -185,12 +186,12 @@ def test_unseen_levels_read_as_all_zero_or_are_rejected_when_strict(tmp_path):
     preprocess("", DEFAULT, tmp_path / "tr", tmp_path / "te", tmp_path / "c", synthetic_rows=200)
     contract = FeatureContract.load(tmp_path / "c")
     row = pd.DataFrame([{"tenure": 1, "usage": None, "age": 3, "monthly_charges": 4, "contract_type": "Weekly"}])
-    encoded = contract.encode_frame(row)
+    encoded = encode_contract_frame(contract, row)
     assert encoded[0, 4:].tolist() == [0.0, 0.0, 0.0]
     assert encoded[0, 1] == contract.numeric_fill["usage"]
     strict = contract.model_copy(update={"strict_categories": True})
     with pytest.raises(ChurnflowError, match="field 'contract_type': unseen category 'Weekly'"):
-        strict.encode_frame(row)
+        encode_contract_frame(strict, row)
 
 
 # -- hyperparameters ------------------------------------------------------------------------------

@@ -536,16 +536,16 @@ def money_text(amount: float, currency: str = "", decimals: int = 2) -> str:
 
 def explain_list(plan: Plan, model_uri: str, data_uri: str, config: Any = None, batch_rows: int = 200_000) -> None:
     """Fills `plan.reasons`: each listed customer's top three reasons, from the decomposition `:explain`
-    uses (predictor/explain.py), read from the customer table again (only the listed rows are explained).
+    uses (ReleasedModel.explain), read from the customer table again (only the listed rows are explained).
 
     A reason's number is what that column adds to the customer's churn probability. When the config
     names `actionable` columns, only those become reasons. The config's `segments` columns are copied
     into `plan.segments` from the same read."""
-    from churnflow.predictor.explain import explain_rows
+    from churnflow.core.released_model import ReleasedModel
     from churnflow.scoring.arrow_encoding import BatchEncoder
-    from churnflow.scoring.bulk import ROW_COLUMN, ReleasedModel, _batches, open_table
+    from churnflow.scoring.bulk import ROW_COLUMN, _batches, open_table
 
-    model = ReleasedModel.load(model_uri)
+    model = ReleasedModel.open(model_uri)
     contract = model.contract
     by_row = plan.id_column == ROW_COLUMN
     segments = list(getattr(config, "segments", None) or [])
@@ -576,8 +576,7 @@ def explain_list(plan: Plan, model_uri: str, data_uri: str, config: Any = None, 
         encoded = encoder.encode(subset)
         if not len(encoded.features):
             continue
-        raw = model.scorer.sklearn.predict_proba(encoded.features)[:, 1]
-        answers = explain_rows(model.scorer.sklearn, contract, encoded.features, model.calibrator.apply(raw))
+        answers = model.explain(encoded.features)
         good = np.flatnonzero(encoded.good)
         for answer, row in zip(answers, good, strict=True):
             pushes = answer["top_increasing"]

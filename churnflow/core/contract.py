@@ -124,18 +124,6 @@ class FeatureContract(BaseModel):
             feature_columns=feature_columns,
         )
 
-    # -- encoding ----------------------------------------------------------------------------------
-
-    def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Turns a typed feature frame into the model matrix exactly as serving does (churnflow/core/encoding.py).
-
-        Numeric blanks take the training median; a level unseen in training becomes all zeros (or an
-        error when the contract is strict). Extra columns are ignored.
-        """
-        from churnflow.core.encoding import ColumnEncoder, encode_frame
-
-        return encode_frame(ColumnEncoder(self), frame)
-
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:

@@ -188,3 +188,12 @@ def encode_frame(encoder: ColumnEncoder, frame: Any) -> np.ndarray:
         return encoder.encode(numeric, categorical, refuse_missing=False).features
     except CategoryRefused as refused:
         raise ChurnflowError(refused.describe()) from None
+
+
+def encode_contract_frame(contract: FeatureContract, frame: Any) -> np.ndarray:
+    """Turns a typed feature frame into the model matrix exactly as serving does.
+
+    Numeric blanks take the training median; a level unseen in training becomes all zeros (or an
+    error when the contract is strict). Extra columns are ignored. It lives here, not on the contract,
+    because encoding builds on the contract: the contract knows nothing of encoders."""
+    return encode_frame(ColumnEncoder(contract), frame)

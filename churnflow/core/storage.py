@@ -11,7 +11,6 @@ check, never a botocore traceback.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,14 +106,3 @@ def download_directory(uri: str, target: str) -> str:
     except Exception as error:
         raise explain(uri, error) from None
     return target
-
-
-def local_directory(uri: str, what: str = "model directory") -> Path:
-    """A local directory with the URI's files: the path itself, or a downloaded copy of a remote prefix."""
-    if not is_object_uri(uri):
-        _, path = filesystem(uri, what)
-        local = Path(path)
-        if not local.is_dir():
-            raise ChurnflowError(f"{what} {uri}: no such directory")
-        return local
-    return Path(download_directory(uri, tempfile.mkdtemp(prefix="churnflow-model-")))

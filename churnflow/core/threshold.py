@@ -1,7 +1,9 @@
 """The decision threshold: the probability above which a customer is called a churner.
 
 Chosen at training time on out-of-fold predictions (after calibration, churnflow/core/calibration.py)
-and stored as the contract's `threshold`; every scorer answers "churn when probability > threshold".
+and stored as the contract's `threshold`. The rule "churn when probability > threshold" is
+`churn_flags`, the one place it is written: serving, bulk scoring, evaluation, explanations and the
+model card all call it, so a customer is never a churner on one path and not on another.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from sklearn.metrics import precision_recall_curve
 from churnflow.core.errors import ChurnflowError
 
 _PRECISION_GOAL = re.compile(r"^precision\s*>=\s*([0-9.]+)$")
+
+
+def churn_flags(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """1 where the (calibrated) probability is strictly above the threshold, else 0, as int64.
+
+    Strictly above: a threshold chosen by `choose_threshold` sits one step below the chosen cut, so
+    the cut itself still counts as churn."""
+    return (np.asarray(probability) > threshold).astype(np.int64)
 
 
 def choose_threshold(goal: str, probability: np.ndarray, target: np.ndarray) -> tuple[float, dict]:

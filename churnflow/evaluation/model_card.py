@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
+from churnflow.core.threshold import churn_flags
+
 RESAMPLES = 1000
 """Bootstrap resamples of the test rows for the 95% intervals (on test splits up to FULL_RESAMPLE_ROWS)."""
 FULL_RESAMPLE_ROWS = 20_000
@@ -86,7 +88,7 @@ def _batch_metrics(target: np.ndarray, probability: np.ndarray, threshold: float
         hits = np.take_along_axis(target, order, axis=1)
         precision_at = np.cumsum(hits, axis=1) / np.arange(1, target.shape[1] + 1)
         pr_auc = (precision_at * hits).sum(axis=1) / positives
-        predicted = probability > threshold
+        predicted = churn_flags(probability, threshold)
         true_positive = (predicted & (target == 1)).sum(axis=1)
         flagged = predicted.sum(axis=1)
         precision = np.where(flagged > 0, true_positive / flagged, 0.0)

@@ -30,8 +30,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from churnflow.core.artifact import DEFAULT_MODEL_NAME, EVALUATION_FILE, METADATA_FILE
+from churnflow.core.artifact import DEFAULT_MODEL_NAME, EVALUATION_FILE, REFERENCE_FILE
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.released_model import ReleasedModel
 from churnflow.monitoring.psi import psi
 from churnflow.monitoring.reference import DECILES, MISSING_BIN, UNSEEN_BIN, load_reference, numeric_bins
 from churnflow.monitoring.thresholds import DEFAULT_THRESHOLDS, DEFAULT_WINDOW, Thresholds
@@ -304,11 +305,12 @@ def run_check(
     from churnflow.store.database import PredictionStore
 
     model_dir = Path(model_dir)
-    reference = load_reference(model_dir) if model_dir.is_dir() else None
-    if reference is None:
+    if not (model_dir / REFERENCE_FILE).is_file():
         raise ChurnflowError(f"model directory {model_dir}: no reference.json (the drift baseline); is it a model?")
-    metadata_path = model_dir / METADATA_FILE
-    version = json.loads(metadata_path.read_text()).get("model_version", "") if metadata_path.is_file() else ""
+    # The served model's own loader: its digests cover reference.json, so a tampered baseline is refused.
+    released = ReleasedModel.load(model_dir)
+    reference = load_reference(released.directory)
+    version = released.version
     evaluation = load_evaluation(evaluation_path or model_dir / EVALUATION_FILE)
     if window is not None and window < 1:
         raise ChurnflowError(f"--window: expected at least 1 prediction, got {window}")

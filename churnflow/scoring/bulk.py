@@ -2,11 +2,11 @@
 
     dataset (CSV blocks or Parquet row groups, pyarrow streaming)
       → BatchEncoder (the one encoding; unreadable rows → rejects file with field and reason)
-      → Scorer (ONNX Runtime, the same calibrator as serving) → probability, churn, value at risk
+      → ReleasedModel (serving's scorer, calibrator and threshold rule) → probability, churn, value at risk
       → a sorted run per batch on local disk → k-way merge → output with rank (1 = most value at risk)
 
-Probabilities equal what `churnflow serve` answers for the same row: the same contract, encoder,
-compiled forest and calibrator.
+Probabilities equal what `churnflow serve` answers for the same row: the same ReleasedModel
+(churnflow/core/released_model.py) with its contract, compiled forest and calibrator.
 """
 
 from __future__ import annotations
@@ -27,14 +27,11 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from churnflow.core.artifact import verify_files
-from churnflow.core.calibration import load_calibrator
 from churnflow.core.config import DatasetConfig
-from churnflow.core.contract import FeatureContract
 from churnflow.core.data import columns_hint
 from churnflow.core.errors import ChurnflowError
-from churnflow.core.storage import filesystem, local_directory
-from churnflow.predictor.scoring import Scorer
+from churnflow.core.released_model import ReleasedModel
+from churnflow.core.storage import filesystem
 from churnflow.scoring.arrow_encoding import BatchEncoder
 from churnflow.scoring.ranking import merge_runs, sort_run
 
@@ -85,33 +82,6 @@ class ScoreSummary:
             "output": self.output,
             "rejects": self.rejects,
         }
-
-
-@dataclass(frozen=True)
-class ReleasedModel:
-    """What scoring needs from a model directory, checked the way serving checks it (SHA-256 first)."""
-
-    directory: Path
-    contract: FeatureContract
-    scorer: Scorer
-    calibrator: Any
-    version: str
-
-    @classmethod
-    def load(cls, uri: str) -> ReleasedModel:
-        directory = local_directory(uri)
-        metadata = verify_files(directory)
-        return cls(
-            directory=directory,
-            contract=FeatureContract.load(directory),
-            scorer=Scorer(directory),
-            calibrator=load_calibrator(directory),
-            version=str(metadata.get("model_version", "")),
-        )
-
-    def probability(self, features: np.ndarray) -> np.ndarray:
-        """Exactly serving's computation: compiled forest, then the calibrator."""
-        return self.calibrator.apply(self.scorer.probability(np.ascontiguousarray(features)))
 
 
 # -- input ----------------------------------------------------------------------------------------
@@ -287,7 +257,7 @@ def score_table(
     if batch_rows < 1:
         raise ChurnflowError(f"--batch-rows: expected a positive number, got {batch_rows}")
     started = time.monotonic()
-    model = model or ReleasedModel.load(model_uri)
+    model = model or ReleasedModel.open(model_uri)
     contract = model.contract
     id_column = (config.id if config is not None else None) or contract.id
     value_column, multiplier, note = value_settings(config)
@@ -318,6 +288,7 @@ def score_table(
             summary.filled.update(encoded.filled or {})
             if len(encoded.features):
                 probability = model.probability(encoded.features)
+                churn = model.churn(probability)
                 value = encoded.value if encoded.value is not None else 1.0
                 at_risk = probability * value * multiplier
                 keep = pa.array(np.flatnonzero(encoded.good))
@@ -325,13 +296,13 @@ def score_table(
                     {
                         (id_column or ROW_COLUMN): ids.take(keep) if not encoded.good.all() else ids,
                         "probability": probability,
-                        "churn": (probability > contract.threshold).astype(np.int64),
+                        "churn": churn,
                         "value_at_risk": at_risk,
                     }
                 )
                 summary.rows_scored += table.num_rows
                 summary.total_value_at_risk += float(at_risk.sum())
-                summary.predicted_churners += int((probability > contract.threshold).sum())
+                summary.predicted_churners += int(churn.sum())
                 run = run_dir / f"run-{len(runs):06d}.parquet"
                 pq.write_table(sort_run(table), run, row_group_size=RUN_ROW_GROUP)
                 runs.append(run)

@@ -1,4 +1,5 @@
-"""KFP wrappers of the drift check (logic in logic.py): check, then retrain when it found drift."""
+"""KFP wrapper of the drift check (logic in logic.py); the retrain step that follows it on drift is
+churnflow/pipelines/retraining.py's `retrain_op`, since it compiles and starts the training pipeline."""
 
 from kfp.dsl import HTML, Artifact, Input, Metrics, Model, Output
 
@@ -82,41 +83,3 @@ def drift_check_op(
         except ChurnflowError as error:
             print(f"drift-check: warning: {error}")
     return verdict.retrain
-
-
-@churnflow_component
-def retrain_op(
-    drift_report: Input[Artifact],
-    kfp_host: str,
-    namespace: str,
-    experiment: str,
-    data_uri: str,
-    training_arguments: str,
-    train_image: str,
-    deploy_action: str,
-    dataset_config: str,
-    service_account: str,
-) -> str:
-    """Starts the training pipeline through kfp.Client with the latest data; returns the run id.
-
-    In-cluster API and projected token, the profile's namespace, the drift pipeline's own image."""
-    import json
-
-    from churnflow.components.drift_check.logic import run_name, start_retraining
-
-    with open(drift_report.path) as handle:
-        report = json.load(handle)
-    run_id, arguments = start_retraining(
-        kfp_host,
-        data_uri,
-        training_arguments,
-        namespace=namespace,
-        experiment=experiment,
-        name=run_name(report),
-        image=train_image,
-        deploy_action=deploy_action,
-        dataset_config=dataset_config,
-        service_account=service_account,
-    )
-    print(f"retrain: drift ({'; '.join(report['reasons'])}) → training run {run_id} with {sorted(arguments)}")
-    return run_id

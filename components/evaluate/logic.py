@@ -1,5 +1,9 @@
 """Evaluate: score the candidate on the held-out split and decide whether it may be deployed.
 
+The candidate is read as a ReleasedModel (churnflow/core/released_model.py), the object serving and
+`churnflow score` answer with: the same digest check, the same scorer (the compiled forest when there
+is one), calibrator and threshold rule, so the probabilities gated on here are the ones served.
+
 The gate has two parts: absolute floors (minimum ROC-AUC, F1, ...) and, when the metrics of the model
 now in production are given, champion/challenger: the candidate may not be worse than the champion by
 more than `max_regression` on the gate metric.
@@ -9,9 +13,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-import joblib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.calibration import calibration_curve
@@ -30,11 +33,13 @@ from sklearn.metrics import (
 )
 
 from churnflow.components.preprocess.logic import TEST_FILE
-from churnflow.core.artifact import MODEL_FILE, verify_files
-from churnflow.core.calibration import load_calibrator
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.errors import ChurnflowError
+from churnflow.core.explain import fold_to_inputs, path_contributions
+from churnflow.core.released_model import ReleasedModel
+from churnflow.core.threshold import churn_flags
 from churnflow.evaluation.model_card import bootstrap_intervals, gains_curve, resamples_for, top_decile_lift
 from churnflow.monitoring.drift import probability_reference
 
@@ -59,7 +64,7 @@ class Gate(BaseModel):
 
 def holdout_metrics(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
     """All evaluation metrics for churn probabilities against 0/1 outcomes."""
-    predicted = (probability > threshold).astype("int64")  # as predict(): churn only above the threshold
+    predicted = churn_flags(probability, threshold)  # the served rule: churn only above the threshold
     fpr, tpr, thresholds = roc_curve(target, probability)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
     precision_points, recall_points, _ = precision_recall_curve(target, probability)
@@ -157,15 +162,39 @@ def parse_champion(text: str) -> dict[str, Any] | None:
     return data.get("metrics", data)
 
 
+class SplitScores(NamedTuple):
+    """The test split as the released model scores it."""
+
+    target: np.ndarray
+    features: np.ndarray
+    """the model matrix (the contract's encoding)"""
+    raw: np.ndarray
+    """the scorer's probability before calibration"""
+    probability: np.ndarray
+    """the served probability: scorer, then calibrator"""
+
+
+def score_split(model: ReleasedModel, test_dir: str | Path) -> SplitScores:
+    """Scores the held-out split through the released model's own scorer and calibrator, the ones
+    serving and `churnflow score` use, so the gated probabilities are the served ones."""
+    contract = model.contract
+    frame = read_split(Path(test_dir) / TEST_FILE, contract.numeric, list(contract.categorical))
+    features = encode_contract_frame(contract, frame)
+    raw = model.raw_probability(features)
+    return SplitScores(
+        target=frame[contract.target].to_numpy(dtype="int64"),
+        features=features,
+        raw=raw,
+        probability=model.calibrator.apply(raw),
+    )
+
+
 def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_metrics: str = "") -> dict[str, Any]:
     """Scores the model on the test split and returns the full report (also what evaluation.json holds)."""
-    verify_files(model_dir)
-    contract = FeatureContract.load(model_dir)
-    model = joblib.load(Path(model_dir) / MODEL_FILE)
-    frame = read_split(Path(test_dir) / TEST_FILE, contract.numeric, list(contract.categorical))
-    target = frame[contract.target].to_numpy(dtype="int64")
-    raw = model.predict_proba(contract.encode_frame(frame))[:, 1]
-    probability = load_calibrator(model_dir).apply(raw)  # what the predictor serves
+    model = ReleasedModel.load(model_dir)
+    contract = model.contract
+    split = score_split(model, test_dir)
+    target, features, raw, probability = split.target, split.features, split.raw, split.probability
     metrics = holdout_metrics(target, probability, threshold=contract.threshold)
     metrics["brier_uncalibrated"] = float(brier_score_loss(target, raw))
     champion = parse_champion(champion_metrics)
@@ -174,7 +203,7 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
         "metrics": metrics,
         "intervals": bootstrap_intervals(target, probability, contract.threshold, resamples_for(len(target))),
         "resamples": resamples_for(len(target)),
-        "importance": feature_importance(model, contract, frame),
+        "importance": feature_importance(model.scorer.sklearn, contract, features),
         "gate": gate.model_dump(),
         "champion": champion,
         "deploy": deploy,
@@ -184,14 +213,12 @@ def evaluate(model_dir: str | Path, test_dir: str | Path, gate: Gate, champion_m
     }
 
 
-def feature_importance(model: Any, contract: FeatureContract, frame: Any) -> list[tuple[str, float]]:
-    """Each input column's mean absolute contribution over the test rows, largest first.
+def feature_importance(model: Any, contract: FeatureContract, features: np.ndarray) -> list[tuple[str, float]]:
+    """Each input column's mean absolute contribution over the test rows (a model matrix), largest first.
 
     The same decision-path decomposition the predictor's :explain answers with, so the card's global
     ranking and a single customer's reasons are measured in the same units."""
-    from churnflow.predictor.explain import fold_to_inputs, path_contributions
-
-    _, contributions = path_contributions(model, contract.encode_frame(frame))
+    _, contributions = path_contributions(model, features)
     columns, folded = fold_to_inputs(contract, contributions)
     importance = np.abs(folded).mean(axis=0)
     return sorted(((c, float(v)) for c, v in zip(columns, importance, strict=True)), key=lambda p: -p[1])

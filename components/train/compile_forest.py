@@ -21,67 +21,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from churnflow.core.artifact import ONNX_INPUT, ONNX_OUTPUT
+from churnflow.core.trees import TreeArrays, is_boosting, model_trees
 
 log = logging.getLogger(__name__)
 
 MAX_COMPILED_NODES = 20_000_000
 TOLERANCE = 1e-12  # float64 summation order (and, for boosting, the logistic function) may differ by ulps
 BRANCH_LEQ = 0
-
-
-class TreeArrays(NamedTuple):
-    """One fitted tree as parallel node arrays (node 0 is the root)."""
-
-    left: np.ndarray
-    right: np.ndarray
-    is_leaf: np.ndarray
-    feature: np.ndarray
-    threshold: np.ndarray
-    leaf_value: np.ndarray
-    """per node; read at leaves only"""
-
-
-def is_boosting(model: Any) -> bool:
-    return hasattr(model, "_predictors")
-
-
-def model_trees(model: Any) -> list[TreeArrays]:
-    """Every tree of a fitted forest (leaf value: its churn fraction) or of a binary gradient-boosted
-    model (leaf value: its raw log-odds increment)."""
-    trees = []
-    if is_boosting(model):
-        for (predictor,) in model._predictors:  # binary: one tree per iteration
-            nodes = predictor.nodes
-            trees.append(
-                TreeArrays(
-                    left=nodes["left"].astype(np.int64),
-                    right=nodes["right"].astype(np.int64),
-                    is_leaf=nodes["is_leaf"].astype(bool),
-                    feature=nodes["feature_idx"].astype(np.int64),
-                    threshold=nodes["num_threshold"].astype(np.float64),
-                    leaf_value=nodes["value"].astype(np.float64),
-                )
-            )
-        return trees
-    for estimator in model.estimators_:
-        tree = estimator.tree_
-        values = tree.value[:, 0, :]
-        trees.append(
-            TreeArrays(
-                left=tree.children_left.astype(np.int64),
-                right=tree.children_right.astype(np.int64),
-                is_leaf=tree.children_left == -1,
-                feature=tree.feature.astype(np.int64),
-                threshold=tree.threshold.astype(np.float64),
-                leaf_value=(values[:, 1] / values.sum(axis=1)).astype(np.float64),
-            )
-        )
-    return trees
 
 
 def tree_nodes(model: Any) -> int:

@@ -24,6 +24,7 @@ from churnflow.core.artifact import MODEL_FILE, ONNX_FILE, write_metadata
 from churnflow.core.calibration import IDENTITY, choose_calibration, save_calibrator
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
+from churnflow.core.encoding import encode_contract_frame
 from churnflow.core.hyperparameters import ModelParams, build_estimator, fit_threads
 from churnflow.core.threshold import choose_threshold
 from churnflow.monitoring.reference import build_reference, save_reference
@@ -84,7 +85,7 @@ def train(
     """
     contract = FeatureContract.load(contract_dir)
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical))
-    features = contract.encode_frame(frame)
+    features = encode_contract_frame(contract, frame)
     target = frame[contract.target].to_numpy(dtype="int64")
 
     started = time.perf_counter()

@@ -3,7 +3,7 @@
 A large table does not need every candidate cross-validated on every row to tell them apart. Rung 0
 scores every candidate on `min_rows` rows; each later rung keeps the best third and scores them on
 three times as many rows; the last rung's scores choose, by the same one-standard-error rule as a
-flat search (logic.select_best). The chosen settings are then fitted on all rows by the train step.
+flat search (selection.select_best). The chosen settings are then fitted on all rows by the train step.
 
 Rows are a prefix of the training split, which preprocess wrote in shuffled order, so rung k's rows
 are a uniform random sample and contain rung k-1's. The pipeline's DAG is static, so it always has
@@ -16,9 +16,9 @@ A rung advances its best third by mean fold score and, if that leaves it out, th
 one-standard-error rule would choose at that rung, so the simplest candidate is not dropped for a
 difference smaller than the noise between folds.
 
-A flat search on a training split under logic.REPEAT_BELOW_ROWS rows uses rung 1 for repeated
+A flat search on a training split under selection.REPEAT_BELOW_ROWS rows uses rung 1 for repeated
 cross-validation instead: rung 0 scores every candidate on one k-fold, rung 1 gives only the
-candidates the rule cannot yet separate from the best (logic.undecided) the other repetitions, on the
+candidates the rule cannot yet separate from the best (selection.undecided) the other repetitions, on the
 same folds, and the choice is made on their pooled folds; rung 2 carries it. Rung 1 is then one item
 (`{"group": [items]}`, scored one after another in one task): two or three candidates' extra folds
 take a few seconds, and a task each would cost more in start-up (about 2 s of CPU per local task,
@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from churnflow.components.tune.selection import search_repeats, select_best, undecided
 from churnflow.core.errors import ChurnflowError
 
 FACTOR = 3
@@ -69,8 +70,6 @@ def start(candidates: list[dict[str, Any]], train_rows: int, min_rows: int) -> l
     cv_score hands it back with the result: the DAG passes one list from rung to rung, nothing else."""
     if not candidates:
         raise ChurnflowError("tuning: no candidate to score")
-    from churnflow.components.tune.logic import search_repeats
-
     rows = schedule(train_rows, min_rows)
     search = {
         "train_rows": train_rows,
@@ -118,8 +117,6 @@ def advance(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Once the search has decided (the rung used every row, or one candidate is left), the next items
     carry the choice's result (`{"carry": result}`) and nothing more is fitted."""
-    from churnflow.components.tune.logic import select_best, undecided
-
     search, results = _record(results)
     if search["decided"]:
         return [{"carry": r} for r in results]
@@ -156,8 +153,6 @@ def finish(results: list[dict[str, Any]]) -> dict[str, Any]:
     The selection's `candidates` are that rung's results (all scored on the same rows); `halving`
     records every rung. After a repetition rung they are followed, in listed order, by the candidates
     rung 0 left behind (`screened_out`, with rung 0's folds and paired differences)."""
-    from churnflow.components.tune.logic import select_best
-
     search, _ = _record(results)
     last = search["rungs"][-1]
     selection = select_best([_typed(r) for r in last["results"]])

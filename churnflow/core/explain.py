@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from churnflow.components.train.compile_forest import is_boosting, model_trees
 from churnflow.core.contract import FeatureContract
+from churnflow.core.threshold import churn_flags
+from churnflow.core.trees import is_boosting, model_trees
 
 
 def path_contributions(model: Any, features: np.ndarray) -> tuple[float, np.ndarray]:
@@ -109,13 +110,14 @@ def explain_rows(
     base, raw_contributions = path_contributions(model, features)
     columns, contributions = fold_to_inputs(contract, raw_contributions)
     raw = base + raw_contributions.sum(axis=1)
+    churn = churn_flags(served, contract.threshold)
     answers = []
     for row in range(features.shape[0]):
         values = contributions[row]
         order = np.argsort(values)
         answers.append(
             {
-                "churn": int(served[row] > contract.threshold),
+                "churn": int(churn[row]),
                 "probability": float(served[row]),
                 "base_value": float(base),
                 "contributions": {columns[i]: float(values[i]) for i in range(len(columns))},

@@ -1,5 +1,8 @@
 """Scoring a model matrix: the compiled forest when there is one, scikit-learn otherwise.
 
+The one scorer of a released model (churnflow/core/released_model.py): serving, bulk scoring and the
+evaluate step all call it, so they answer the same probability for the same row by construction.
+
 A pickle runs code when it is loaded, so with a compiled forest the scikit-learn model (model.joblib)
 is not unpickled to serve: only when `sklearn` is first asked for (the :explain route), and then only
 after its SHA-256 matches the one recorded when the model was loaded.
