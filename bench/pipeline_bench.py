@@ -7,11 +7,13 @@ Each measurement is a fresh process on the same synthetic rows:
   halving on large tables) → train on every row → evaluate → deploy;
 - "seed-exact" is `churnflow run --set tune=false`: the original design's 100-tree forest, fully grown;
 - "original" is the original design's training script (bench/baseline_train.py).
-Ratios are ours over the original script's, measured in the same run. Peak RSS is that of the largest
-single process (kfp.local runs every task as its own process). Above --max-forest-rows the seed-exact
-run and the original script are not run: a fully grown forest grows with the rows it is fitted on
-(the results at the largest size that was run say by how much). Results go to
-bench/results/pipeline_bench.json (or --json) with the commit, date and machine.
+Ratios are ours over the original script's, measured in the same run. `--task-floor N` also runs a
+pipeline of N churnflow components that do nothing through kfp.local (bench/_noop_pipeline.py): the
+cost of the tasks themselves, before any work, which no change to what they do can go below.
+Peak RSS is that of the largest single process (kfp.local runs every task as its own process). Above
+--max-forest-rows the seed-exact run and the original script are not run: a fully grown forest grows
+with the rows it is fitted on (the results at the largest size that was run say by how much). Results
+go to bench/results/pipeline_bench.json (or --json) with the commit, date and machine.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main() -> None:
     parser.add_argument("--max-forest-rows", type=int, default=1_000_000)
     parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
     parser.add_argument("--json", help="write the results here (default bench/results/pipeline_bench.json)")
+    parser.add_argument("--task-floor", type=int, default=0, help="also time N do-nothing kfp.local tasks")
     args = parser.parse_args()
     results = []
     print(f"{'rows':>10} {'run':<11} {'seconds':>8} {'× orig':>7} {'peak MiB':>9} {'× orig':>7} {'ROC-AUC':>8}  model")
@@ -100,6 +103,15 @@ def main() -> None:
             )
         results.append(entry)
     figures = {"sizes": results, "max_forest_rows": args.max_forest_rows}
+    if args.task_floor > 0:
+        floor = measure([PYTHON, str(HERE / "_noop_pipeline.py"), str(args.task_floor)])
+        floor.update(tasks=args.task_floor, seconds_per_task=floor["seconds"] / args.task_floor)
+        floor["cpu_seconds_per_task"] = floor["cpu_seconds"] / args.task_floor
+        print(
+            f"{args.task_floor} do-nothing kfp.local tasks: {floor['seconds']:.1f} s "
+            f"({floor['seconds_per_task']:.2f} s and {floor['cpu_seconds_per_task']:.2f} CPU-s a task)"
+        )
+        figures["task_floor"] = floor
     write_results("pipeline_bench", figures, args.note, args.json)
 
 

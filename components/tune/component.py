@@ -115,8 +115,10 @@ def tune_op(
     tuning_metrics: Output[Metrics],
 ) -> str:
     """Runs the whole search (every rung, every candidate) in this one pod and picks by the same rule
-    (same JSON and metrics as select_params_op)."""
+    (same JSON and metrics as select_params_op). It never runs beside a sibling task, so the share of
+    the cores `churnflow run` gives loop tasks (LOOP_THREADS_ENV) is not its own: it takes them all."""
     import json
+    import os
 
     from churnflow.components.tune.logic import (
         base_candidates,
@@ -135,6 +137,7 @@ def tune_op(
         class_weight=class_weight,
         random_state=seed,
     )
+    os.environ.pop("CHURNFLOW_LOOP_THREADS", None)  # churnflow.core.hyperparameters.LOOP_THREADS_ENV
     selection = tune_in_one_task(
         train_data.path,
         contract.path,
