@@ -85,3 +85,29 @@ def test_both_branches_run_under_kfp_local_and_choose_alike(tmp_path: Path) -> N
     for one, other in zip(together["candidates"], fanned["candidates"], strict=True):
         assert one["index"] == other["index"] and one["fold_scores"] == pytest.approx(other["fold_scores"], abs=1e-4)
     assert runs["one-task"][0].metrics["roc_auc"] == pytest.approx(runs["fan-out"][0].metrics["roc_auc"], abs=1e-9)
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def test_a_rung_scored_side_by_side_gives_what_one_after_another_gives(model_dir: Path) -> None:
+    """tune_op on a small split scores a rung's candidates in threads, one core each: every item is
+    scored as alone (same folds, same seeds), so the search and its choice are those of workers=1."""
+    from churnflow.components.tune.logic import candidates, tune_in_one_task
+    from churnflow.core.hyperparameters import ForestParams
+
+    root = model_dir.parent
+    listed = candidates(
+        ForestParams(n_estimators=10),
+        True,
+        '{"random_forest": {"min_samples_leaf": [1, 20]}, "hist_gradient_boosting": {"learning_rate": [0.1]}}',
+    )
+    alone = tune_in_one_task(root / "train", root / "contract", listed, folds=3)
+    side_by_side = tune_in_one_task(root / "train", root / "contract", listed, folds=3, workers=2)
+    assert len(alone["candidates"]) == 3
+    assert _without_timings(side_by_side) == _without_timings(alone)
