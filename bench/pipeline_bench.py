@@ -7,11 +7,13 @@ Each measurement is a fresh process on the same synthetic rows:
   halving on large tables) → train on every row → evaluate → deploy;
 - "seed-exact" is `churnflow run --set tune=false`: the baseline script's 100-tree forest, fully grown;
 - "original" is the baseline training script (bench/baseline_train.py).
-Ratios are ours over the original script's, measured in the same run. Peak RSS is that of the largest
-single process (kfp.local runs every task as its own process). Above --max-forest-rows the seed-exact
-run and the original script are not run: a fully grown forest grows with the rows it is fitted on
-(the results at the largest size that was run say by how much). Results go to
-bench/results/pipeline_bench.json (or --json) with the commit, date and machine.
+Ratios are ours over the original script's, measured in the same run. `--task-floor N` also runs a
+pipeline of N churnflow components that do nothing through kfp.local (bench/_noop_pipeline.py): the
+cost of the tasks themselves, before any work, which no change to what they do can go below.
+Peak RSS is that of the largest single process (kfp.local runs every task as its own process). Above
+--max-forest-rows the seed-exact run and the original script are not run: a fully grown forest grows
+with the rows it is fitted on (the results at the largest size that was run say by how much). Results
+go to bench/results/pipeline_bench.json (or --json) with the commit, date and machine.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 CHURNFLOW = str(Path(PYTHON).with_name("churnflow"))
 QUALITY = ("roc_auc", "f1", "brier")
+# What a task that reads the split and fits or scores a model imports at the least.
+FIT_STACK = "pandas,pyarrow.parquet,sklearn.ensemble,sklearn.metrics"
 
 
 def measure(command: list[str]) -> dict:
@@ -72,6 +76,7 @@ def main() -> None:
     parser.add_argument("--max-forest-rows", type=int, default=1_000_000)
     parser.add_argument("--note", default="", help="conditions worth recording (e.g. other work on the machine)")
     parser.add_argument("--json", help="write the results here (default bench/results/pipeline_bench.json)")
+    parser.add_argument("--task-floor", type=int, default=0, help="also time N do-nothing kfp.local tasks")
     args = parser.parse_args()
     results = []
     print(f"{'rows':>10} {'run':<11} {'seconds':>8} {'× orig':>7} {'peak MiB':>9} {'× orig':>7} {'ROC-AUC':>8}  model")
@@ -100,6 +105,17 @@ def main() -> None:
             )
         results.append(entry)
     figures = {"sizes": results, "max_forest_rows": args.max_forest_rows}
+    for name, imports in (("task_floor", ""), ("task_floor_with_stack", FIT_STACK)):
+        if args.task_floor <= 0:
+            break
+        floor = measure([PYTHON, str(HERE / "_noop_pipeline.py"), str(args.task_floor), imports])
+        floor.update(tasks=args.task_floor, imports=imports, seconds_per_task=floor["seconds"] / args.task_floor)
+        floor["cpu_seconds_per_task"] = floor["cpu_seconds"] / args.task_floor
+        print(
+            f"{args.task_floor} do-nothing kfp.local tasks{' importing ' + imports if imports else ''}: "
+            f"{floor['seconds']:.1f} s, {floor['cpu_seconds']:.1f} CPU-s (whole run, its own start included)"
+        )
+        figures[name] = floor
     write_results("pipeline_bench", figures, args.note, args.json)
 
 

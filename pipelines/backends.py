@@ -35,6 +35,12 @@ FEATURES: dict[str, Feature] = {
     "collected": Feature(
         "fan-in of ParallelFor outputs (dsl.Collected)", (2, 14), "kubeflow/pipelines PR 11725, released in 2.14"
     ),
+    "oneof": Feature(
+        "outputs of dsl.If/dsl.Else branches joined with dsl.OneOf (a condition DAG's outputs)",
+        (2, 4),
+        "kubeflow/pipelines PR 11196 (the driver resolves a sub-DAG's outputs, dsl.OneOf's included), released in "
+        "2.4.0; older drivers fail the consumer with 'cannot find output parameter key ... in producer task'",
+    ),
     "resource_strings": Feature(
         "CPU/memory requests or limits as strings or pipeline parameters (resourceCpuLimit, ...)",
         (2, 4),
@@ -147,6 +153,10 @@ def features_used(documents: list[dict[str, Any]]) -> dict[str, list[str]]:
             loop = components.get(task.get("componentRef", {}).get("name", ""), {})
             if loop.get("dag", {}).get("outputs"):  # a loop whose outputs leave it is a fan-in
                 used.setdefault("collected", []).append(f"{dag_name}/{task_name}")
+    for name, component in components.items():
+        outputs = component.get("dag", {}).get("outputs", {}).get("parameters", {})
+        if any("valueFromOneof" in output for output in outputs.values()):
+            used.setdefault("oneof", []).append(name)
     for where, runtime in _task_constants(spec):
         if _has_placeholder(runtime["constant"]):
             used.setdefault("run_placeholders", []).append(where)

@@ -2,7 +2,10 @@
 
 Tuning is successive halving (components/tune/halving.py) in `RUNGS` fanned-out rungs of CV tasks:
 candidates → ParallelFor(cv_score) → next_rung → ParallelFor(cv_score) → next_rung →
-ParallelFor(cv_score) → select. A small table is decided at rung 0 and carried through the rest.
+ParallelFor(cv_score) → select. A training split of at most `one_task_tuning_rows` rows (preprocess
+returns its size) takes the other branch of a dsl.If/dsl.Else instead: tune_op runs the same search
+in one task, because there each task's start-up costs more than the fits it would share out
+(14 tuning tasks on 1,000 rows). dsl.OneOf hands train whichever choice was made.
 
 This one function is what `churnflow compile` writes for Kubeflow and what `churnflow run` executes
 locally through kfp.local; there is no second code path. For KFP backends older than 2.14 (no fan-in
@@ -45,6 +48,9 @@ DEFAULT_GATE = Gate()  # the evaluation gate's floors are declared once, on Gate
 # Whether tuning fans out over pods and collects the scores (dsl.Collected, KFP backend 2.14+). KFP
 # traces the pipeline function when it is decorated, so the choice is read at that moment.
 _FAN_IN = contextvars.ContextVar("fan_in", default=True)
+ONE_TASK_TUNING_ROWS = DEFAULT_MIN_ROWS
+"""Training splits of at most this many rows are tuned in one task (tune_op), larger ones fanned out:
+as many rows as halving's first rung, a split small enough to be one rung of a larger search."""
 
 
 class PipelineOutputs(NamedTuple):
@@ -71,6 +77,7 @@ def _training_dag(
     tuning_metric: str = "roc_auc",
     cv_folds: int = 5,
     halving_min_rows: int = DEFAULT_MIN_ROWS,
+    one_task_tuning_rows: int = ONE_TASK_TUNING_ROWS,
     calibration: str = "auto",
     threshold_goal: str = "f1",
     min_roc_auc: float = DEFAULT_GATE.min_roc_auc,
@@ -118,38 +125,20 @@ def _training_dag(
         "halving_min_rows": halving_min_rows,
     }
     if not _FAN_IN.get():  # backends before 2.14: every candidate scored in one task
-        selection = tune_op(
-            train_data=preprocess.outputs["train_data"],
-            contract=preprocess.outputs["contract"],
-            **search,
-            folds=cv_folds,
-            metric=tuning_metric,
-            seed=seed,
-        )
-        set_resources(selection, "compute")
+        selection = _tune_in_one_task(preprocess, search, cv_folds, tuning_metric, seed).outputs["Output"]
     else:
-        rung = candidates_op(contract=preprocess.outputs["contract"], **search, random_state=seed)
-        set_resources(rung, "light")
-        for number in range(RUNGS):
-            with dsl.ParallelFor(rung.output, name=f"cross-validate-rung-{number}") as candidate:
-                scored = cv_score_op(
-                    train_data=preprocess.outputs["train_data"],
-                    contract=preprocess.outputs["contract"],
-                    candidate=candidate,
-                    folds=cv_folds,
-                    metric=tuning_metric,
-                    seed=seed,
-                )
-                set_resources(scored, "compute")
-            if number < RUNGS - 1:
-                rung = next_rung_op(results=dsl.Collected(scored.output))
-                set_resources(rung, "light")
-        selection = select_params_op(results=dsl.Collected(scored.output))
-        set_resources(selection, "light")
+        # A small training split is tuned in one task, decided by the DAG at run time: its fits take a
+        # few seconds, less than the fan-out's 14 extra task start-ups. A larger one fans out.
+        small = preprocess.outputs["Output"] <= one_task_tuning_rows
+        with dsl.If(small, name="small-table-tune-in-one-task"):
+            together = _tune_in_one_task(preprocess, search, cv_folds, tuning_metric, seed)
+        with dsl.Else(name="large-table-fan-out"):
+            fanned = _tune_fanned_out(preprocess, search, cv_folds, tuning_metric, seed)
+        selection = dsl.OneOf(together.outputs["Output"], fanned.outputs["Output"])
     train = train_op(
         train_data=preprocess.outputs["train_data"],
         contract=preprocess.outputs["contract"],
-        selection=selection.outputs["Output"],
+        selection=selection,
         calibration=calibration,
         threshold_goal=threshold_goal,
         tune=tune,
@@ -194,6 +183,48 @@ def _training_dag(
     return PipelineOutputs(
         model=train.outputs["model"], evaluation=evaluate.outputs["report"], model_card=evaluate.outputs["model_card"]
     )
+
+
+def _tune_in_one_task(
+    preprocess: dsl.PipelineTask, search: dict[str, Any], folds: Any, metric: Any, seed: Any
+) -> dsl.PipelineTask:
+    """The whole search in one task (tune_op): every rung, every candidate, one after another."""
+    selection = tune_op(
+        train_data=preprocess.outputs["train_data"],
+        contract=preprocess.outputs["contract"],
+        **search,
+        folds=folds,
+        metric=metric,
+        seed=seed,
+    )
+    set_resources(selection, "compute")
+    return selection
+
+
+def _tune_fanned_out(
+    preprocess: dsl.PipelineTask, search: dict[str, Any], folds: Any, metric: Any, seed: Any
+) -> dsl.PipelineTask:
+    """The search fanned out: one CV task per candidate and rung (parallel pods on a cluster), collected
+    by next_rung between rungs and by select_params at the end, which it returns."""
+    rung = candidates_op(contract=preprocess.outputs["contract"], **search, random_state=seed)
+    set_resources(rung, "light")
+    for number in range(RUNGS):
+        with dsl.ParallelFor(rung.output, name=f"cross-validate-rung-{number}") as candidate:
+            scored = cv_score_op(
+                train_data=preprocess.outputs["train_data"],
+                contract=preprocess.outputs["contract"],
+                candidate=candidate,
+                folds=folds,
+                metric=metric,
+                seed=seed,
+            )
+            set_resources(scored, "compute")
+        if number < RUNGS - 1:
+            rung = next_rung_op(results=dsl.Collected(scored.output))
+            set_resources(rung, "light")
+    selection = select_params_op(results=dsl.Collected(scored.output))
+    set_resources(selection, "light")
+    return selection
 
 
 churn_training_pipeline = dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)(_training_dag)

@@ -272,6 +272,21 @@ class KfpApi:
                     for value in task.get("inputs", {}).get("parameters", {}).values():
                         if value.get("taskOutputParameter", {}).get("producerTask") in loops:
                             return "failed to resolve the outputs of a ParallelFor (collected outputs need 2.14)"
+        if backend < (2, 4):
+            # backend/src/v2/driver/driver.go before PR 11196 (2.4.0): resolveInputs reads a producer's
+            # output parameters from its execution, and a DAG's execution (dsl.If/dsl.Else branches
+            # joined by dsl.OneOf, a nested pipeline) records none, so the consumer fails
+            for dag in dags:
+                for task_name, task in sorted(dag.get("tasks", {}).items()):
+                    for value in task.get("inputs", {}).get("parameters", {}).values():
+                        output = value.get("taskOutputParameter", {})
+                        producer = dag.get("tasks", {}).get(output.get("producerTask", ""), {})
+                        if "dag" in spec.get("components", {}).get(producer.get("componentRef", {}).get("name"), {}):
+                            return (
+                                f"KFP driver {backend[0]}.{backend[1]}: task {task_name!r}: cannot find output "
+                                f"parameter key {output['outputParameterKey']!r} in producer task "
+                                f"{output['producerTask']!r}"
+                            )
         if backend < (2, 5):
             # backend/src/v2/driver/driver.go resolves {{$.pipeline_job_name}} and the other job/task
             # placeholders from 2.5.0 on (PR 11599); the 2.2-2.4 drivers hand a constant to the task as

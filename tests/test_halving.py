@@ -287,6 +287,7 @@ def test_the_pipeline_halves_through_kfp_local_and_fits_the_choice_on_every_row(
         "cv_folds": 3,
         "halving_min_rows": 200,
         "calibration": "sigmoid",
+        "one_task_tuning_rows": 0,  # the fan-out, which a split this small would not get by default
     }
     handlers = list(logging.root.handlers)
     run = run_local(tmp_path, config=load_config(None), rows=3000, arguments=arguments)

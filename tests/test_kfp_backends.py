@@ -38,19 +38,26 @@ def tasks(spec: dict) -> set[str]:
 def test_the_newest_dag_uses_the_fan_in_and_the_table_finds_it(tmp_path: Path) -> None:
     spec = documents(compile_pipeline(tmp_path / "new.yaml"))
     used = features_used(spec)
-    # one fan-in per rung of the search
-    assert used["collected"] == ["root/for-loop-1", "root/for-loop-2", "root/for-loop-3"]
+    # one fan-in per rung of the search, in the large-table branch (comp-condition-3)
+    assert used["collected"] == [
+        "comp-condition-3/for-loop-4",
+        "comp-condition-3/for-loop-5",
+        "comp-condition-3/for-loop-6",
+    ]
+    # the small-table branch's choice or the fan-out's, joined by dsl.OneOf for train
+    assert used["oneof"] == ["comp-condition-branches-1"]
     # the Secrets (data for preprocess: name a parameter, `optional: false` written by kfp-kubernetes) and
     # the task resources as strings; the run's name handed to train and deploy
     assert set(used) == {
         "collected",
+        "oneof",
         "optional_secret_env",
         "secret_name_parameter",
         "resource_strings",
         "run_placeholders",
     }
     assert used["secret_name_parameter"] == ["exec-preprocess-op"]
-    assert sorted(used["run_placeholders"]) == ["comp-condition-4/deploy-op", "root/train-op"]
+    assert sorted(used["run_placeholders"]) == ["comp-condition-7/deploy-op", "root/train-op"]
     assert FEATURES["collected"].needs <= NEWEST
     assert beyond(spec, (2, 4)) == ["collected", "optional_secret_env", "run_placeholders", "secret_name_parameter"]
     assert beyond(spec, NEWEST) == []
@@ -160,7 +167,8 @@ def test_submit_compiles_for_the_backend_the_api_reports(kfp_api: KfpApi, versio
     (run,) = kfp_api.posted("/apis/v2beta1/runs")
     spec = run_spec(run)
     assert ("collected" in features_used([spec])) is fan_in
-    assert ("tune-op" in tasks(spec)) is not fan_in
+    assert "tune-op" in tasks(spec)  # on its own before 2.14; from 2.14 the small-table branch
+    assert ("cv-score-op" in tasks(spec)) is fan_in
     (created,) = kfp_api.runs.values()
     assert created["state"] == "PENDING", created.get("error")
 
@@ -301,3 +309,38 @@ def test_the_api_double_fails_pod_metadata_on_a_2_0_driver(kfp_api: KfpApi) -> N
     (run,) = kfp_api.runs.values()
     assert run["state"] == "FAILED"
     assert run["error"]["message"] == 'KFP driver: failed to unmarshal Kubernetes config: unknown field "podMetadata"'
+
+
+@dsl.component(base_image="python:3.11")
+def _echo(text: str) -> str:
+    return text
+
+
+@dsl.pipeline(name="one-of")
+def _one_of(small: bool = True) -> None:
+    with dsl.If(small == True):  # noqa: E712
+        one = _echo(text="one task")
+    with dsl.Else():
+        many = _echo(text="fan-out")
+    _echo(text=dsl.OneOf(one.output, many.output))
+
+
+def test_a_one_of_is_refused_before_2_4_and_the_double_fails_it_there(kfp_api: KfpApi) -> None:
+    """Issue 23: the training DAG joins its small-table and fan-out branches with dsl.OneOf, whose output a
+    driver resolves from 2.4 on (PR 11196); churnflow refuses it for 2.3, and a spec compiled for 2.4
+    fails on a 2.3 driver as the real one does."""
+    from churnflow.pipelines.kubeflow import submit_run
+
+    kfp_api.version = "2.3.0"
+    with pytest.raises(ChurnflowError, match=r"dsl.OneOf .* needs KFP backend 2.4 or newer; this backend is 2.3"):
+        submit_run(kfp_api.url, {}, pipeline=_one_of)
+    submit_run(kfp_api.url, {}, pipeline=_one_of, backend=(2, 4))
+    (run,) = kfp_api.runs.values()
+    assert run["state"] == "FAILED"
+    assert run["error"]["message"] == (
+        "KFP driver 2.3: task 'echo-3': cannot find output parameter key "
+        "'pipelinechannel--condition-branches-1-oneof-1' in producer task 'condition-branches-1'"
+    )
+    kfp_api.version = "2.4.0"
+    submit_run(kfp_api.url, {}, pipeline=_one_of, backend=(2, 4))
+    assert list(kfp_api.runs.values())[-1]["state"] == "PENDING"

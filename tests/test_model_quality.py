@@ -252,7 +252,11 @@ def test_compiled_pipeline_fans_tuning_out_and_collects_it(tmp_path):
     from churnflow.pipelines.kubeflow import compile_pipeline
 
     spec = next(yaml.safe_load_all(compile_pipeline(tmp_path / "p.yaml").read_text()))
-    tasks = spec["root"]["dag"]["tasks"]
+    root = spec["root"]["dag"]["tasks"]
+    # the fan-out is the large-table branch of a dsl.If/dsl.Else (small tables: tune_op, one task)
+    branches = spec["components"][root["condition-branches-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    fan_out = next(t for t in branches.values() if t["taskInfo"]["name"] == "large-table-fan-out")
+    tasks = spec["components"][fan_out["componentRef"]["name"]]["dag"]["tasks"]
     loops = [tasks[name] for name in sorted(tasks) if "parameterIterator" in tasks[name]]
     assert len(loops) == 3  # one fan-out per rung of the search, each fed by the previous rung's choice
     for loop, feeder in zip(loops, ["candidates-op", "next-rung-op", "next-rung-op-2"], strict=True):
@@ -261,5 +265,5 @@ def test_compiled_pipeline_fans_tuning_out_and_collects_it(tmp_path):
         assert any(
             t.startswith("cv-score-op") for t in spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
         )
-    assert tasks["select-params-op"]["dependentTasks"] == ["for-loop-3"]
-    assert tasks["train-op"]["dependentTasks"] == ["preprocess-op", "select-params-op"]
+    assert tasks["select-params-op"]["dependentTasks"] == ["for-loop-6"]
+    assert root["train-op"]["dependentTasks"] == ["condition-branches-1", "preprocess-op"]

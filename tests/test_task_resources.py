@@ -23,6 +23,7 @@ OLD_FIELDS = ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit")
 COMPUTE_STEPS = {
     "exec-preprocess-op",
     *(f"exec-cv-score-op{suffix}" for suffix in ("", "-2", "-3")),  # one per rung of the search
+    "exec-tune-op",  # the whole search in one task: small tables (and backends before 2.14)
     "exec-train-op",
     "exec-evaluate-op",
     "exec-drift-check-op",

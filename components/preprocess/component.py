@@ -15,8 +15,11 @@ def preprocess_op(
     train_data: Output[Dataset],
     test_data: Output[Dataset],
     contract: Output[Artifact],
-):
-    """Reads and validates the customer table (or makes a synthetic one), splits it, writes the contract."""
+) -> int:
+    """Reads and validates the customer table (or makes a synthetic one), splits it, writes the contract.
+
+    Returns the training split's row count: the pipeline's DAG chooses how to tune by it (one task for
+    a small split, a fan-out of CV tasks for a large one)."""
     from churnflow.components.preprocess.logic import preprocess
     from churnflow.core.config import parse_config_text
 
@@ -33,3 +36,4 @@ def preprocess_op(
     train_data.metadata.update({"rows": summary.train_rows, "sha256": summary.data_sha256})
     test_data.metadata.update({"rows": summary.test_rows})
     print(f"preprocess: {summary}")
+    return summary.train_rows

@@ -115,13 +115,19 @@ def tune_op(
     tuning_metrics: Output[Metrics],
 ) -> str:
     """Runs the whole search (every rung, every candidate) in this one pod and picks by the same rule
-    (same JSON and metrics as select_params_op)."""
+    (same JSON and metrics as select_params_op). It never runs beside a sibling task, so the share of
+    the cores `churnflow run` gives loop tasks (LOOP_THREADS_ENV) is not its own: it takes them all. On
+    a small split (where fits are short and memory no concern) a rung's candidates run side by side,
+    one core each, as the fan-out's tasks would; on a large one each fit takes every core."""
     import json
+    import os
 
     from churnflow.components.tune.logic import (
+        REPEAT_BELOW_ROWS,
         base_candidates,
         describe_selection,
         selection_metrics,
+        train_rows,
         tune_in_one_task,
     )
 
@@ -135,6 +141,11 @@ def tune_op(
         class_weight=class_weight,
         random_state=seed,
     )
+    cores = len(os.sched_getaffinity(0))
+    workers = cores if train_rows(contract.path) < REPEAT_BELOW_ROWS else 1
+    os.environ.pop("CHURNFLOW_LOOP_THREADS", None)  # churnflow.core.hyperparameters.LOOP_THREADS_ENV
+    if workers > 1:
+        os.environ["CHURNFLOW_LOOP_THREADS"] = "1"  # each fit one core: the candidates share them
     selection = tune_in_one_task(
         train_data.path,
         contract.path,
@@ -143,6 +154,7 @@ def tune_op(
         metric=metric,
         seed=seed,
         halving_min_rows=halving_min_rows,
+        workers=workers,
     )
     for name, value in selection_metrics(selection).items():
         tuning_metrics.log_metric(name, value)

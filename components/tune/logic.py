@@ -260,13 +260,31 @@ def tune_in_one_task(
     metric: str = "roc_auc",
     seed: int = 42,
     halving_min_rows: int = halving.DEFAULT_MIN_ROWS,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """The whole search in one pod, rung after rung, candidate after candidate, with the same
-    schedule and rule as the fanned-out DAG: for backends that cannot collect a ParallelFor's outputs."""
+    """The whole search in one pod, rung after rung, with the same schedule and rule as the fanned-out
+    DAG: for backends that cannot collect a ParallelFor's outputs, and for small tables. `workers` > 1
+    scores a rung's items side by side in threads, as the fan-out's tasks would run (each fit then
+    single-threaded: scikit-learn fits release the GIL); every item is scored as alone, so the results
+    are the same."""
+
+    def score_all(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def one(item: dict[str, Any]) -> dict[str, Any]:
+            return score_item(train_dir, contract_dir, item, folds, metric, seed)
+
+        if workers <= 1 or len(items) < 2:
+            return [one(item) for item in items]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="openmp"), ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(one, items))  # in the items' order
+
     items = halving.start(candidate_list, train_rows(contract_dir), halving_min_rows)
     for _ in range(halving.RUNGS - 1):
-        items = halving.advance([score_item(train_dir, contract_dir, item, folds, metric, seed) for item in items])
-    return halving.finish([score_item(train_dir, contract_dir, item, folds, metric, seed) for item in items])
+        items = halving.advance(score_all(items))
+    return halving.finish(score_all(items))
 
 
 def train_rows(contract_dir: str | Path) -> int:
