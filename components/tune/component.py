@@ -123,13 +123,13 @@ def tune_op(
     import os
 
     from churnflow.components.tune.logic import (
-        REPEAT_BELOW_ROWS,
         base_candidates,
         describe_selection,
         selection_metrics,
         train_rows,
         tune_in_one_task,
     )
+    from churnflow.components.tune.selection import REPEAT_BELOW_ROWS
 
     listed = base_candidates(
         tune,
