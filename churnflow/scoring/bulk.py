@@ -479,15 +479,35 @@ def _count_rows(dataset: ds.Dataset) -> int | None:
 
 
 def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int, uri: str):
+    """The table in batches of `batch_rows` rows (the last one shorter).
+
+    Parquet yields at most a row group per batch, and tables written in small row groups (25,000
+    rows is common) would otherwise make one sorted run per row group: 10M rows gave 400 runs, a merge
+    holding a row group of each (1.3 GiB) and four times the CPU. So small batches are joined first."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
     try:
         # Read-ahead is what memory holds beyond the batch being scored: a few batches, one file at a time.
         for batch in dataset.to_batches(
             columns=columns, batch_size=batch_rows, batch_readahead=READ_AHEAD, fragment_readahead=1
         ):
-            if batch.num_rows:
-                yield batch
+            if not batch.num_rows:
+                continue
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= batch_rows:
+                yield _joined(pending)
+                pending, count = [], 0
+        if pending:
+            yield _joined(pending)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
         raise ChurnflowError(f"data {uri}: cannot read it ({_first_line(error)})") from None
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def _rejects_schema(id_column: str | None, id_type: pa.DataType | None) -> pa.Schema:
