@@ -7,7 +7,10 @@ files), with one 100-tree forest trained here:
   (a) baseline     the original design in one process: pandas read_csv, get_dummies, scikit-learn
                    predict_proba of the same forest, CSV write
   (b) onnx_only    ONNX Runtime alone on the already-encoded matrix (one thread): our format's limit;
-      sklearn_only scikit-learn's predict_proba of the same forest on the same batches, for comparison
+      sklearn_only scikit-learn's predict_proba of the same forest on the same batches, for comparison;
+      evaluators_all_cores  the same on every core (--threads): rows split across one-thread evaluators
+                   (what `churnflow score` runs), ONNX Runtime intra-op threads, scikit-learn n_jobs;
+                   fastest_all_cores is the fastest of them, the limit of scoring on this machine
   (c) score_csv / score_parquet   `churnflow score` end to end, one process;
       score_parquet_2_shards      two `churnflow score` processes at once, one Parquet file each
   (d) http_v1      100,000 of the rows through `churnflow serve` (v1, batches of 1,000)
@@ -33,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHON = sys.executable
 CHURNFLOW = str(Path(PYTHON).with_name("churnflow"))
+ALL_CORES = ("onnx_rows_split", "sklearn_rows_split", "onnx_intra_op", "sklearn_n_jobs")
+"""The evaluators on every core (bench/_onnx_only.py); `churnflow score` is compared with the fastest."""
 CONFIG = """\
 id: customer_id
 target: churn
@@ -108,9 +113,9 @@ def make_tables(directory: Path, rows: int) -> tuple[Path, Path]:
     return csv, parquet
 
 
-def score_cmd(model: Path, data: Path, output: Path, config: Path) -> list[str]:
+def score_cmd(model: Path, data: Path, output: Path, config: Path, threads: int | None = None) -> list[str]:
     return [CHURNFLOW, "score", "--model-dir", str(model), "--data", str(data), "--output", str(output),
-            "--config", str(config)]  # fmt: skip
+            "--config", str(config), *(["--threads", str(threads)] if threads else [])]  # fmt: skip
 
 
 def two_shards(model: Path, parquet: Path, work: Path, config: Path, rows: int) -> dict:
@@ -120,7 +125,7 @@ def two_shards(model: Path, parquet: Path, work: Path, config: Path, rows: int) 
             [
                 PYTHON,
                 str(HERE / "_measure.py"),
-                *score_cmd(model, parquet / f"part-{i}.parquet", work / f"shard-{i}.parquet", config),
+                *score_cmd(model, parquet / f"part-{i}.parquet", work / f"shard-{i}.parquet", config, 1),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -188,9 +193,18 @@ def main() -> None:
     )
     parser.add_argument("--skip-baseline-over", type=int, default=10_000_000, help="largest size for (a)")
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "score_bench.json"))
+    parser.add_argument("--no-shards", action="store_true", help="skip the two-process shard run")
+    parser.add_argument("--no-http", action="store_true", help="skip the serving run")
     parser.add_argument("--shared", default="", help="say what else ran on the machine (recorded in the JSON)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads of `churnflow score` and the evaluators (default: every core)"
+    )
     args = parser.parse_args()
     import joblib
+
+    from churnflow.scoring.bulk import default_threads
+
+    threads = args.threads or default_threads()
     import numpy as np
 
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -200,6 +214,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "shared_machine": args.shared,
+        "threads": threads,
         "sizes": [],
     }
     with tempfile.TemporaryDirectory(prefix="score-bench-") as temporary:
@@ -223,32 +238,45 @@ def main() -> None:
             sample = str(min(rows, 2_000_000))
             onnx = json.loads(
                 subprocess.run(
-                    [PYTHON, str(HERE / "_onnx_only.py"), str(model), str(parquet), sample, "200000"],
+                    [PYTHON, str(HERE / "_onnx_only.py"), str(model), str(parquet), sample, "200000", str(threads)],
                     capture_output=True, text=True, check=True,
                 ).stdout
             )  # fmt: skip
             entry["onnx_only"] = rates(onnx["rows"], onnx["seconds"], onnx["cpu_seconds"])
             entry["sklearn_only"] = rates(onnx["rows"], onnx["sklearn_seconds"], onnx["sklearn_cpu_seconds"])
+            all_cores = {
+                name: rates(onnx["rows"], onnx[f"{name}_seconds"], onnx[f"{name}_cpu_seconds"])
+                for name in ALL_CORES
+                if f"{name}_seconds" in onnx
+            }
+            entry["evaluators_all_cores"] = all_cores
+            fastest = max(all_cores, key=lambda name: all_cores[name]["rows_per_second"], default="onnx_only")
+            entry["fastest_all_cores"] = {"evaluator": fastest, **all_cores.get(fastest, entry["onnx_only"])}
             if rows <= args.skip_baseline_over:
                 m = measure([PYTHON, str(HERE / "_score_baseline.py"), str(model), str(csv), str(directory / "a.csv")])
                 entry["baseline"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
-            m = measure(score_cmd(model, csv, directory / "c.parquet", config))
+            m = measure(score_cmd(model, csv, directory / "c.parquet", config, threads))
             entry["score_csv"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
-            m = measure(score_cmd(model, parquet, directory / "p.parquet", config))
+            m = measure(score_cmd(model, parquet, directory / "p.parquet", config, threads))
             entry["score_parquet"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
-            entry["score_parquet_2_shards"] = two_shards(model, parquet, directory, config, rows)
-            if rows == sizes[0]:
+            if not args.no_shards:
+                entry["score_parquet_2_shards"] = two_shards(model, parquet, directory, config, rows)
+            if rows == sizes[0] and not args.no_http:
                 entry["http_v1"] = http_v1(model, csv)
             limit = entry["onnx_only"]["rows_per_cpu_second"]
+            fastest_rate = entry["fastest_all_cores"]["rows_per_second"]
             entry["ratios"] = {
-                "score_parquet_per_cpu_vs_onnx_only": round(entry["score_parquet"]["rows_per_cpu_second"] / limit, 3),
-                "score_parquet_2_shards_per_cpu_vs_onnx_only": round(
-                    entry["score_parquet_2_shards"]["rows_per_cpu_second"] / limit, 3
+                "score_csv_wall_vs_fastest_all_cores": round(entry["score_csv"]["rows_per_second"] / fastest_rate, 3),
+                "score_parquet_wall_vs_fastest_all_cores": round(
+                    entry["score_parquet"]["rows_per_second"] / fastest_rate, 3
                 ),
+                "score_parquet_per_cpu_vs_onnx_only": round(entry["score_parquet"]["rows_per_cpu_second"] / limit, 3),
                 "onnx_only_per_cpu_vs_sklearn_only": round(limit / entry["sklearn_only"]["rows_per_cpu_second"], 3),
             }
             if "baseline" in entry:
                 for name in ("score_csv", "score_parquet", "score_parquet_2_shards"):
+                    if name not in entry:
+                        continue
                     entry["ratios"][f"{name}_wall_vs_baseline"] = round(
                         entry[name]["rows_per_second"] / entry["baseline"]["rows_per_second"], 2
                     )

@@ -243,3 +243,37 @@ def test_submit_deploys_into_the_profile_namespace_it_runs_in(kfp_api: KfpApi, c
     assert err.count("\n") == 1
     assert err.startswith("churnflow: error: --set namespace=team-b contradicts --namespace team-a:")
     assert len(kfp_api.calls) == calls  # refused before contacting KFP
+
+
+def test_scoring_pipeline_is_submitted_uploaded_and_scheduled(kfp_api: KfpApi, capsys):
+    """Issue 23: `--pipeline scoring` on submit, upload and schedule sends the scoring pipeline, whose
+    required model_uri and data_uri the API double checks are given (as KFP's run validation does)."""
+    from churnflow.pipelines.scoring_pipeline import PIPELINE_NAME
+
+    scoring = ["--pipeline", "scoring", "--model-uri", "s3://models/churn/current", "--data", "s3://data/base/"]
+    assert main(["submit", "--host", kfp_api.url, *scoring, "--set", "batch_rows=50000", "--parallelism", "3"]) == 0
+    (run,) = kfp_api.posted("/apis/v2beta1/runs")
+    assert pipeline_spec(run)["pipelineInfo"]["name"] == PIPELINE_NAME
+    parameters = run["runtime_config"]["parameters"]
+    assert parameters["model_uri"] == "s3://models/churn/current" and parameters["data_uri"] == "s3://data/base/"
+    assert parameters["batch_rows"] == 50000
+    assert "parallelismLimit: 3" in yaml.safe_dump(pipeline_spec(run))  # --parallelism compiled in
+
+    assert main(["schedule", "--host", kfp_api.url, "--cron", "0 0 4 * * *", *scoring]) == 0
+    (job,) = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert pipeline_spec(job)["pipelineInfo"]["name"] == PIPELINE_NAME
+    assert job["display_name"] == "churnflow-scoring"
+
+    assert main(["upload", "--host", kfp_api.url, "--pipeline", "scoring"]) == 0
+    (upload,) = kfp_api.posted("/apis/v2beta1/pipelines/upload")
+    assert yaml.safe_load(upload["files"]["uploadfile"])["pipelineInfo"]["name"] == PIPELINE_NAME
+    assert "uploaded pipeline 'churnflow-scoring'" in capsys.readouterr().out
+
+    # without the model or the base: one line, before anything is sent
+    assert main(["submit", "--host", kfp_api.url, "--pipeline", "scoring", "--data", "s3://data/base/"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "churnflow: error: --pipeline scoring: give --model-uri (the released model and the base to score)"
+    )
+    assert main(["submit", "--host", kfp_api.url, "--model-uri", "s3://models/churn/current"]) == 2
+    assert "only the scoring pipeline takes it" in capsys.readouterr().err
+    assert len(kfp_api.posted("/apis/v2beta1/runs")) == 1

@@ -77,27 +77,51 @@ def _deploy_namespace(arguments: dict, profile: str) -> None:
     arguments["namespace"] = profile
 
 
-def _pipeline_arguments(args: argparse.Namespace) -> dict:
-    """--data/--config/--set as training-pipeline arguments (the config travels as JSON)."""
+def _chosen_pipeline(args: argparse.Namespace):  # -> GraphComponent | None
+    """--pipeline: None for the training pipeline (kubeflow.py's default), else the scoring pipeline."""
+    if getattr(args, "pipeline", "training") != "scoring":
+        return None
+    from churnflow.pipelines.scoring_pipeline import make_scoring_pipeline
+
+    if args.parallelism < 1:
+        raise ChurnflowError(f"--parallelism: expected at least 1, got {args.parallelism}")
+    return make_scoring_pipeline(args.parallelism)
+
+
+def _pipeline_arguments(args: argparse.Namespace, pipeline=None) -> dict:
+    """--data/--config/--model-uri/--set as the chosen pipeline's arguments (the config travels as JSON)."""
     from churnflow.core.config import config_to_json, load_config
     from churnflow.pipelines.churn_pipeline import churn_training_pipeline
     from churnflow.pipelines.parameters import parse_assignments
 
-    arguments = parse_assignments(args.set or [], churn_training_pipeline)
-    _deploy_namespace(arguments, args.namespace)
+    arguments = parse_assignments(args.set or [], pipeline or churn_training_pipeline)
+    if pipeline is None:
+        _deploy_namespace(arguments, args.namespace)
     if args.data:
         arguments["data_uri"] = args.data
     if args.config:
         arguments["dataset_config"] = config_to_json(load_config(args.config))
+    if getattr(args, "model_uri", None):
+        if pipeline is None:
+            raise ChurnflowError("--model-uri: only the scoring pipeline takes it (add --pipeline scoring)")
+        arguments["model_uri"] = args.model_uri
+    if pipeline is not None:  # refused here, before anything is compiled or sent
+        required = {"model_uri": "--model-uri", "data_uri": "--data"}
+        missing = [option for name, option in required.items() if not arguments.get(name)]
+        if missing:
+            options = " and ".join(missing)
+            raise ChurnflowError(f"--pipeline scoring: give {options} (the released model and the base to score)")
     return arguments
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import backend_option, submit_run
 
+    pipeline = _chosen_pipeline(args)
     run_id = submit_run(
         args.host,
-        _pipeline_arguments(args),
+        _pipeline_arguments(args, pipeline),
+        pipeline=pipeline,
         namespace=args.namespace,
         experiment=args.experiment,
         run_name=args.run_name,
@@ -113,9 +137,13 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_upload(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import backend_option, upload_pipeline
 
+    pipeline = _chosen_pipeline(args)
+    if args.name is None:
+        args.name = "churnflow-scoring" if pipeline is not None else "churnflow-training"
     pipeline_id = upload_pipeline(
         args.host,
         args.name,
+        pipeline=pipeline,
         namespace=args.namespace,
         image=args.image or os.environ.get("CHURNFLOW_TRAIN_IMAGE"),
         backend=backend_option(args.kfp_backend),
@@ -128,10 +156,14 @@ def _cmd_upload(args: argparse.Namespace) -> int:
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from churnflow.pipelines.kubeflow import backend_option, schedule_runs
 
+    pipeline = _chosen_pipeline(args)
+    if args.name is None:
+        args.name = "churnflow-scoring" if pipeline is not None else "churnflow-retraining"
     job_id = schedule_runs(
         args.host,
         args.cron,
-        _pipeline_arguments(args),
+        _pipeline_arguments(args, pipeline),
+        pipeline=pipeline,
         namespace=args.namespace,
         experiment=args.experiment,
         job_name=args.name,
@@ -158,7 +190,21 @@ def _add_kubeflow_options(command: argparse.ArgumentParser) -> None:
         help=f"Kubernetes service account the run's pods use (default {DEFAULT_SERVICE_ACCOUNT}, from "
         "manifests/rbac.yaml; '' for the namespace's default)",
     )
+    command.add_argument("--model-uri", help="scoring pipeline: the released model to score with (model_uri)")
+    _add_pipeline_choice(command)
     _add_backend_option(command)
+
+
+def _add_pipeline_choice(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--pipeline",
+        choices=["training", "scoring"],
+        default="training",
+        help="training (default) or scoring (score the base in shards with --model-uri, then plan)",
+    )
+    command.add_argument(
+        "--parallelism", type=int, default=8, help="scoring pipeline: most shards scored at once (default 8)"
+    )
 
 
 def _add_backend_option(command: argparse.ArgumentParser) -> None:
@@ -218,8 +264,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     upload = sub.add_parser("upload", help="compile the pipeline and upload it to a Kubeflow endpoint")
     upload.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint")
     upload.add_argument("--namespace", default="")
-    upload.add_argument("--name", default="churnflow-training", help="pipeline name in Kubeflow")
+    upload.add_argument("--name", help="pipeline name in Kubeflow (default churnflow-training or churnflow-scoring)")
     upload.add_argument("--image", help="train image for every component (default: $CHURNFLOW_TRAIN_IMAGE)")
+    _add_pipeline_choice(upload)
     _add_backend_option(upload)
     _add_resource_options(upload)
     upload.set_defaults(func=_cmd_upload)
@@ -227,6 +274,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     schedule = sub.add_parser("schedule", help="create a recurring run (scheduled retraining) on a Kubeflow endpoint")
     _add_kubeflow_options(schedule)
     schedule.add_argument("--cron", required=True, help="six-field cron, seconds first: '0 0 3 * * *' = daily 03:00")
-    schedule.add_argument("--name", default="churnflow-retraining", help="name of the recurring run")
+    schedule.add_argument(
+        "--name", help="name of the recurring run (default churnflow-retraining, or churnflow-scoring)"
+    )
     _add_resource_options(schedule)
     schedule.set_defaults(func=_cmd_schedule)

@@ -21,6 +21,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         fmt=args.format,
         batch_rows=args.batch_rows,
         rejects=args.rejects or rejects_uri(output),
+        threads=args.threads,
     )
     rate = summary.rows_read / max(summary.seconds, 1e-9)
     print(
@@ -55,4 +56,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--batch-rows", type=int, default=200_000, help="rows per batch: bounds memory (default 200000)")
     score.add_argument("--config", help="dataset config: id column and value for value at risk (default: built-in)")
     score.add_argument("--rejects", help="rejects CSV (default: beside the output, NAME.rejects.csv)")
+    score.add_argument(
+        "--threads",
+        type=int,
+        help="threads one scoring call uses (default: every core this process may use); reading and writing "
+        "overlap with scoring in two more threads",
+    )
     score.set_defaults(func=_cmd_score)

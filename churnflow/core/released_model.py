@@ -41,13 +41,15 @@ class ReleasedModel:
     metadata: dict[str, Any]
 
     @classmethod
-    def open(cls, uri: str | Path, prefer_compiled: bool = True, metadata_sha256: str | None = None) -> ReleasedModel:
+    def open(
+        cls, uri: str | Path, prefer_compiled: bool = True, metadata_sha256: str | None = None, threads: int = 1
+    ) -> ReleasedModel:
         """Loads the model at a path or URI (see resolve_model_dir)."""
-        return cls.load(resolve_model_dir(str(uri)), prefer_compiled, metadata_sha256)
+        return cls.load(resolve_model_dir(str(uri)), prefer_compiled, metadata_sha256, threads=threads)
 
     @classmethod
     def load(
-        cls, directory: str | Path, prefer_compiled: bool = True, metadata_sha256: str | None = None
+        cls, directory: str | Path, prefer_compiled: bool = True, metadata_sha256: str | None = None, threads: int = 1
     ) -> ReleasedModel:
         """Checks metadata.json against the digest the deployment pinned (when one is given) before
         reading anything else, then every file's SHA-256, then reads the contract, calibrator and model.
@@ -55,7 +57,10 @@ class ReleasedModel:
         The per-file digests live beside the files they guard, so on their own they catch corruption,
         not tampering; the pinned digest of metadata.json (rendered into the InferenceService by the
         deploy step) extends the check to whoever can write the model bucket. The pickle is not loaded
-        when a compiled forest scores (see scorer.py)."""
+        when a compiled forest scores (see scorer.py).
+
+        `threads` is for bulk paths only: the threads one scoring call may use (ONNX Runtime intra-op
+        threads, or scikit-learn's). Serving keeps 1, since KServe already runs requests concurrently."""
         directory = Path(directory).resolve()  # one release, even if its symlink is swapped while we read
         if metadata_sha256 is not None:
             check_metadata_digest(directory, metadata_sha256)
@@ -63,7 +68,12 @@ class ReleasedModel:
         return cls(
             directory=directory,
             contract=FeatureContract.load(directory),
-            scorer=Scorer(directory, prefer_compiled=prefer_compiled, sklearn_sha256=metadata["files"][MODEL_FILE]),
+            scorer=Scorer(
+                directory,
+                prefer_compiled=prefer_compiled,
+                sklearn_sha256=metadata["files"][MODEL_FILE],
+                threads=threads,
+            ),
             calibrator=load_calibrator(directory),
             metadata=metadata,
         )
