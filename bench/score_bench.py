@@ -22,15 +22,14 @@ against (a) and (b) of the same run. Results: bench/results/score_bench.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _results import write_results
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -177,13 +176,6 @@ def http_v1(model: Path, csv: Path, rows: int = 100_000, batch: int = 1000) -> d
     }
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000", help="comma-separated table sizes (default 1000000)")
@@ -208,15 +200,7 @@ def main() -> None:
     import numpy as np
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    results: dict = {
-        "bench": "score_bench",
-        "commit": git_commit(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "shared_machine": args.shared,
-        "threads": threads,
-        "sizes": [],
-    }
+    results: dict = {"shared_machine": args.shared, "threads": threads, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="score-bench-") as temporary:
         work = Path(temporary)
         model = train_model(work / "model-build", args.trees, args.train_rows)
@@ -285,9 +269,7 @@ def main() -> None:
             for path in directory.iterdir():  # free the disk before the next size
                 if path.is_file():
                     path.unlink()
-    output = Path(args.json)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
+    output = write_results("score_bench", results, note=args.shared, path=args.json)
     print(f"score_bench: wrote {output}")
 
 
