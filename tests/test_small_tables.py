@@ -95,19 +95,26 @@ def _without_timings(value):
     return value
 
 
-def test_a_rung_scored_side_by_side_gives_what_one_after_another_gives(model_dir: Path) -> None:
-    """tune_op on a small split scores a rung's candidates in threads, one core each: every item is
-    scored as alone (same folds, same seeds), so the search and its choice are those of workers=1."""
+def test_a_rung_scored_side_by_side_gives_what_one_after_another_gives(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune_op on a small split scores a rung's candidates in worker processes, one core each, and the
+    repetitions of the candidates still undecided member by member: every item is scored as alone
+    (same folds, same seeds), so the search and its choice are those of workers=1."""
     from churnflow.components.tune.logic import candidates, tune_in_one_task
     from churnflow.core.hyperparameters import ForestParams
 
     root = model_dir.parent
+    # as tune_op sets it: one thread per fit, so a forest adds its trees' votes in one order (threads
+    # add them in the order they finish, which can move a probability by one ulp and break a tie)
+    monkeypatch.setenv("CHURNFLOW_LOOP_THREADS", "1")
     listed = candidates(
         ForestParams(n_estimators=10),
         True,
-        '{"random_forest": {"min_samples_leaf": [1, 20]}, "hist_gradient_boosting": {"learning_rate": [0.1]}}',
+        '{"random_forest": {"min_samples_leaf": [1, 5, 20]}, "hist_gradient_boosting": {"learning_rate": [0.1]}}',
     )
     alone = tune_in_one_task(root / "train", root / "contract", listed, folds=3)
     side_by_side = tune_in_one_task(root / "train", root / "contract", listed, folds=3, workers=2)
-    assert len(alone["candidates"]) == 3
+    assert len(alone["candidates"]) == 4
+    assert len(alone["halving"]["rungs"][1]["candidates"]) >= 2, "no repetitions to spread over the workers"
     assert _without_timings(side_by_side) == _without_timings(alone)
