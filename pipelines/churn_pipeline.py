@@ -30,7 +30,7 @@ from churnflow.components.deploy.inferenceservice import (
 from churnflow.components.deploy.kubernetes import READY_TIMEOUT_SECONDS
 from churnflow.components.deploy.logic import RENDER
 from churnflow.components.evaluate.component import evaluate_op
-from churnflow.components.evaluate.logic import Gate
+from churnflow.components.evaluate.gate import Gate
 from churnflow.components.preprocess.component import preprocess_op
 from churnflow.components.train.component import train_op
 from churnflow.components.tune.component import candidates_op, cv_score_op, next_rung_op, select_params_op, tune_op

@@ -29,7 +29,8 @@ def evaluate_op(
     """
     import json
 
-    from churnflow.components.evaluate.logic import Gate, evaluate, reliability_png
+    from churnflow.components.evaluate.gate import Gate
+    from churnflow.components.evaluate.logic import evaluate, reliability_png
     from churnflow.core.artifact import read_metadata
     from churnflow.evaluation.model_card import render_html, render_markdown, summary_line
 

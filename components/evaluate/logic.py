@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
@@ -32,7 +31,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from churnflow.components.preprocess.logic import TEST_FILE
+from churnflow.components.evaluate.gate import Gate
+from churnflow.components.preprocess.outputs import TEST_FILE
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
 from churnflow.core.encoding import encode_contract_frame
@@ -46,20 +46,6 @@ from churnflow.monitoring.drift import probability_reference
 REPORT_FILE = "evaluation.json"
 GATE_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1")
 ROC_POINTS = 50
-
-
-class Gate(BaseModel):
-    """What a candidate must reach to be deployed."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    min_roc_auc: float = Field(0.70, ge=0, le=1)
-    min_f1: float = Field(0.0, ge=0, le=1)
-    min_precision: float = Field(0.0, ge=0, le=1)
-    max_brier: float = Field(1.0, ge=0, le=1)
-    compare_metric: str = "roc_auc"
-    max_regression: float = Field(0.0, ge=0, le=1)
-    """How far below the champion's `compare_metric` the candidate may fall and still deploy."""
 
 
 def holdout_metrics(target: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:

@@ -10,15 +10,12 @@ from typing import Any
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from churnflow.components.preprocess.outputs import DATA_SUMMARY_FILE, TEST_FILE, TRAIN_FILE
 from churnflow.core.config import DatasetConfig
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import frame_digest, read_table, validate_table, write_split
 from churnflow.core.errors import ChurnflowError
 from churnflow.core.synthetic import synthetic_customers
-
-TRAIN_FILE = "train.parquet"
-TEST_FILE = "test.parquet"
-DATA_SUMMARY_FILE = "data_summary.json"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 import churnflow
 from churnflow.components.deploy.labels import run_name
-from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
+from churnflow.components.preprocess.outputs import DATA_SUMMARY_FILE, TRAIN_FILE
 from churnflow.components.train.compile_forest import TOLERANCE, compile_model, compiled_max_difference, tree_nodes
 from churnflow.core.artifact import MODEL_FILE, ONNX_FILE, write_metadata
 from churnflow.core.calibration import IDENTITY, choose_calibration, save_calibrator

@@ -24,8 +24,9 @@ def candidates_op(
 ) -> List[dict]:  # noqa: UP006
     """The candidate settings (the grid over the base settings, or only the base when not tuning) as
     rung 0's items, each carrying the search's schedule (rows per rung, from the split's size)."""
+    from churnflow.components.preprocess.outputs import train_rows
     from churnflow.components.tune import halving
-    from churnflow.components.tune.logic import base_candidates, train_rows
+    from churnflow.components.tune.logic import base_candidates
 
     listed = base_candidates(
         tune,
@@ -122,14 +123,17 @@ def tune_op(
     import json
     import os
 
-    from churnflow.components.tune.logic import (
-        base_candidates,
-        describe_selection,
-        selection_metrics,
-        train_rows,
-        tune_in_one_task,
-    )
+    from churnflow.components.preprocess.outputs import train_rows
     from churnflow.components.tune.selection import REPEAT_BELOW_ROWS
+    from churnflow.components.tune.workers import side_by_side, start_server
+
+    workers = side_by_side(train_rows(contract.path), REPEAT_BELOW_ROWS)
+    os.environ.pop("CHURNFLOW_LOOP_THREADS", None)  # churnflow.core.hyperparameters.LOOP_THREADS_ENV
+    if workers > 1:
+        os.environ["CHURNFLOW_LOOP_THREADS"] = "1"  # each fit one core: the candidates share them
+        start_server()  # it imports the fitting stack on another core while this task does, below
+
+    from churnflow.components.tune.logic import base_candidates, describe_selection, selection_metrics, tune_in_one_task
 
     listed = base_candidates(
         tune,
@@ -141,11 +145,6 @@ def tune_op(
         class_weight=class_weight,
         random_state=seed,
     )
-    cores = len(os.sched_getaffinity(0))
-    workers = cores if train_rows(contract.path) < REPEAT_BELOW_ROWS else 1
-    os.environ.pop("CHURNFLOW_LOOP_THREADS", None)  # churnflow.core.hyperparameters.LOOP_THREADS_ENV
-    if workers > 1:
-        os.environ["CHURNFLOW_LOOP_THREADS"] = "1"  # each fit one core: the candidates share them
     selection = tune_in_one_task(
         train_data.path,
         contract.path,

@@ -34,8 +34,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +41,10 @@ import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from churnflow.components.preprocess.logic import DATA_SUMMARY_FILE, TRAIN_FILE
+from churnflow.components.preprocess.outputs import TRAIN_FILE, train_rows
 from churnflow.components.tune import halving
 from churnflow.components.tune.selection import search_repeats, standard_error
+from churnflow.components.tune.workers import scoring_pool
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
 from churnflow.core.encoding import encode_contract_frame
@@ -271,13 +270,12 @@ def tune_in_one_task(
 
     Processes, not threads: a forest fit on a small table spends most of its time in scikit-learn's
     per-tree Python code, which holds the GIL, so two threads fitting forests took longer than one
-    (bench: 16 fits of 100 trees on 640 rows, 3.2 s alone, 4.6 s in two threads). The workers fork
-    from a server that has already imported the fitting stack and used no OpenMP (forking a process
-    whose OpenMP threads have run can hang the child), so starting them costs no import each."""
+    (bench: 16 fits of 100 trees on 640 rows, 3.2 s alone, 4.6 s in two threads). The pool is
+    components/tune/workers.py's."""
     from functools import partial
 
     one = partial(_score_one, str(train_dir), str(contract_dir), folds, metric, seed)
-    with _scoring_pool(workers) as pool:
+    with scoring_pool(workers) as pool:
 
         def score_all(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if pool is None:
@@ -303,37 +301,6 @@ def _score_one(
 ) -> dict[str, Any]:
     """score_item with the item last, so that a pool can map it (a module-level function pickles)."""
     return score_item(train_dir, contract_dir, item, folds, metric, seed)
-
-
-@contextmanager
-def _scoring_pool(workers: int) -> Iterator[Any]:
-    """A pool of `workers` processes forked from a server that preloaded this module, or None for one."""
-    if workers <= 1:
-        yield None
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread_each) as pool:
-        yield pool
-
-
-def _one_thread_each() -> None:
-    """A pool worker's native thread pools (OpenMP and BLAS) at one thread, for as long as it lives.
-
-    The workers already share the cores one each; a second thread per library only competes. BLAS
-    threads matter too: with two workers each keeping OpenBLAS's two threads, gradient-boosting fits
-    on 640 rows took 0.6-1.3 CPU-s each instead of 0.1 (they were the only thing that changed)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
-
-
-def train_rows(contract_dir: str | Path) -> int:
-    """The training split's row count, from the summary preprocess wrote beside the contract."""
-    return int(json.loads((Path(contract_dir) / DATA_SUMMARY_FILE).read_text())["train_rows"])
 
 
 def base_candidates(
