@@ -329,3 +329,18 @@ def test_a_yes_label_that_yaml_read_as_a_boolean_gets_a_hint_to_quote_it():
     with pytest.raises(ChurnflowError) as error:  # a label that is not a boolean gets no such hint
         validate_table(table(churn=["yes", "no", "yes", "no"]), DEFAULT)
     assert "quote it" not in str(error.value)
+
+
+def test_the_reliability_chart_is_a_drawn_png(tmp_path) -> None:
+    """The evaluate step's PNG artifact (and `churnflow run`'s reliability.png): 450 x 450 pixels with
+    the diagonal, the curve and their labels drawn on it."""
+    from PIL import Image
+
+    from churnflow.components.evaluate.logic import reliability_png
+
+    path = tmp_path / "reliability.png"
+    reliability_png({"mean_predicted": [0.1, 0.5, 0.9], "observed_rate": [0.2, 0.4, 0.8]}, 0.19, path)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (450, 450)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    assert colours is not None and len(colours) > 20, "a blank or nearly blank chart"

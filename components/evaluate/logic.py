@@ -93,13 +93,13 @@ def reliability(target: np.ndarray, probability: np.ndarray, bins: int = 10) -> 
 
 
 def reliability_png(curve: dict[str, list[float]], brier: float, path: str | Path) -> None:
-    """Draws the reliability curve (the evaluate step's PNG artifact)."""
-    import matplotlib
+    """Draws the reliability curve (the evaluate step's PNG artifact) on a bare Figure, which renders
+    to PNG through Agg by itself: pyplot (its backend and figure manager) is a tenth of a second more
+    import for a task that never shows a window."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    figure = Figure(figsize=(4.5, 4.5), dpi=100)
+    axes = figure.subplots()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     axes.plot(curve["mean_predicted"], curve["observed_rate"], marker="o", label="model")
     axes.set(
@@ -112,7 +112,6 @@ def reliability_png(curve: dict[str, list[float]], brier: float, path: str | Pat
     axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path, format="png")
-    plt.close(figure)
 
 
 def decide(metrics: dict[str, Any], gate: Gate, champion: dict[str, Any] | None) -> tuple[bool, list[str]]:
