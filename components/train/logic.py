@@ -25,7 +25,7 @@ from churnflow.core.calibration import IDENTITY, choose_calibration, save_calibr
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
 from churnflow.core.encoding import encode_contract_frame
-from churnflow.core.hyperparameters import ModelParams, build_estimator, fit_threads
+from churnflow.core.hyperparameters import ModelParams, build_estimator, fit_threads, forest_jobs
 from churnflow.core.threshold import choose_threshold
 from churnflow.monitoring.reference import build_reference, save_reference
 
@@ -35,7 +35,7 @@ COMPILE_CHECK_ROWS = 2000
 def fit_model(features: np.ndarray, target: np.ndarray, params: ModelParams) -> Any:
     """Fits on all cores; a forest then gets n_jobs reset, since one request's predict_proba is fastest
     single-threaded."""
-    model = build_estimator(params)
+    model = build_estimator(params, n_jobs=forest_jobs(len(features)))
     with fit_threads(params, len(features)):
         model.fit(features, target)
     if hasattr(model, "n_jobs"):
@@ -60,7 +60,7 @@ def library_versions() -> dict[str, str]:
 
 def out_of_fold_probability(features: np.ndarray, target: np.ndarray, params: ModelParams, seed: int) -> np.ndarray:
     """Churn probabilities for every training row from models that did not see it (5-fold, stratified)."""
-    model = build_estimator(params)
+    model = build_estimator(params, n_jobs=forest_jobs(len(features)))
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     with fit_threads(params, len(features)):
         return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
