@@ -134,6 +134,8 @@ def _model(key: str, run: dict[str, Any]) -> str:
         return "forest, 100 trees, fully grown (as bench/baseline_train.py fits it)"
     family = "gradient boosting" if run["family"] == "hist_gradient_boosting" else "random forest"
     rungs = run["tuning_rungs"]
+    if len(rungs) == 2 and rungs[0][0] == rungs[1][0]:  # one rung on every row, then its repetitions
+        return f"{family}; {rungs[0][1]} candidates on every row, {rungs[1][1]} undecided ones on more folds"
     if len(rungs) > 1:
         path = " → ".join(f"{count} on {_n(rows)}" for rows, count in rungs)
         return f"{family}; halving: {path} rows"
@@ -162,6 +164,14 @@ def pipeline(document: dict[str, Any]) -> str:
                 f"| {_n(entry['rows'])} | {name} | {run['seconds']:.1f} | {_ratio(run, 'seconds_ratio')} | "
                 f"{_n(run['peak_rss_mib'])} | {_ratio(run, 'peak_rss_ratio')} | {run['roc_auc']:.4f} | {brier} | "
                 f"{_model(key, run)} |"
+            )
+    for key, what in (("task_floor", "that do nothing"), ("task_floor_with_stack", "that only import")):
+        floor = figures.get(key)
+        if floor:
+            imports = f" {floor['imports'].replace(',', ', ')}" if floor.get("imports") else ""
+            lines.append(
+                f"\n{floor['tasks']} kfp.local tasks {what}{imports}: {floor['seconds']:.1f} s, "
+                f"{floor['cpu_seconds']:.1f} CPU-s (the run's own start included)."
             )
     return "\n".join(lines) + "\n"
 
