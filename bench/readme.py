@@ -176,7 +176,7 @@ SCORE_ROWS = {
 }
 EVALUATORS = {
     "onnx": "ONNX Runtime, one thread",
-    "sklearn": "scikit-learn, one thread",
+    "sklearn": "scikit-learn, one job (boosting: its OpenMP threads on every core)",
     "onnx_rows_split": "ONNX Runtime, rows split across one-thread sessions",
     "sklearn_rows_split": "scikit-learn, rows split (boosting: its OpenMP threads)",
     "onnx_intra_op": "ONNX Runtime intra-op threads (not exact)",

@@ -16,7 +16,7 @@ files), with one 100-tree forest trained here:
   (d) http_v1      100,000 of the rows through `churnflow serve` (v1, batches of 1,000)
   (e) families     per model family (the forest above, and gradient boosting trained on the same rows):
                    every evaluator on one thread and on all cores, which is fastest, and which one
-                   `churnflow score` uses (churnflow/core/scorer.py FASTEST_EXACT)
+                   `churnflow score` uses (FASTEST_EXACT and SKLEARN_MIN_ROWS in churnflow/scoring/bulk.py)
 Each figure has wall-clock rows/s and rows per CPU-second (the per-core rate; the machine may be
 shared, which slows wall time more than CPU time). Peak RSS is the largest single process. Ratios are
 against (a) and (b) of the same run. The load average at the start is recorded: on a shared machine,
