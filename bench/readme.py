@@ -176,6 +176,109 @@ def pipeline(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SCORE_ROWS = {
+    "baseline": "(a) original approach: pandas read_csv, get_dummies, predict_proba, CSV write",
+    "onnx_only": "(b) ONNX Runtime alone on the encoded matrix, one thread",
+    "sklearn_only": "(b) scikit-learn predict_proba alone, one job",
+    "score_csv": "(c) `churnflow score`, CSV",
+    "score_parquet": "(c) `churnflow score`, Parquet",
+    "score_parquet_2_shards": "(c) `churnflow score`, Parquet, 2 shards (processes) at once",
+}
+EVALUATORS = {
+    "onnx": "ONNX Runtime, one thread",
+    "sklearn": "scikit-learn, one job (boosting: its OpenMP threads on every core)",
+    "onnx_rows_split": "ONNX Runtime, rows split across one-thread sessions",
+    "sklearn_rows_split": "scikit-learn, rows split (boosting: its OpenMP threads)",
+    "onnx_intra_op": "ONNX Runtime intra-op threads (not exact)",
+    "sklearn_n_jobs": "scikit-learn n_jobs (forest: trees split, not exact)",
+}
+
+
+def _rss(run: dict[str, Any]) -> str:
+    return _n(run["peak_rss_mib"]) if "peak_rss_mib" in run else "—"
+
+
+def score(document: dict[str, Any]) -> str:
+    figures = document["figures"]
+    load = figures.get("load_average_at_start")
+    lines = [
+        _provenance(document),
+        f"{figures['threads']} threads; load average at the start "
+        f"{' / '.join(map(str, load)) if load else 'not recorded'}"
+        f" (on a shared machine rows per CPU-second is the steadier figure). Model: {figures['model']['trees']} trees "
+        f"trained on {_n(figures['model']['train_rows'])} rows (mean depth {figures['model']['mean_depth']}).\n",
+        "| rows | what | rows/s (wall) | rows per CPU-second | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in figures["sizes"]:
+        rows = _n(entry["rows"])
+        for key, name in SCORE_ROWS.items():
+            if key in entry:
+                run = entry[key]
+                lines.append(
+                    f"| {rows} | {name} | {_n(run['rows_per_second'])} | {_n(run['rows_per_cpu_second'])} | "
+                    f"{_rss(run)} |"
+                )
+        fastest = entry["fastest_all_cores"]
+        lines.append(
+            f"| {rows} | fastest evaluator on all cores: {EVALUATORS.get(fastest['evaluator'], fastest['evaluator'])} "
+            f"({_n(fastest['rows'])} rows) | {_n(fastest['rows_per_second'])} | "
+            f"{_n(fastest['rows_per_cpu_second'])} | — |"
+        )
+    lines.append("")
+    for entry in figures["sizes"]:
+        r = entry["ratios"]
+        parts = [
+            f"`churnflow score` at {_n(entry['rows'])} rows: Parquet "
+            f"{r['score_parquet_wall_vs_fastest_all_cores']:.0%} of the fastest evaluator on all cores (wall)"
+        ]
+        if "score_parquet_per_cpu_vs_fastest_all_cores" in r:
+            parts.append(f"{r['score_parquet_per_cpu_vs_fastest_all_cores']:.0%} per CPU-second")
+        parts.append(f"CSV {r['score_csv_wall_vs_fastest_all_cores']:.0%} (wall)")
+        if "score_parquet_wall_vs_baseline" in r:
+            parts.append(
+                f"{r['score_parquet_wall_vs_baseline']:.2f}× (Parquet) and "
+                f"{r['score_csv_wall_vs_baseline']:.2f}× (CSV) "
+                "the original approach end to end (wall)"
+            )
+        if "score_csv_per_cpu_vs_baseline" in r:
+            parts.append(
+                f"{r['score_parquet_per_cpu_vs_baseline']:.2f}× / {r['score_csv_per_cpu_vs_baseline']:.2f}× "
+                "per CPU-second"
+            )
+        peak = max(entry[k]["peak_rss_mib"] for k in ("score_csv", "score_parquet") if k in entry)
+        parts.append(f"peak RSS {_n(peak)} MiB")
+        lines.append("- " + "; ".join(parts) + ".")
+    families = figures.get("families")
+    if families:
+        lines += [
+            "",
+            f"Evaluators per model family ({_n(families['rows'])} encoded rows, same run):\n",
+            "| family | evaluator | rows/s (wall) | rows per CPU-second |",
+            "|---|---|---|---|",
+        ]
+        for key in ("random_forest", "hist_gradient_boosting"):
+            family = families.get(key)
+            if family is None:
+                continue
+            for name, run in family["evaluators"].items():
+                lines.append(
+                    f"| {key} | {EVALUATORS.get(name, name)} | {_n(run['rows_per_second'])} | "
+                    f"{_n(run['rows_per_cpu_second'])} |"
+                )
+        lines.append("")
+        for key in ("random_forest", "hist_gradient_boosting"):
+            family = families.get(key)
+            if family is not None:
+                lines.append(
+                    f"- {key}: fastest per CPU-second on one thread: "
+                    f"{EVALUATORS[family['fastest_one_thread_per_cpu_second']]}; fastest on all cores: "
+                    f"{EVALUATORS[family['fastest_all_cores']]}; `churnflow score` uses "
+                    f"{family['churnflow_score_uses']}."
+                )
+    return "\n".join(lines) + "\n"
+
+
 def _recovery(seconds: float) -> str:
     return "not within 30 s" if seconds == float("inf") else f"{seconds:.2f}"
 
@@ -185,6 +288,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "request_bench": request,
     "soak_bench": soak,
     "pipeline_bench": pipeline,
+    "score_bench": score,
 }
 
 

@@ -14,9 +14,13 @@ files), with one 100-tree forest trained here:
   (c) score_csv / score_parquet   `churnflow score` end to end, one process;
       score_parquet_2_shards      two `churnflow score` processes at once, one Parquet file each
   (d) http_v1      100,000 of the rows through `churnflow serve` (v1, batches of 1,000)
+  (e) families     per model family (the forest above, and gradient boosting trained on the same rows):
+                   every evaluator on one thread and on all cores, which is fastest, and which one
+                   `churnflow score` uses (FASTEST_EXACT and SKLEARN_MIN_ROWS in churnflow/scoring/bulk.py)
 Each figure has wall-clock rows/s and rows per CPU-second (the per-core rate; the machine may be
 shared, which slows wall time more than CPU time). Peak RSS is the largest single process. Ratios are
-against (a) and (b) of the same run. Results: bench/results/score_bench.json.
+against (a) and (b) of the same run. The load average at the start is recorded: on a shared machine,
+compare CPU-seconds and the ratios within one run. Results: bench/results/score_bench.json.
 """
 
 from __future__ import annotations
@@ -79,6 +83,49 @@ def train_model(directory: Path, trees: int, rows: int) -> Path:
     preprocess("", config, directory / "train", directory / "test", directory / "contract", synthetic_rows=rows)
     train(directory / "train", directory / "contract", directory / "model", ForestParams(n_estimators=trees))
     return directory / "model"
+
+
+def train_boosting(directory: Path) -> Path:
+    """Gradient boosting (scikit-learn's defaults: 100 iterations of 31 leaves) on the forest's training rows."""
+    from churnflow.components.train.logic import train
+    from churnflow.core.hyperparameters import BoostingParams
+
+    train(directory / "train", directory / "contract", directory / "boosting", BoostingParams())
+    return directory / "boosting"
+
+
+def evaluators(model: Path, parquet: Path, rows: int, threads: int) -> dict:
+    """Every evaluator of one model on the same encoded rows (bench/_onnx_only.py): one thread and all cores."""
+    result = json.loads(
+        subprocess.run(
+            [PYTHON, str(HERE / "_onnx_only.py"), str(model), str(parquet), str(rows), "200000", str(threads)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    return result
+
+
+def family_figures(model: Path, parquet: Path, rows: int, threads: int, sizes: list[int]) -> dict:
+    """(e): for one model, each evaluator's rates, the fastest, and the one `churnflow score` runs."""
+    from churnflow.scoring.bulk import bulk_evaluator
+
+    result = evaluators(model, parquet, rows, threads)
+    names = ["onnx", "sklearn", *(n for n in ALL_CORES if f"{n}_seconds" in result)]
+    figures = {name: rates(result["rows"], result[f"{name}_seconds"], result[f"{name}_cpu_seconds"]) for name in names}
+    one_thread = max(("onnx", "sklearn"), key=lambda name: figures[name]["rows_per_cpu_second"])
+    all_cores = [n for n in ALL_CORES if n in figures] or [one_thread]
+    fastest = max(all_cores, key=lambda name: figures[name]["rows_per_second"])
+    family = json.loads((model / "metadata.json").read_text())["family"]
+    uses = "; ".join(f"{size:,} rows (Parquet): {bulk_evaluator(family, size)}" for size in sizes)
+    return {
+        "family": family,
+        "evaluators": figures,
+        "fastest_one_thread_per_cpu_second": one_thread,
+        "fastest_all_cores": fastest,
+        "churnflow_score_uses": f"{uses}; CSV (no row count up front): onnxruntime; rows split across {threads} "
+        "one-thread evaluators",
+        "note": "sklearn_rows_split is scikit-learn's OpenMP threads for gradient boosting (already split by rows)",
+    }
 
 
 def make_tables(directory: Path, rows: int) -> tuple[Path, Path]:
@@ -200,7 +247,10 @@ def main() -> None:
     import numpy as np
 
     sizes = [int(s) for s in args.sizes.split(",")]
-    results: dict = {"shared_machine": args.shared, "threads": threads, "sizes": []}
+    import os
+
+    load = [round(x, 2) for x in os.getloadavg()]
+    results: dict = {"shared_machine": args.shared, "load_average_at_start": load, "threads": threads, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="score-bench-") as temporary:
         work = Path(temporary)
         model = train_model(work / "model-build", args.trees, args.train_rows)
@@ -211,6 +261,7 @@ def main() -> None:
             "mean_depth": round(float(np.mean([e.tree_.max_depth for e in forest.estimators_])), 1),
             "mean_nodes": round(float(np.mean([e.tree_.node_count for e in forest.estimators_])), 1),
         }
+        boosting = train_boosting(work / "model-build")
         config = work / "dataset.yaml"
         config.write_text(CONFIG)
         for rows in sizes:
@@ -220,12 +271,7 @@ def main() -> None:
             csv, parquet = make_tables(directory, rows)
             entry: dict = {"rows": rows}
             sample = str(min(rows, 2_000_000))
-            onnx = json.loads(
-                subprocess.run(
-                    [PYTHON, str(HERE / "_onnx_only.py"), str(model), str(parquet), sample, "200000", str(threads)],
-                    capture_output=True, text=True, check=True,
-                ).stdout
-            )  # fmt: skip
+            onnx = evaluators(model, parquet, int(sample), threads)
             entry["onnx_only"] = rates(onnx["rows"], onnx["seconds"], onnx["cpu_seconds"])
             entry["sklearn_only"] = rates(onnx["rows"], onnx["sklearn_seconds"], onnx["sklearn_cpu_seconds"])
             all_cores = {
@@ -236,6 +282,13 @@ def main() -> None:
             entry["evaluators_all_cores"] = all_cores
             fastest = max(all_cores, key=lambda name: all_cores[name]["rows_per_second"], default="onnx_only")
             entry["fastest_all_cores"] = {"evaluator": fastest, **all_cores.get(fastest, entry["onnx_only"])}
+            if rows == sizes[0]:
+                sample_rows = min(rows, 1_000_000)
+                results["families"] = {
+                    "rows": sample_rows,
+                    "random_forest": family_figures(model, parquet, sample_rows, threads, sizes),
+                    "hist_gradient_boosting": family_figures(boosting, parquet, sample_rows, threads, sizes),
+                }
             if rows <= args.skip_baseline_over:
                 m = measure([PYTHON, str(HERE / "_score_baseline.py"), str(model), str(csv), str(directory / "a.csv")])
                 entry["baseline"] = rates(rows, m["seconds"], m["cpu_seconds"], m["peak_rss_mib"])
@@ -256,6 +309,13 @@ def main() -> None:
                 ),
                 "score_parquet_per_cpu_vs_onnx_only": round(entry["score_parquet"]["rows_per_cpu_second"] / limit, 3),
                 "onnx_only_per_cpu_vs_sklearn_only": round(limit / entry["sklearn_only"]["rows_per_cpu_second"], 3),
+                # the same comparisons in CPU time, steadier when other jobs share the machine
+                "score_parquet_per_cpu_vs_fastest_all_cores": round(
+                    entry["score_parquet"]["rows_per_cpu_second"] / entry["fastest_all_cores"]["rows_per_cpu_second"], 3
+                ),
+                "score_csv_per_cpu_vs_fastest_all_cores": round(
+                    entry["score_csv"]["rows_per_cpu_second"] / entry["fastest_all_cores"]["rows_per_cpu_second"], 3
+                ),
             }
             if "baseline" in entry:
                 for name in ("score_csv", "score_parquet", "score_parquet_2_shards"):
@@ -263,6 +323,9 @@ def main() -> None:
                         continue
                     entry["ratios"][f"{name}_wall_vs_baseline"] = round(
                         entry[name]["rows_per_second"] / entry["baseline"]["rows_per_second"], 2
+                    )
+                    entry["ratios"][f"{name}_per_cpu_vs_baseline"] = round(
+                        entry[name]["rows_per_cpu_second"] / entry["baseline"]["rows_per_cpu_second"], 2
                     )
             results["sizes"].append(entry)
             print(json.dumps(entry, indent=2), file=sys.stderr)

@@ -54,6 +54,12 @@ class LoadedModel:
     @classmethod
     def load(cls, uri: str, prefer_compiled: bool = True, metadata_sha256: str | None = None) -> LoadedModel:
         released = ReleasedModel.open(uri, prefer_compiled, metadata_sha256)
+        # Loading a model no longer imports scikit-learn and scipy (bulk scoring does not need them); the
+        # :explain route does, so they are imported here rather than in its first request's event loop.
+        import sklearn.ensemble  # noqa: F401
+
+        import churnflow.core.explain  # noqa: F401
+
         return cls(released, Aligner(released.contract), load_reference(released.directory))
 
 

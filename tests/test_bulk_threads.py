@@ -86,6 +86,26 @@ def test_bulk_on_two_threads_answers_what_serving_answers(released: Path, base: 
 
 
 @pytest.mark.slow
+def test_bulk_on_scikit_learn_answers_what_serving_answers(
+    model_dir: Path, base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large forest table is scored by scikit-learn (bulk.SKLEARN_MIN_ROWS): still serving's answer
+    (ONNX Runtime) within 1e-12, and the same file on one thread and on two."""
+    monkeypatch.setattr(bulk, "SKLEARN_MIN_ROWS", ROWS)
+    frame = pd.read_parquet(base)
+    served = serving_probability(model_dir, frame)
+    summaries = []
+    for threads in (1, 2):
+        summaries.append(score_table(str(model_dir), str(base), str(tmp_path / f"{threads}.parquet"), threads=threads))
+        assert summaries[-1].evaluator == f"scikit-learn on {threads} thread(s)"
+    one, two = (pq.read_table(tmp_path / f"{threads}.parquet").to_pandas() for threads in (1, 2))
+    pd.testing.assert_frame_equal(one, two, check_exact=True)
+    scores = two.sort_values(ROW_COLUMN)
+    difference = np.max(np.abs(scores["probability"].to_numpy() - served))
+    assert difference <= TOLERANCE, difference
+
+
+@pytest.mark.slow
 def test_one_and_two_threads_write_the_same_ranked_file(released: Path, base: Path, tmp_path: Path) -> None:
     one = bulk_scores(released, base, tmp_path / "one.parquet", threads=1)
     two = bulk_scores(released, base, tmp_path / "two.parquet", threads=2)

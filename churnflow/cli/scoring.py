@@ -26,7 +26,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     rate = summary.rows_read / max(summary.seconds, 1e-9)
     print(
         f"churnflow: scored {summary.rows_scored} of {summary.rows_read} rows in {summary.seconds:.1f} s "
-        f"({rate:,.0f} rows/s) → {summary.output}"
+        f"({rate:,.0f} rows/s, {summary.evaluator}) → {summary.output}"
     )
     if summary.rows_rejected:
         reasons = ", ".join(f"{field}: {count}" for field, count in summary.reject_reasons.most_common(5))

@@ -15,10 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss
-from sklearn.model_selection import StratifiedKFold
 
 from churnflow.core.errors import ChurnflowError
 
@@ -57,7 +53,13 @@ IDENTITY = Calibrator("none")
 
 
 def fit_calibrator(method: str, probability: np.ndarray, target: np.ndarray) -> Calibrator:
-    """Fits an isotonic or sigmoid map of raw probabilities to outcomes."""
+    """Fits an isotonic or sigmoid map of raw probabilities to outcomes.
+
+    scikit-learn is imported here, not at the top: applying a calibrator is numpy alone, and loading
+    a released model (serving, `churnflow score`) should not pay a second of scikit-learn imports."""
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
     if method == "isotonic":
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(probability, target)
         return Calibrator("isotonic", tuple(iso.X_thresholds_.tolist()), tuple(iso.y_thresholds_.tolist()))
@@ -75,6 +77,9 @@ def choose_calibration(mode: str, oof: np.ndarray, target: np.ndarray, seed: int
     """
     if mode not in CALIBRATION_MODES:
         raise ChurnflowError(f"calibration: expected one of {', '.join(CALIBRATION_MODES)}, got {mode!r}")
+    from sklearn.metrics import brier_score_loss
+    from sklearn.model_selection import StratifiedKFold
+
     raw_brier = float(brier_score_loss(target, oof))
     report: dict[str, Any] = {"mode": mode, "raw_brier_oof": raw_brier}
     if mode == "none":

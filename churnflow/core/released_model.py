@@ -25,7 +25,6 @@ from churnflow.core.artifact import METADATA_FILE, MODEL_FILE, sha256_file, veri
 from churnflow.core.calibration import Calibrator, load_calibrator
 from churnflow.core.contract import FeatureContract
 from churnflow.core.errors import ChurnflowError
-from churnflow.core.explain import explain_rows
 from churnflow.core.scorer import Scorer
 from churnflow.core.threshold import churn_flags
 
@@ -99,6 +98,8 @@ class ReleasedModel:
 
         The decomposition walks the scikit-learn trees, so the pickle is read here (after its SHA-256
         matches the one recorded at load) even when the compiled forest scores."""
+        from churnflow.core.explain import explain_rows  # scipy: imported when an explanation is asked for
+
         model = self.scorer.sklearn
         served = self.calibrator.apply(model.predict_proba(features)[:, 1])
         return explain_rows(model, self.contract, features, served, top=top)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from churnflow.core.errors import ChurnflowError
 
@@ -29,6 +28,8 @@ def churn_flags(probability: np.ndarray, threshold: float) -> np.ndarray:
 def choose_threshold(goal: str, probability: np.ndarray, target: np.ndarray) -> tuple[float, dict]:
     """The churn decision threshold for a goal: "f1" (best F1), "precision>=P" (most recall at that
     precision, for retention campaigns) or a fixed number such as "0.5"."""
+    from sklearn.metrics import precision_recall_curve  # training only: loading a model stays light
+
     goal = goal.strip().lower()
     if goal == "f1" or _PRECISION_GOAL.match(goal):
         precision, recall, thresholds = precision_recall_curve(target, probability)

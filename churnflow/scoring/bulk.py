@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from queue import Empty, Full, Queue
 from typing import Any
@@ -31,10 +31,12 @@ import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from churnflow.core.artifact import MODEL_FILE
 from churnflow.core.config import DatasetConfig
 from churnflow.core.data import columns_hint
 from churnflow.core.errors import ChurnflowError
 from churnflow.core.released_model import ReleasedModel
+from churnflow.core.scorer import Scorer
 from churnflow.core.storage import filesystem
 from churnflow.scoring.arrow_encoding import BatchEncoder
 from churnflow.scoring.ranking import merge_runs, sort_run
@@ -43,14 +45,26 @@ log = logging.getLogger("churnflow.scoring.bulk")
 
 DEFAULT_BATCH_ROWS = 200_000
 RUN_ROW_GROUP = 16_384
-READ_AHEAD = 4
 """Row groups of the sorted runs: small, so the merge holds a few of them per run, not whole batches."""
+CSV_BLOCK = 1 << 21
+"""Bytes per CSV block (about 50,000 rows of the classic table): Arrow's CSV reader reads ahead several
+blocks while a batch is scored, so bigger blocks hold more (12.8 MiB blocks: 400 MiB of read-ahead)."""
 QUEUE_DEPTH = 2
 """Batches waiting between two stages (encoded → scoring, scored → run writer): what overlap costs in memory."""
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 FORMATS = ("parquet", "csv")
 ROW_COLUMN = "row"
 """Position of the row in the input (0-based, files in name order), written when the config has no id."""
+FASTEST_EXACT = {"random_forest": "scikit-learn", "hist_gradient_boosting": "onnxruntime"}
+"""The quickest evaluator per model family among those equal to serving's within 1e-12 (the compile step
+checks ONNX Runtime against scikit-learn; both are split by rows, see Scorer.probability). Measured by
+bench/score_bench.py (its `families` figures): the fully grown forest runs 5-15% more rows per CPU-second
+in scikit-learn's predict_proba than in ONNX Runtime's TreeEnsemble; ONNX Runtime runs gradient boosting
+about 6x faster than scikit-learn. Any other family: the compiled model."""
+SKLEARN_MIN_ROWS = 2_000_000
+"""Rows from which scikit-learn's few per cent pay for importing it (0.8 CPU-seconds: sklearn.ensemble
+and scipy) and unpickling the forest; below, or when the row count is not known up front (CSV), the
+compiled model that is already loaded scores."""
 VALUE_NOTE_NONE = "no value configured: value_at_risk = probability × 1 (set `value` in the dataset config)"
 
 
@@ -72,6 +86,8 @@ class ScoreSummary:
     value_note: str = ""
     output: str = ""
     rejects: str = ""
+    evaluator: str = ""
+    """what scored: "onnxruntime" or "scikit-learn", and on how many threads"""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +104,7 @@ class ScoreSummary:
             "value_note": self.value_note,
             "output": self.output,
             "rejects": self.rejects,
+            "evaluator": self.evaluator,
         }
 
 
@@ -398,6 +415,7 @@ def score_table(
     if threads is not None and threads < 1:
         raise ChurnflowError(f"--threads: expected a positive number, got {threads}")
     started = time.monotonic()
+    given = model is not None  # a caller's model scores as it is
     model = model or ReleasedModel.open(model_uri, threads=threads or default_threads())
     contract = model.contract
     id_column = (config.id if config is not None else None) or contract.id
@@ -409,6 +427,9 @@ def score_table(
     encoder = BatchEncoder(contract, value_column)
     summary = ScoreSummary(value_note=note, output=output_uri, rejects=rejects or rejects_uri(output_uri))
     total = _count_rows(dataset)
+    if not given:
+        model = fastest_exact(model, total)
+    summary.evaluator = f"{model.scorer.backend} on {model.scorer.threads} thread(s)"
     meter = Progress(total, progress)
     run_dir = Path(tempfile.mkdtemp(prefix="churnflow-score-"))
     reject_sink = TableSink(summary.rejects, "csv", "rejects")
@@ -468,36 +489,105 @@ def score_table(
     return summary
 
 
+def bulk_evaluator(family: str | None, rows: int | None) -> str:
+    """The evaluator `churnflow score` uses for a model family and a table of `rows` rows (None: unknown)."""
+    fastest = FASTEST_EXACT.get(family or "", "onnxruntime")
+    if fastest == "scikit-learn" and (rows is None or rows < SKLEARN_MIN_ROWS):
+        return "onnxruntime"
+    return fastest
+
+
+def fastest_exact(model: ReleasedModel, rows: int | None) -> ReleasedModel:
+    """The model with the evaluator bulk_evaluator picks; the pickle is read only after its SHA-256
+    matches the one recorded in the verified metadata (Scorer does the check)."""
+    if model.scorer.backend != "onnxruntime" or bulk_evaluator(model.metadata.get("family"), rows) == "onnxruntime":
+        return model
+    scorer = Scorer(
+        model.directory,
+        prefer_compiled=False,
+        sklearn_sha256=model.metadata["files"][MODEL_FILE],
+        threads=model.scorer.threads,
+    )
+    return replace(model, scorer=scorer)
+
+
 def _count_rows(dataset: ds.Dataset) -> int | None:
-    """Parquet knows its row count from metadata; CSV would need a read, so it has no total."""
-    if isinstance(dataset.format, ds.ParquetFileFormat):
-        try:
-            return dataset.count_rows()
-        except (pa.ArrowInvalid, OSError):  # an unreadable file: said in one line when the batch is read
-            return None
-    return None
+    """Parquet knows its row count from each file's footer; CSV would need a read, so it has no total.
+
+    Only the footers are read (Dataset.count_rows starts Arrow's scanner: 90 MiB more RSS for a count)."""
+    if not isinstance(dataset.format, ds.ParquetFileFormat):
+        return None
+    try:
+        return sum(pq.read_metadata(path, filesystem=dataset.filesystem).num_rows for path in dataset.files)
+    except (pa.ArrowInvalid, OSError):  # an unreadable file: said in one line when the batch is read
+        return None
+
+
+def _file_batches(dataset: ds.Dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Each file of the dataset in turn, read by the format's own streaming reader, columns in `columns` order.
+
+    Not Dataset.to_batches: its scanner reads ahead whatever batch_readahead says (a whole 5M-row
+    Parquet file, 650 MiB of Arrow memory, at the start of a 10M-row run). ParquetFile.iter_batches
+    reads one row group at a time; the CSV reader reads ahead a few blocks, so blocks stay small
+    (CSV_BLOCK bytes) and are joined into whole batches afterwards (_batches)."""
+    fs = dataset.filesystem
+    for path in dataset.files:
+        if isinstance(dataset.format, ds.ParquetFileFormat):
+            with fs.open_input_file(path) as handle:
+                parquet = pq.ParquetFile(handle, pre_buffer=False)
+                _check_columns(path, columns, parquet.schema_arrow.names)
+                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False):
+                    yield batch.select(columns)
+        else:
+            with fs.open_input_stream(path, compression="detect") as handle:
+                reader = pacsv.open_csv(
+                    handle,
+                    read_options=pacsv.ReadOptions(block_size=CSV_BLOCK),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types={c: pa.string() for c in columns},
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                        include_columns=columns,
+                        include_missing_columns=False,
+                    ),
+                )
+                _check_columns(path, columns, reader.schema.names)
+                for batch in reader:
+                    yield batch.select(columns)
+
+
+def _check_columns(path: str, columns: list[str], names: list[str]) -> None:
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise ChurnflowError(
+            f"data {path}: required column(s) {', '.join(map(repr, missing))} not in this file "
+            f"({columns_hint(missing, names)})"
+        )
 
 
 def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int, uri: str):
     """The table in batches of `batch_rows` rows (the last one shorter).
 
-    Parquet yields at most a row group per batch, and tables written in small row groups (25,000
-    rows is common) would otherwise make one sorted run per row group: 10M rows gave 400 runs, a merge
-    holding a row group of each (1.3 GiB) and four times the CPU. So small batches are joined first."""
+    Parquet yields at most a row group per batch and CSV a block, and tables written in small row
+    groups (25,000 rows is common) would otherwise make one sorted run per row group: 10M rows gave
+    400 runs, a merge holding a row group of each (1.3 GiB) and four times the CPU. So small batches
+    are joined first (those of one schema: files may differ in column types)."""
     pending: list[pa.RecordBatch] = []
     count = 0
     try:
-        # Read-ahead is what memory holds beyond the batch being scored: a few batches, one file at a time.
-        for batch in dataset.to_batches(
-            columns=columns, batch_size=batch_rows, batch_readahead=READ_AHEAD, fragment_readahead=1
-        ):
+        for batch in _file_batches(dataset, columns, batch_rows):
             if not batch.num_rows:
                 continue
-            pending.append(batch)
-            count += batch.num_rows
-            if count >= batch_rows:
+            if pending and batch.schema != pending[0].schema:
                 yield _joined(pending)
                 pending, count = [], 0
+            pending.append(batch)
+            count += batch.num_rows
+            while count >= batch_rows:
+                whole = _joined(pending)
+                yield whole.slice(0, batch_rows)
+                rest = whole.slice(batch_rows)
+                pending, count = ([rest] if rest.num_rows else []), rest.num_rows
         if pending:
             yield _joined(pending)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as error:
