@@ -280,13 +280,21 @@ def tune_in_one_task(
         def score_all(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if pool is None:
                 return [one(item) for item in items]
-            # a group (rung 1's repetitions, one task in the fan-out) is scored member by member here
+            # a group (rung 1's repetitions, one task in the fan-out) is scored member by member, and
+            # each member repetition by repetition, so that the pieces spread evenly over the workers
             members = [member for item in items for member in item.get("group", [item])]
-            scored = iter(pool.map(one, members))  # in the members' order
+            pieces = [_repetitions(member) for member in members]
+            scored = iter(pool.map(one, [piece for parts in pieces for piece in parts]))  # in order
+            results = iter(
+                [
+                    _pooled_pieces(member, [next(scored) for _ in parts])
+                    for member, parts in zip(members, pieces, strict=True)
+                ]
+            )
             return [
-                {"index": int(item["index"]), "group": [next(scored) for _ in item["group"]], "search": item["search"]}
+                {"index": int(item["index"]), "group": [next(results) for _ in item["group"]], "search": item["search"]}
                 if "group" in item
-                else next(scored)
+                else next(results)
                 for item in items
             ]
 
@@ -294,6 +302,27 @@ def tune_in_one_task(
         for _ in range(halving.RUNGS - 1):
             items = halving.advance(score_all(items))
         return halving.finish(score_all(items))
+
+
+def _repetitions(member: dict[str, Any]) -> list[dict[str, Any]]:
+    """A repeated candidate (rung 1) as one item per repetition, without its earlier folds; any other
+    item as itself. Repetition r's folds do not depend on the others (cross_validate), so the pieces
+    pooled in order are the candidate's result."""
+    if "earlier" not in member or "repeats" not in member:
+        return [member]
+    first, end = (int(r) for r in member["repeats"])
+    bare = {k: v for k, v in member.items() if k != "earlier"}
+    return [{**bare, "repeats": [r, r + 1]} for r in range(first, end)]
+
+
+def _pooled_pieces(member: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What score_item gives for `member`, from the results of its pieces (_repetitions)."""
+    if "earlier" not in member or "repeats" not in member:
+        return results[0]
+    result = member["earlier"]
+    for piece in results:
+        result = pooled(result, piece)
+    return result
 
 
 def _score_one(
