@@ -24,6 +24,7 @@ With --before SRC the same loads also run against `churnflow serve` from the sou
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -31,6 +32,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,64 @@ def run_loads(server: Server, names: tuple[str, ...], seconds: int) -> dict[str,
         path, body = body_of(protocol)
         results[name] = wrk(server, path, body, seconds, connections)
     return results
+
+
+def cpu_us_per_call(function: Callable[[], Any], calls: int = 2000, rounds: int = 5) -> float:
+    """Median over rounds of the CPU time per call (process time: steadier than wall time on a shared machine)."""
+    function()
+    times = []
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(calls):
+            function()
+        times.append((time.process_time() - started) / calls * 1e6)
+    return round(statistics.median(times), 1)
+
+
+def step_costs(model_dir: str) -> dict[str, float]:
+    """Where one single-row request's model work goes, in this process (no server): KServe's Model.__call__
+    with the no-op model and with ChurnModel on both protocols, and each of ChurnModel's steps."""
+    import asyncio
+
+    from _noop_kserve import NoopModel
+    from kserve.protocol.infer_type import InferInput, InferRequest
+
+    from churnflow.predictor.model import ChurnModel
+
+    model = ChurnModel("churn", model_dir)
+    assert model.load()
+    noop = NoopModel("churn")
+    noop.load()
+    gc.collect()
+    gc.freeze()  # as the server does once it has its model (predictor/gc_freeze.py)
+    v1 = {"instances": [ROW]}
+    v2 = InferRequest(
+        model_name="churn",
+        infer_inputs=[InferInput(i["name"], i["shape"], i["datatype"], i["data"]) for i in v2_body(1)["inputs"]],
+    )
+    loop = asyncio.new_event_loop()
+    batch = model.predict(model.preprocess(v1))
+    batch_v2 = model.predict(model.preprocess(v2))
+    released, features = batch.loaded.released, batch.aligned.features
+    raw = released.raw_probability(features)
+    costs = {
+        "no-op model, whole call (v1)": cpu_us_per_call(lambda: loop.run_until_complete(noop(v1, {}))),
+        "no-op model, whole call (v2)": cpu_us_per_call(lambda: loop.run_until_complete(noop(v2, {}))),
+        "churnflow, whole call (v1)": cpu_us_per_call(lambda: loop.run_until_complete(model(v1, {}))),
+        "churnflow, whole call (v2)": cpu_us_per_call(lambda: loop.run_until_complete(model(v2, {}))),
+        "v1 decode and validation": cpu_us_per_call(lambda: model.preprocess(v1)),
+        "v2 decode and validation": cpu_us_per_call(lambda: model.preprocess(v2)),
+        "forest (scorer)": cpu_us_per_call(lambda: released.raw_probability(features)),
+        "calibration": cpu_us_per_call(lambda: released.calibrator.apply(raw)),
+        "threshold": cpu_us_per_call(lambda: released.churn(batch.probability)),
+        "metrics (rows, classes, probability, drift bins)": cpu_us_per_call(
+            lambda: model.metrics.observe(batch.probability, batch.churn, batch.aligned)
+        ),
+        "v1 answer": cpu_us_per_call(lambda: model.postprocess(batch)),
+        "v2 answer": cpu_us_per_call(lambda: model.postprocess(batch_v2)),
+    }
+    loop.close()
+    return costs
 
 
 def main() -> None:
@@ -221,8 +282,12 @@ def main() -> None:
             cpu = {load: starts[variant][i][load]["busy_process_cpu_seconds"] for load in WORKER_LOADS}
             print(f"  2 workers, start {i + 1}: " + ", ".join(f"{k} {x:.2f}×" for k, x in w.items()) + f" CPU s {cpu}")
         print("  targets:", s["targets_met"])
+    steps = step_costs(model_dir)
+    for step, cost in steps.items():
+        print(f"  {step:<50} {cost:7.1f} µs CPU")
     figures = {
         "seconds_per_load": args.seconds,
+        "steps_cpu_us": steps,
         "wrk_threads": 1,
         "load_average_at_start": [round(x, 2) for x in load_at_start],
         "rounds": rounds,
