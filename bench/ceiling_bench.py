@@ -8,7 +8,8 @@ In one run, on loopback only, it trains one model on the default synthetic table
   noop-1w   bench/_noop_kserve.py: a no-op kserve.Model subclass on KServe's ModelServer, one worker
   ours-1w   `churnflow serve`, one worker, on the trained model
   (--rounds repeats this pair, alternating, to show the noise)
-  ours-2w   `churnflow serve --workers 2`, each of --starts fresh starts measured on its own
+  ours-2w   `churnflow serve --workers 2`, each of --starts fresh starts measured on its own, once both
+            workers listen and have loaded the model (ready answers as soon as the first one does)
 and drives each with the same wrk client (`wrk -t1`: the machine has two cores and wrk needs one of
 them) and the same bodies: v1 `{"instances": [ROW]}` at 1 and 32 connections, a one-row v2 infer at
 32. Both servers log alike: no per-request access or timing lines (see _noop_kserve.py). It reports
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 from _results import write_results
 from _server import Server, free_port
@@ -123,6 +125,33 @@ def run_loads(server: Server, names: tuple[str, ...], seconds: int) -> dict[str,
         path, body = body_of(protocol)
         results[name] = wrk(server, path, body, seconds, connections)
     return results
+
+
+def wait_for_workers(server: Server, workers: int, timeout: float = 240.0) -> None:
+    """Waits until `workers` worker processes hold a listening socket on the server's port and have each
+    reported their model on /metrics, then 3 s more for their event loops: the server answers ready as soon
+    as its first worker does, and a load started then measures one worker (or a shared socket's first taker)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listening = 0
+        try:
+            for child in psutil.Process(server.process.pid).children():
+                connections = child.connections(kind="tcp")  # psutil 5.9 (pinned)
+                listening += any(c.laddr.port == server.port and c.status == psutil.CONN_LISTEN for c in connections)
+            metrics = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        except (psutil.Error, httpx.HTTPError):
+            time.sleep(0.5)
+            continue
+        reported = {
+            line.split('pid="', 1)[1].split('"', 1)[0]
+            for line in metrics.splitlines()
+            if line.startswith("churnflow_model_info{") and 'pid="' in line
+        }
+        if listening >= workers and len(reported) >= workers:
+            time.sleep(3)
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{workers} workers did not all start within {timeout:.0f} s")
 
 
 def cpu_us_per_call(function: Callable[[], Any], calls: int = 2000, rounds: int = 5) -> float:
@@ -237,6 +266,7 @@ def main() -> None:
         for variant, (command, env) in variants.items():
             server = start(command, env, workers=2)
             try:
+                wait_for_workers(server, 2)
                 starts[variant].append(run_loads(server, WORKER_LOADS, args.seconds))
             finally:
                 server.stop()
