@@ -126,10 +126,10 @@ def workers_listen_on_their_own_sockets() -> None:
 
     Upstream: with several workers, KServe 0.21.0 (kserve/protocol/rest/multiprocess/server.py) binds
     one socket and hands that same socket to every worker. All workers wait on it; the one that wakes
-    first accepts every connection queued (asyncio accepts up to its backlog per wake-up), so a client
-    opening 32 connections at once often lands most of them on one worker: two workers measured 0.2×
-    to 1.5× one worker's req/s across fresh starts (bench/ceiling_bench.py). No upstream issue tracks
-    it; uvicorn's own multi-process mode shares one socket the same way.
+    first accepts every connection queued (asyncio accepts up to its backlog per wake-up), so how a
+    burst of new connections splits depends on wake-up timing, and a worker still starting (or busy)
+    leaves its share to the others for as long as those connections live. No upstream issue tracks it;
+    uvicorn's own multi-process mode shares one socket the same way.
 
     Here each worker gets a twin socket bound to the same address with SO_REUSEPORT, and Linux hashes
     each new connection to one of the listening twins. The server process keeps the socket KServe
