@@ -16,6 +16,7 @@ import argparse
 import difflib
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,87 @@ def soak(document: dict[str, Any]) -> str:
             f"{overload['p99_ms']:.0f} | {probes.get('answered_200', '?')} of {probes.get('sent', '?')} | "
             f"{_recovery(r['recovery_seconds'])} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+VARIANT_NAMES = {"ours": "churnflow serve", "before": "churnflow serve, before"}
+
+
+def _achieved(target: str, summary: dict[str, Any]) -> str:
+    """What a ceiling target reached: the median ratio to the no-op, or the lowest two-worker ratio."""
+    load = target.split(" ≥ ")[0]
+    if load in summary["ours_vs_noop"]:
+        return f" ({summary['ours_vs_noop'][load]['ratio']:.2f})"
+    lowest = min(ratio for start in summary["workers2_vs_1"] for ratio in start.values())
+    return f" (lowest {lowest:.2f}×)"
+
+
+def ceiling(document: dict[str, Any]) -> str:
+    figures = document["figures"]
+    rounds, summary = figures["rounds"], figures["summary"]
+    lines = [
+        _provenance(document),
+        f"`wrk -t1`, {figures['seconds_per_load']} s per load; the one-worker servers ran {len(rounds)} alternating "
+        f"rounds (medians shown, each round's ratio in brackets) on {document['machine']['cpus']} cores shared "
+        "with wrk. No-op: a bare `kserve.Model` on KServe's own ModelServer "
+        "(bench/_noop_kserve.py), logging as churnflow serve logs.\n",
+        "| server, 1 worker | load | req/s | × no-op | p50 ms | p99 ms | server CPU µs per request |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def med(server: str, load_name: str, key: str) -> float:
+        return statistics.median(r[server][load_name][key] for r in rounds)
+
+    servers = [("noop-1w", "no-op kserve.Model", None)] + [
+        (f"{variant}-1w", VARIANT_NAMES.get(variant, variant), variant) for variant in summary
+    ]
+    for load_name in summary["ours"]["ours_vs_noop"]:
+        for key, name, variant in servers:
+            if variant is None:
+                ratio = "1"
+            else:
+                v = summary[variant]["ours_vs_noop"][load_name]
+                ratio = f"{v['ratio']:.2f} ({', '.join(f'{x:.2f}' for x in v['per_round'])})"
+            lines.append(
+                f"| {name} | {load_name} | {_n(med(key, load_name, 'rps'))} | {ratio} | "
+                f"{med(key, load_name, 'p50_ms'):.2f} | {med(key, load_name, 'p99_ms'):.2f} | "
+                f"{_n(med(key, load_name, 'server_cpu_us_per_request'))} |"
+            )
+    lines += [
+        "",
+        "Two workers, each fresh start against one worker's median (same server version, same run):\n",
+        "| server, 2 workers | start | v1 c=32 | v2 c=32 | CPU s of each busy process during v1 c=32 |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, starts in figures["two_workers"].items():
+        for i, ratios in enumerate(summary[variant]["workers2_vs_1"]):
+            cpu = " / ".join(f"{x:.1f}" for x in starts[i]["v1 c=32"]["busy_process_cpu_seconds"])
+            lines.append(
+                f"| {VARIANT_NAMES.get(variant, variant)} | {i + 1} | {ratios['v1 c=32']:.2f}× | "
+                f"{ratios['v2 c=32']:.2f}× | {cpu} |"
+            )
+    targets = summary["ours"]["targets_met"]
+    extra = []
+    for load_name in summary["ours"]["ours_vs_noop"]:
+        noop_cpu = med("noop-1w", load_name, "server_cpu_us_per_request")
+        ours_cpu = med("ours-1w", load_name, "server_cpu_us_per_request")
+        extra.append(f"{load_name} {_n(ours_cpu - noop_cpu)} µs (room: {_n(noop_cpu / 0.8 - noop_cpu)})")
+    lines += [
+        "",
+        "Targets for churnflow serve: "
+        + "; ".join(
+            f"{name}: {'met' if met else 'missed'}{_achieved(name, summary['ours'])}" for name, met in targets.items()
+        )
+        + ".",
+        "",
+        "Server CPU per request beyond the no-op model's (medians), and the most that 80% of the no-op's "
+        "rate would leave room for, were req/s set by CPU alone: " + "; ".join(extra) + ".",
+        "",
+        "CPU per call of one single-row request's model work, in one process without a server (median of 5 rounds):\n",
+        "| step | µs CPU |",
+        "|---|---|",
+        *(f"| {step} | {cost:.1f} |" for step, cost in figures["steps_cpu_us"].items()),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -289,6 +371,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "soak_bench": soak,
     "pipeline_bench": pipeline,
     "score_bench": score,
+    "ceiling_bench": ceiling,
 }
 
 

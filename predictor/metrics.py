@@ -96,7 +96,8 @@ class ModelMetrics:
         self.probability = PROBABILITY.labels(model_name)
         self.extra = EXTRA.labels(model_name)
         features = (reference or {}).get("features", {})
-        self.numeric_bins: list[tuple[int, np.ndarray, list[Any]]] = []
+        self.numeric_bins: list[tuple[int, np.ndarray, list[float], list[Any]]] = []
+        """(column index, bin edges as an array for batches and as a list for bisect on a few rows, children)"""
         self.categorical_bins: list[tuple[str, dict[str, Any]]] = []
         for feature, spec in features.items():
             children = [FEATURE_BIN.labels(model_name, feature, b) for b in spec["bins"]]
@@ -104,7 +105,7 @@ class ModelMetrics:
                 REFERENCE_FRACTION.labels(model_name, feature, bin_name).set(fraction)
             if spec["kind"] == "numeric" and feature in numeric:
                 edges = np.asarray(spec["edges"], dtype="float64")
-                self.numeric_bins.append((numeric.index(feature), edges, children))
+                self.numeric_bins.append((numeric.index(feature), edges, edges.tolist(), children))
             elif spec["kind"] == "categorical":
                 self.categorical_bins.append((feature, dict(zip(spec["bins"], children, strict=True))))
 
@@ -131,12 +132,12 @@ class ModelMetrics:
         for feature, count in aligned.missing.items():
             MISSING.labels(self.name, feature).inc(count)
         if rows <= SMALL_BATCH:  # a request's few rows: plain bisect beats numpy's per-call overhead
-            for column, edges, children in self.numeric_bins:
-                edge_list = edges.tolist()
-                for value in aligned.features[:, column].tolist():
-                    children[bisect_right(edge_list, value)].inc()
+            matrix = aligned.features.tolist()
+            for column, _, edge_list, children in self.numeric_bins:
+                for row in matrix:
+                    children[bisect_right(edge_list, row[column])].inc()
         else:
-            for column, edges, children in self.numeric_bins:
+            for column, edges, _, children in self.numeric_bins:
                 counts = np.bincount(
                     np.searchsorted(edges, aligned.features[:, column], side="right"), minlength=len(children)
                 )

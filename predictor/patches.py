@@ -120,6 +120,60 @@ def listening_sockets_keep_tcp_nodelay() -> None:
     Config.bind_socket = bind_socket  # type: ignore[method-assign]
 
 
+def workers_listen_on_their_own_sockets() -> None:
+    """Gives each HTTP worker KServe spawns its own listening socket on the port (SO_REUSEPORT), so the
+    kernel spreads new connections over the workers instead of whichever worker wakes first.
+
+    Upstream: with several workers, KServe 0.21.0 (kserve/protocol/rest/multiprocess/server.py) binds
+    one socket and hands that same socket to every worker. All workers wait on it; the one that wakes
+    first accepts every connection queued (asyncio accepts up to its backlog per wake-up), so how a
+    burst of new connections splits depends on wake-up timing, and a worker still starting (or busy)
+    leaves its share to the others for as long as those connections live. No upstream issue tracks it;
+    uvicorn's own multi-process mode shares one socket the same way.
+
+    Here each worker gets a twin socket bound to the same address with SO_REUSEPORT, and Linux hashes
+    each new connection to one of the listening twins. The server process keeps the socket KServe
+    bound (marked SO_REUSEPORT so the twins may join it; it never listens, so it receives nothing)
+    and closes its copy of each twin once the worker has it: a worker that dies takes its socket
+    with it, and KServe's replacement worker gets a new twin. A second server on the same port is
+    still refused (its first bind lacks SO_REUSEPORT). Without SO_REUSEPORT (not Linux) nothing changes.
+    """
+    if not hasattr(socket, "SO_REUSEPORT"):
+        return
+    from kserve.protocol.rest.multiprocess import server as multiprocess
+
+    process_class = multiprocess.RESTServerProcess
+    if getattr(process_class, "churnflow_reuseport", False):
+        return
+    original_init, original_start = process_class.__init__, process_class.start
+
+    def __init__(self: Any, sockets: list[socket.socket], *args: Any, **kwargs: Any) -> None:
+        self.churnflow_twins = [listening_twin(sock) for sock in sockets]
+        original_init(self, self.churnflow_twins, *args, **kwargs)
+
+    def start(self: Any) -> None:
+        original_start(self)  # the spawned worker now holds its own descriptor of each twin
+        for twin in self.churnflow_twins:
+            twin.close()
+
+    process_class.__init__ = __init__  # type: ignore[method-assign]
+    process_class.start = start  # type: ignore[method-assign]
+    process_class.churnflow_reuseport = True  # type: ignore[attr-defined]
+
+
+def listening_twin(sock: socket.socket) -> socket.socket:
+    """A new TCP socket bound, with SO_REUSEPORT, to the address `sock` is bound to (for one worker)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return sock  # a Unix socket or an inherited descriptor: shared as KServe shares it
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    twin = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    twin.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    twin.bind(sock.getsockname())
+    twin.set_inheritable(True)
+    return twin
+
+
 class ReadyWhenModelsAre(DataPlane):
     """KServe's data plane, but server readiness is every registered model's readiness.
 

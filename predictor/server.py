@@ -19,6 +19,7 @@ from churnflow.predictor.patches import (
     ReadyWhenModelsAre,
     listening_sockets_keep_tcp_nodelay,
     single_worker_event_loop,
+    workers_listen_on_their_own_sockets,
 )
 from churnflow.predictor.repository import GuardedRepository
 from churnflow.predictor.routes import install_http_hooks
@@ -74,6 +75,7 @@ def serve(settings: PredictorSettings) -> None:
     register_served(model)
     install_http_hooks()
     listening_sockets_keep_tcp_nodelay()
+    workers_listen_on_their_own_sockets()
     model.watch(settings.watch_seconds)
     server = ModelServer(
         http_port=settings.http_port,

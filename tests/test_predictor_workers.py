@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 
 import httpx
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 ROW = {"tenure": 12, "usage": 50, "age": 30, "monthly_charges": 70, "contract_type": "Month-to-month"}
@@ -22,12 +24,41 @@ def model_info_pids(url: str) -> set[str]:
     }
 
 
+def sockets_on_port(pid: int, port: int, status: str) -> set[int]:
+    """The inodes of the TCP sockets process `pid` holds on local `port` in `status` (LISTEN, ESTABLISHED)."""
+    inodes = set()
+    for connection in psutil.Process(pid).connections(kind="tcp"):  # psutil 5.9 (pinned) has no net_connections
+        if connection.laddr and connection.laddr.port == port and connection.status == status:
+            inodes.add(int(os.readlink(f"/proc/{pid}/fd/{connection.fd}").strip("socket:[]")))
+    return inodes
+
+
 def test_two_workers_answer_and_aggregate_metrics(start_server, model_dir):
     server = start_server(model_dir, "--workers", "2")
     deadline = time.monotonic() + 60
     while len(model_info_pids(server.url)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)  # each worker process unpickles the model, loads it and reports itself
     assert len(model_info_pids(server.url)) == 2
+    # Each worker listens on a socket of its own (SO_REUSEPORT), so the kernel spreads connections over
+    # them; one shared socket goes to whichever worker wakes first (patches.workers_listen_on_their_own_sockets).
+    listening: dict[int, set[int]] = {}
+    while len(listening) < 2 and time.monotonic() < deadline:  # a worker listens once its app has started
+        time.sleep(0.2)
+        workers = [p.pid for p in psutil.Process(server.process.pid).children()]
+        listening = {pid: sockets_on_port(pid, server.port, psutil.CONN_LISTEN) for pid in workers}
+        listening = {pid: inodes for pid, inodes in listening.items() if inodes}
+    assert len(listening) == 2, listening
+    assert len(set.union(*listening.values())) == 2, f"the workers share one listening socket: {listening}"
+    assert not sockets_on_port(server.process.pid, server.port, psutil.CONN_LISTEN)  # the parent never accepts
+    clients = [httpx.Client(base_url=server.url) for _ in range(16)]  # 16 connections held open at once
+    try:
+        for client in clients:
+            assert client.post("/v1/models/churn:predict", json={"instances": [ROW]}).status_code == 200
+        held = {pid: len(sockets_on_port(pid, server.port, psutil.CONN_ESTABLISHED)) for pid in listening}
+        assert sum(held.values()) == 16 and min(held.values()) > 0, f"connections per worker: {held}"
+    finally:
+        for client in clients:
+            client.close()
     sent = 40
     for i in range(sent):  # a new connection each time, so both workers get requests
         if i % 2:
@@ -53,7 +84,7 @@ def test_two_workers_answer_and_aggregate_metrics(start_server, model_dir):
         for s in f.samples
         if s.name == "churnflow_predicted_rows_total"
     ]
-    assert sum(rows) == sent + 1, text[:3000]
+    assert sum(rows) == sent + 1 + len(clients), text[:3000]
     pids = {
         s.labels.get("pid")
         for f in text_string_to_metric_families(text)

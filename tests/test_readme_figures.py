@@ -20,6 +20,7 @@ BLOCKS = {
     "soak_bench-uvloop-store",
     "pipeline_bench",
     "score_bench",
+    "ceiling_bench",
 }
 
 
