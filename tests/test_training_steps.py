@@ -344,3 +344,21 @@ def test_the_reliability_chart_is_a_drawn_png(tmp_path) -> None:
         assert image.format == "PNG" and image.size == (450, 450)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
     assert colours is not None and len(colours) > 20, "a blank or nearly blank chart"
+
+
+def test_train_on_a_small_table_is_the_same_in_worker_processes(trained, tmp_path) -> None:
+    """On a small table train fits the final model and the five out-of-fold models side by side in
+    worker processes: the same fits, so the same trees, calibration and threshold as one after
+    another in the task itself."""
+    from churnflow.core.artifact import ONNX_FILE
+
+    root, _ = trained
+    params = ForestParams(n_estimators=20, min_samples_leaf=5)
+    reports = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers-{workers}"
+        metadata = train(root / "tr", root / "c", out, params, calibration="auto", threshold_goal="f1", workers=workers)
+        reports[workers] = {key: metadata[key] for key in ("calibration", "threshold", "tree_nodes")}
+        reports[workers]["trees"] = (out / ONNX_FILE).read_bytes()
+    assert reports[1]["calibration"]["rows"] == 800
+    assert reports[2] == reports[1]

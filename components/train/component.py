@@ -23,6 +23,13 @@ def train_op(
     """
     import json
 
+    from churnflow.components.preprocess.outputs import train_rows
+    from churnflow.core.hyperparameters import ONE_THREAD_FOREST_ROWS
+    from churnflow.core.workers import side_by_side, start_server
+
+    if tune and side_by_side(train_rows(contract.path), ONE_THREAD_FOREST_ROWS) > 1:
+        start_server(["churnflow.components.train.logic"])  # the fits' workers import beside this task
+
     from churnflow.components.train.logic import train
     from churnflow.core.hyperparameters import model_params
 

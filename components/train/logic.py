@@ -25,8 +25,15 @@ from churnflow.core.calibration import IDENTITY, choose_calibration, save_calibr
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
 from churnflow.core.encoding import encode_contract_frame
-from churnflow.core.hyperparameters import ModelParams, build_estimator, fit_threads, forest_jobs
+from churnflow.core.hyperparameters import (
+    ONE_THREAD_FOREST_ROWS,
+    ModelParams,
+    build_estimator,
+    fit_threads,
+    forest_jobs,
+)
 from churnflow.core.threshold import choose_threshold
+from churnflow.core.workers import process_pool, side_by_side
 from churnflow.monitoring.reference import build_reference, save_reference
 
 COMPILE_CHECK_ROWS = 2000
@@ -58,12 +65,39 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def out_of_fold_probability(features: np.ndarray, target: np.ndarray, params: ModelParams, seed: int) -> np.ndarray:
-    """Churn probabilities for every training row from models that did not see it (5-fold, stratified)."""
-    model = build_estimator(params, n_jobs=forest_jobs(len(features)))
+WORKER_PRELOAD = [__name__]
+"""What the worker processes import before they fork (churnflow/core/workers.py)."""
+
+
+def out_of_fold_probability(
+    features: np.ndarray, target: np.ndarray, params: ModelParams, seed: int, pool: Any = None
+) -> np.ndarray:
+    """Churn probabilities for every training row from models that did not see it (5-fold, stratified),
+    the folds side by side in `pool`'s processes when there is one (the same fits, so the same numbers)."""
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    with fit_threads(params, len(features)):
-        return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
+    if pool is None:
+        model = build_estimator(params, n_jobs=forest_jobs(len(features)))
+        with fit_threads(params, len(features)):
+            return cross_val_predict(model, features, target, cv=folds, method="predict_proba")[:, 1]
+    splits = list(folds.split(features, target))
+    jobs = [(features[fit], target[fit], features[held], params) for fit, held in splits]
+    probability = np.empty(len(target))
+    for (_, held), part in zip(splits, pool.map(_fold_probability, jobs), strict=True):
+        probability[held] = part
+    return probability
+
+
+def _fold_probability(job: tuple[np.ndarray, np.ndarray, np.ndarray, ModelParams]) -> np.ndarray:
+    """One fold of out_of_fold_probability in a worker: fit on the fold's rows, score the held-out ones."""
+    features, target, held, params = job
+    return fit_model(features, target, params).predict_proba(held)[:, 1]
+
+
+def _timed_fit(job: tuple[np.ndarray, np.ndarray, ModelParams]) -> tuple[Any, float]:
+    """fit_model and its seconds, in a worker."""
+    started = time.perf_counter()
+    model = fit_model(*job)
+    return model, time.perf_counter() - started
 
 
 def train(
@@ -76,31 +110,44 @@ def train(
     threshold_goal: str = "0.5",
     tuning: dict[str, Any] | None = None,
     seed: int = 42,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Fits the model, chooses calibration and threshold, compiles it, and writes the artifact.
 
     With calibration "none" and a fixed threshold this is the baseline script's forest exactly (100 trees,
     random_state 42: bench/baseline_train.py)
     (seed-exact mode); otherwise both are chosen on out-of-fold predictions of the training split.
-    """
+
+    On a small table (under ONE_THREAD_FOREST_ROWS, where each fit runs on one thread) the final fit
+    and the five out-of-fold fits run side by side in `workers` processes (default: one per core),
+    as tune's candidates do; the fits are the same, so the artifact is too."""
     contract = FeatureContract.load(contract_dir)
     frame = read_split(Path(train_dir) / TRAIN_FILE, contract.numeric, list(contract.categorical))
     features = encode_contract_frame(contract, frame)
     target = frame[contract.target].to_numpy(dtype="int64")
 
-    started = time.perf_counter()
-    model = fit_model(features, target, params)
-    fit_seconds = time.perf_counter() - started
+    out_of_fold = not (calibration == "none" and _is_fixed(threshold_goal))
+    if workers is None:
+        workers = side_by_side(len(features), ONE_THREAD_FOREST_ROWS) if out_of_fold else 1
+    with process_pool(workers, WORKER_PRELOAD) as pool:
+        if pool is None:
+            started = time.perf_counter()
+            model = fit_model(features, target, params)
+            fit_seconds = time.perf_counter() - started
+        else:
+            final = pool.submit(_timed_fit, (features, target, params))
 
-    calibrator, calibration_report = IDENTITY, {"mode": calibration, "method": "none"}
-    if calibration == "none" and _is_fixed(threshold_goal):
-        threshold, threshold_report = choose_threshold(threshold_goal, np.empty(0), np.empty(0))
-    else:
-        rows = calibration_rows(tuning, len(features))
-        oof = out_of_fold_probability(features[:rows], target[:rows], params, seed)
-        calibrator, calibration_report = choose_calibration(calibration, oof, target[:rows], seed)
-        threshold, threshold_report = choose_threshold(threshold_goal, calibrator.apply(oof), target[:rows])
-        calibration_report["rows"] = rows
+        calibrator, calibration_report = IDENTITY, {"mode": calibration, "method": "none"}
+        if not out_of_fold:
+            threshold, threshold_report = choose_threshold(threshold_goal, np.empty(0), np.empty(0))
+        else:
+            rows = calibration_rows(tuning, len(features))
+            oof = out_of_fold_probability(features[:rows], target[:rows], params, seed, pool)
+            calibrator, calibration_report = choose_calibration(calibration, oof, target[:rows], seed)
+            threshold, threshold_report = choose_threshold(threshold_goal, calibrator.apply(oof), target[:rows])
+            calibration_report["rows"] = rows
+        if pool is not None:
+            model, fit_seconds = final.result()
     contract = contract.model_copy(update={"threshold": threshold})
 
     model_dir = Path(model_dir)

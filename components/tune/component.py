@@ -125,13 +125,13 @@ def tune_op(
 
     from churnflow.components.preprocess.outputs import train_rows
     from churnflow.components.tune.selection import REPEAT_BELOW_ROWS
-    from churnflow.components.tune.workers import side_by_side, start_server
+    from churnflow.core.workers import side_by_side, start_server
 
     workers = side_by_side(train_rows(contract.path), REPEAT_BELOW_ROWS)
     os.environ.pop("CHURNFLOW_LOOP_THREADS", None)  # churnflow.core.hyperparameters.LOOP_THREADS_ENV
     if workers > 1:
         os.environ["CHURNFLOW_LOOP_THREADS"] = "1"  # each fit one core: the candidates share them
-        start_server()  # it imports the fitting stack on another core while this task does, below
+        start_server(["churnflow.components.tune.logic"])  # imports the fitting stack beside this task
 
     from churnflow.components.tune.logic import base_candidates, describe_selection, selection_metrics, tune_in_one_task
 

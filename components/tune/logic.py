@@ -44,7 +44,6 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 from churnflow.components.preprocess.outputs import TRAIN_FILE, train_rows
 from churnflow.components.tune import halving
 from churnflow.components.tune.selection import search_repeats, standard_error
-from churnflow.components.tune.workers import scoring_pool
 from churnflow.core.contract import FeatureContract
 from churnflow.core.data import read_split
 from churnflow.core.encoding import encode_contract_frame
@@ -60,6 +59,7 @@ from churnflow.core.hyperparameters import (
     loop_threads,
     model_params,
 )
+from churnflow.core.workers import process_pool
 
 # Each family's grid lists its defaults first: the one-standard-error rule prefers the earliest candidate.
 DEFAULT_GRID: dict[str, dict[str, list[Any]]] = {
@@ -80,6 +80,8 @@ TUNABLE = {
 }
 MAX_CANDIDATES = 64
 # Scores where higher is better; brier is negated so that "best" is always the maximum.
+WORKER_PRELOAD = [__name__]
+"""What the worker processes import before they fork (churnflow/core/workers.py)."""
 METRICS = {
     "roc_auc": lambda y, p: roc_auc_score(y, p),
     "average_precision": lambda y, p: average_precision_score(y, p),
@@ -271,11 +273,11 @@ def tune_in_one_task(
     Processes, not threads: a forest fit on a small table spends most of its time in scikit-learn's
     per-tree Python code, which holds the GIL, so two threads fitting forests took longer than one
     (bench: 16 fits of 100 trees on 640 rows, 3.2 s alone, 4.6 s in two threads). The pool is
-    components/tune/workers.py's."""
+    churnflow/core/workers.py's."""
     from functools import partial
 
     one = partial(_score_one, str(train_dir), str(contract_dir), folds, metric, seed)
-    with scoring_pool(workers) as pool:
+    with process_pool(workers, WORKER_PRELOAD) as pool:
 
         def score_all(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if pool is None:

@@ -1,11 +1,14 @@
-"""The worker processes that score a small table's candidates side by side (tune_in_one_task).
+"""Worker processes for the fits of a small table: tune's candidates side by side, train's final fit
+beside its out-of-fold fits.
 
-Processes, because a forest fit on a small table holds the GIL most of the time (logic.py). They fork
-from multiprocessing's fork server, a clean single-threaded process that has imported the fitting stack
-once and run no OpenMP (forking a process whose OpenMP threads have run can hang the child), so a
-worker costs no import of its own. tune_op starts that server first thing (`start_server`), so that it
-imports the stack on a second core while the task itself does: a second's import overlapped, on a run
-whose whole budget is a few seconds. Standard library only, so that starting it costs nothing here.
+Processes, because a forest fit on a small table holds the GIL most of the time (components/tune/
+logic.py). They fork from multiprocessing's fork server, a clean single-threaded process that has
+imported the fitting stack once and run no OpenMP (forking a process whose OpenMP threads have run can
+hang the child), so a worker costs no import of its own. A task starts that server first thing
+(`start_server`), so that it imports the stack on a second core while the task itself does: a second's
+import overlapped, on a run whose whole budget is a few seconds. Standard library only, so that
+starting it costs nothing here. One server per process: the first `start_server` chooses what it
+preloads.
 """
 
 from __future__ import annotations
@@ -16,8 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-PRELOAD = ["churnflow.components.tune.logic"]
-
 
 def side_by_side(train_rows: int, below_rows: int) -> int:
     """How many candidates to score at once: one per core on a training split under `below_rows`
@@ -25,25 +26,25 @@ def side_by_side(train_rows: int, below_rows: int) -> int:
     return len(os.sched_getaffinity(0)) if train_rows < below_rows else 1
 
 
-def start_server() -> None:
-    """Starts the fork server, which imports PRELOAD, without waiting for it to finish."""
+def start_server(preload: list[str]) -> None:
+    """Starts the fork server, which imports the `preload` modules, without waiting for it."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
+    context.set_forkserver_preload(preload)
     from multiprocessing import forkserver
 
     forkserver.ensure_running()
 
 
 @contextmanager
-def scoring_pool(workers: int) -> Iterator[Any]:
-    """A pool of `workers` processes forked from the server (started here if it is not yet), or None
-    for one worker: the caller then scores in its own process."""
+def process_pool(workers: int, preload: list[str]) -> Iterator[Any]:
+    """A pool of `workers` processes forked from the server (started here with `preload` if it is not
+    yet), or None for one worker: the caller then works in its own process."""
     if workers <= 1:
         yield None
         return
     from concurrent.futures import ProcessPoolExecutor
 
-    start_server()
+    start_server(preload)
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread_each) as pool:
         yield pool
