@@ -19,6 +19,7 @@ BLOCKS = {
     "soak_bench-asyncio-store",
     "soak_bench-uvloop-store",
     "pipeline_bench",
+    "pipeline_bench-1000",
     "score_bench",
     "ceiling_bench",
 }
