@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import orjson
+import sklearn.ensemble  # noqa: F401 - see below
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+import churnflow.core.explain  # noqa: F401 - see below
 from churnflow.core.artifact import MODEL_FILE
 from churnflow.core.errors import ChurnflowError
 from churnflow.core.released_model import ReleasedModel, normalize_sha256
@@ -35,6 +37,12 @@ from churnflow.predictor.settings import PredictorSettings
 from churnflow.predictor.watch import fingerprint, start_watcher
 from churnflow.predictor.worker_setup import prepare_worker
 from churnflow.store.logger import PredictionLogger
+
+# Loading a released model no longer imports scikit-learn and SciPy (bulk scoring does not need them),
+# but a serving process does: the :explain route and a reload (`--watch`) use them. They are imported
+# with this module, so in the server and in every worker, which unpickles the model and so imports this
+# module before it serves; not in a first :explain request's event loop (about 0.7 s that stalled it)
+# nor in a worker's first reload (which then took longer than a watch interval).
 
 log = logging.getLogger("churnflow.predictor")
 
@@ -54,12 +62,6 @@ class LoadedModel:
     @classmethod
     def load(cls, uri: str, prefer_compiled: bool = True, metadata_sha256: str | None = None) -> LoadedModel:
         released = ReleasedModel.open(uri, prefer_compiled, metadata_sha256)
-        # Loading a model no longer imports scikit-learn and scipy (bulk scoring does not need them); the
-        # :explain route does, so they are imported here rather than in its first request's event loop.
-        import sklearn.ensemble  # noqa: F401
-
-        import churnflow.core.explain  # noqa: F401
-
         return cls(released, Aligner(released.contract), load_reference(released.directory))
 
 
