@@ -58,4 +58,10 @@ def _one_thread_each() -> None:
     on 640 rows took 0.6-1.3 CPU-s each instead of 0.1 (they were the only thing that changed)."""
     from threadpoolctl import threadpool_limits
 
+    from churnflow.core.hyperparameters import LOOP_THREADS_ENV
+
     threadpool_limits(limits=1)
+    # A forest's n_jobs comes from LOOP_THREADS_ENV (hyperparameters.loop_threads). The workers inherit the
+    # environment of the fork server as it was when it started, which is once per process, so it is set
+    # here: with two threads a forest adds its trees' votes in the order they finish (one ulp apart).
+    os.environ[LOOP_THREADS_ENV] = "1"
