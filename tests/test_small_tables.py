@@ -118,3 +118,17 @@ def test_a_rung_scored_side_by_side_gives_what_one_after_another_gives(
     assert len(alone["candidates"]) == 4
     assert len(alone["halving"]["rungs"][1]["candidates"]) >= 2, "no repetitions to spread over the workers"
     assert _without_timings(side_by_side) == _without_timings(alone)
+
+
+def test_pool_workers_fit_forests_on_one_thread_whatever_the_server_started_with(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fork server starts once per process, with the environment of that moment; its workers still
+    give a forest one thread (one order of adding the trees' votes), as the side-by-side search needs."""
+    from churnflow.core import workers
+    from churnflow.core.hyperparameters import loop_threads
+
+    monkeypatch.delenv("CHURNFLOW_LOOP_THREADS", raising=False)
+    workers.start_server(["churnflow.components.tune.logic"])
+    with workers.process_pool(2, ["churnflow.components.tune.logic"]) as pool:
+        assert [pool.submit(loop_threads).result() for _ in range(4)] == [1, 1, 1, 1]
